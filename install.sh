@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create a virtual environment (.venv, or $VENV) and install intent-router into it.
+# The CPU build of PyTorch goes in first: anything that pulls torch in before it would fetch a
+# multi-GB CUDA build. Set TORCH_SPEC to pick another torch (e.g. on a machine with a GPU).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+if [ -n "${PYTHON:-}" ]; then
+  python=$PYTHON
+elif command -v python3.11 >/dev/null; then
+  python=python3.11
+else
+  python=python3
+fi
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "intent-router needs Python 3.11 or newer; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+[ -x "$VENV/bin/python" ] || "$python" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+echo "intent-router installed in $VENV: run $VENV/bin/intent-router --help"

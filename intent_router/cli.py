@@ -1,0 +1,304 @@
+"""The ``intent-router`` command line: preview data, train, evaluate, predict, plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
+from .data import FORMATS, DataError, check_trainable, load_dataset
+from .model_folder import ModelFolderError, list_models, model_path
+
+app = typer.Typer(
+    help="Fine-tune a sentence-embedding intent classifier from labelled utterances, and use it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+ModelsDir = Annotated[
+    Path,
+    typer.Option(envvar="INTENT_ROUTER_MODELS", help="Folder of named models.", show_default=True),
+]
+FormatOption = Annotated[
+    str | None, typer.Option("--format", help=f"File format, one of {', '.join(FORMATS)}; default: from the suffix.")
+]
+HeaderOption = Annotated[
+    bool | None,
+    typer.Option("--header/--no-header", help="Force whether a CSV/TSV's first row is a header; default: detect."),
+]
+
+
+def main() -> None:
+    app()
+
+
+@app.command()
+def preview(
+    data: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL or Rasa NLU YAML file.")],
+    rows: Annotated[int, typer.Option(help="How many rows to show.")] = 10,
+    format: FormatOption = None,
+    header: HeaderOption = None,
+    base_model: Annotated[str, typer.Option(help="Base model whose token window is checked.")] = DEFAULT_BASE_MODEL,
+) -> None:
+    """Show the first rows, the count per label and every warning, before training."""
+    from .model import long_text_warnings
+
+    with _reported_errors():
+        dataset = load_dataset(data, format=format, header=header)
+        table = Table("line", "text", "label", title=f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
+        for example in dataset.examples[:rows]:
+            table.add_row(str(example.line), example.text, example.label)
+        console.print(table)
+        counts = Table("label", "examples", "share", title="Examples per label")
+        for label, count in dataset.label_counts().most_common():
+            counts.add_row(label, str(count), f"{count / len(dataset):.1%}")
+        console.print(counts)
+        warnings = list(dataset.warnings) + long_text_warnings(dataset, _quiet(load_base_model, base_model))
+        try:
+            warnings += check_trainable(dataset)
+        except DataError as err:
+            _print_problems(err.problems)
+            raise typer.Exit(1) from None
+        _print_problems(warnings)
+        console.print(f"[green]Ready to train:[/] {len(dataset)} examples, {len(dataset.label_counts())} labels.")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="Training data: CSV (text,label), TSV, JSONL or Rasa NLU YAML.")],
+    name: Annotated[str, typer.Option(help="Name to save the model under.")],
+    validation: Annotated[
+        Path | None, typer.Option(help="Validation file; default: a stratified 20% split of the data.")
+    ] = None,
+    base_model: Annotated[
+        str, typer.Option(help="english-small, a local sentence-transformers folder, or a hub id.")
+    ] = DEFAULT_BASE_MODEL,
+    steps: Annotated[int | None, typer.Option(help="Fine-tuning steps; default: scaled to the data.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, sampling and training.")] = 0,
+    allow_rare_labels: Annotated[
+        bool, typer.Option(help="Train on labels with a single example instead of stopping.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model of that name.")] = False,
+    format: FormatOption = None,
+    header: HeaderOption = None,
+    models_dir: ModelsDir = Path("models"),
+) -> None:
+    """Fine-tune a classifier on labelled utterances and save it under a name."""
+    from .model import IntentClassifier
+
+    with _reported_errors():
+        target = model_path(name, models_dir)
+        if target.exists() and not overwrite:
+            raise ModelFolderError(f"a model named {name!r} exists in {models_dir}; pass --overwrite to replace it")
+        dataset = load_dataset(data, format=format, header=header)
+        held_out = load_dataset(validation, format=format, header=header) if validation else None
+        classifier = IntentClassifier(base_model, steps=steps, seed=seed, allow_rare_labels=allow_rare_labels)
+        with _progress_bar() as report:
+            classifier.fit(dataset, held_out, progress=report)
+        _print_problems([w for w in classifier.info_["warnings"]])
+        console.print(
+            f"Fine-tuned in {classifier.info_['fit_seconds']:.0f} s on {classifier.info_['data']['train_examples']} "
+            f"examples ({classifier.info_['fine_tuning']['steps']} steps)."
+        )
+        if classifier.metrics_:
+            _print_metrics(classifier.metrics_, "Validation")
+        saved = _quiet(classifier.save, target, overwrite=overwrite)
+        console.print(f"[green]Saved[/] {name!r} to {saved}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Model name (in --models-dir) or folder.")],
+    data: Annotated[Path, typer.Argument(help="Labelled test data; every row is scored, duplicates too.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    format: FormatOption = None,
+    header: HeaderOption = None,
+    models_dir: ModelsDir = Path("models"),
+) -> None:
+    """Score a model on labelled data: accuracy, macro and per-label metrics, confusion matrix."""
+    with _reported_errors():
+        classifier = _load(model, models_dir)
+        dataset = load_dataset(data, format=format, header=header, deduplicate=False)
+        metrics = classifier.evaluate(dataset)
+        if as_json:
+            print(json.dumps(metrics, indent=2))
+        else:
+            _print_metrics(metrics, f"{model} on {data}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Model name (in --models-dir) or folder.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Utterances; none: one per line from stdin.")] = None,
+    top: Annotated[int, typer.Option(help="Labels shown per text (JSON always has all).")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every label's confidence as JSON lines.")] = False,
+    models_dir: ModelsDir = Path("models"),
+) -> None:
+    """Classify utterances: each label with its confidence."""
+    with _reported_errors():
+        classifier = _load(model, models_dir)
+        texts = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        probabilities = classifier.predict_proba(texts)
+        for text, row in zip(texts, probabilities, strict=True):
+            ranked = sorted(zip(classifier.labels_, row.tolist(), strict=True), key=lambda pair: -pair[1])
+            if as_json:
+                print(json.dumps({"text": text, "label": ranked[0][0], "confidences": dict(ranked)}))
+                continue
+            table = Table("label", "confidence", title=text, title_justify="left")
+            for label, confidence in ranked[:top]:
+                table.add_row(label, f"{confidence:.3f}")
+            console.print(table)
+
+
+@app.command()
+def plot(
+    model: Annotated[str, typer.Argument(help="Model name (in --models-dir) or folder.")],
+    data: Annotated[Path, typer.Option(help="Labelled utterances to draw.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write; default: <model>-embeddings.html.")] = None,
+    max_points: Annotated[int, typer.Option(help="Draw at most this many utterances (a seeded sample).")] = 2000,
+    format: FormatOption = None,
+    header: HeaderOption = None,
+    models_dir: ModelsDir = Path("models"),
+) -> None:
+    """Write an HTML map of the embeddings before and after fine-tuning, coloured by label."""
+    import numpy as np
+
+    from .model import _encode
+    from .plot import write_embedding_plot
+
+    with _reported_errors():
+        classifier = _load(model, models_dir)
+        dataset = load_dataset(data, format=format, header=header)
+        if len(dataset) > max_points:
+            keep = np.random.default_rng(0).choice(len(dataset), max_points, replace=False)
+            dataset = dataset.subset(sorted(keep.tolist()))
+        base = _quiet(load_base_model, classifier.info_.get("base_model", DEFAULT_BASE_MODEL))
+        with console.status("Embedding and projecting..."):
+            before = _encode(base, dataset.texts)
+            after = classifier.embed(dataset.texts)
+            target = out or Path(f"{Path(model).name}-embeddings.html")
+            write_embedding_plot(target, dataset.texts, dataset.labels, before, after, f"{model}: before / after")
+        console.print(f"[green]Wrote[/] {target}")
+
+
+@app.command("models")
+def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
+    """List the models saved in the models folder."""
+    table = Table("name", "labels", "validation accuracy", "macro F1", "created", title=str(models_dir))
+    for name, config, metrics in list_models(models_dir):
+        metrics = metrics or {}
+        table.add_row(
+            name,
+            str(len(config.get("labels", []))),
+            f"{metrics['accuracy']:.3f}" if "accuracy" in metrics else "-",
+            f"{metrics['macro_f1']:.3f}" if "macro_f1" in metrics else "-",
+            config.get("created_at", "-"),
+        )
+    console.print(table)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _load(model: str, models_dir: Path):
+    from .model import IntentClassifier
+
+    path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+    return _quiet(IntentClassifier.load, path)
+
+
+def _quiet(function, *args, **kwargs):
+    """Run without transformers' weight-loading progress bars (ours is enough)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return function(*args, **kwargs)
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+class _reported_errors:
+    """Turn the library's errors about user input into a red message and exit status 1."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, DataError):
+            _print_problems(error.problems)
+        elif isinstance(error, ModelFolderError | BaseModelError | ValueError | TypeError):
+            errors.print(f"[red]error:[/] {error}")
+        else:
+            return False
+        raise typer.Exit(1)
+
+
+def _print_problems(problems) -> None:
+    for problem in problems:
+        text = str(problem)
+        style = "yellow" if getattr(problem, "severity", "warning") == "warning" else "red"
+        errors.print(text, style=style, markup=False, highlight=False)
+
+
+class _progress_bar:
+    """A rich progress bar fed by the library's ``progress(stage, fraction)`` callback."""
+
+    def __enter__(self):
+        self.bar = Progress(
+            TextColumn("{task.description:<12}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=errors,
+            disable=not errors.is_terminal and "CI" in os.environ,
+        )
+        self.bar.__enter__()
+        self.tasks: dict[str, int] = {}
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        return self.report
+
+    def report(self, stage: str, fraction: float) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=1.0)
+        self.bar.update(self.tasks[stage], completed=fraction)
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.enable_progress_bar()
+        return self.bar.__exit__(*exc)
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    summary = Table("metric", "value", title=f"{title} ({metrics['examples']} examples)")
+    for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"):
+        value = metrics.get(key)
+        summary.add_row(key, "-" if value is None else f"{value:.4f}")
+    console.print(summary)
+    per_label = Table("label", "precision", "recall", "f1", "support", title="Per label")
+    for label, row in metrics["per_label"].items():
+        per_label.add_row(label, *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")), str(row["support"]))
+    console.print(per_label)
+    labels = metrics["confusion_matrix"]["labels"]
+    if len(labels) <= 12:
+        matrix = Table("true \\ predicted", *labels, title="Confusion matrix")
+        for label, row in zip(labels, metrics["confusion_matrix"]["matrix"], strict=True):
+            matrix.add_row(label, *(str(v) for v in row))
+        console.print(matrix)
+    else:
+        console.print(f"Confusion matrix: {len(labels)} labels, see the JSON output (--json) or metrics.json.")
+    if metrics.get("unknown_labels"):
+        errors.print(f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}", style="yellow")

@@ -1,0 +1,432 @@
+"""Labelled utterances in: CSV, TSV, JSONL and Rasa NLU YAML, read into one data model.
+
+Every example holds a *set* of labels (ATIS rows such as ``flight+airfare`` carry two). A single-label
+classifier treats each distinct set as one class, named by its canonical key (``airfare+flight``).
+
+    >>> data = load_dataset("train.csv")          # raises DataError listing every bad line
+    >>> data.warnings                              # duplicates dropped, rare labels, ...
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+LABEL_SEPARATOR = "+"
+MIN_EXAMPLES = 32
+MIN_EXAMPLES_PER_LABEL = 2
+FEW_EXAMPLES_PER_LABEL = 8
+FORMATS = ("csv", "tsv", "jsonl", "yaml")
+_SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".yml": "yaml",
+    ".yaml": "yaml",
+}
+_TEXT_HEADERS = {"text", "texts", "query", "utterance", "utterances", "sentence", "example", "examples"}
+_LABEL_HEADERS = {"label", "labels", "intent", "intents", "class", "category", "target"}
+_RASA_ENTITY = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or worth a warning) in a data file, with where it is."""
+
+    source: str
+    line: int | None
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.severity}: {self.message}"
+
+
+class DataError(ValueError):
+    """The data cannot be used as it is; ``problems`` lists every reason with its file and line."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        shown = "\n".join(f"  {p}" for p in self.problems[:50])
+        more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        super().__init__(f"{len(self.problems)} problem(s) in the data:\n{shown}{more}")
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    labels: frozenset[str]
+    line: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The canonical class name of the label set: its labels sorted and joined by ``+``."""
+        return label_key(self.labels)
+
+
+@dataclass
+class Dataset:
+    """Examples read from one source, with the warnings met while reading and checking them."""
+
+    examples: list[Example]
+    source: str = "<memory>"
+    warnings: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def texts(self) -> list[str]:
+        return [e.text for e in self.examples]
+
+    @property
+    def labels(self) -> list[str]:
+        """One canonical class name per example (see ``Example.label``)."""
+        return [e.label for e in self.examples]
+
+    @property
+    def label_sets(self) -> list[frozenset[str]]:
+        return [e.labels for e in self.examples]
+
+    def label_counts(self, multilabel: bool = False) -> Counter[str]:
+        """Examples per class, or per single label when ``multilabel``."""
+        if multilabel:
+            return Counter(label for e in self.examples for label in e.labels)
+        return Counter(self.labels)
+
+    def checksum(self) -> str:
+        """sha256 of the examples' texts and labels, in order: identifies the data a model saw."""
+        digest = hashlib.sha256()
+        for e in self.examples:
+            digest.update(e.text.encode())
+            digest.update(b"\x1f")
+            digest.update(e.label.encode())
+            digest.update(b"\x1e")
+        return digest.hexdigest()
+
+    def subset(self, indices: Iterable[int], source: str | None = None) -> Dataset:
+        return Dataset([self.examples[i] for i in indices], source or self.source)
+
+    @classmethod
+    def from_lists(cls, texts: Sequence[str], labels: Sequence[str | Iterable[str]]) -> Dataset:
+        """Build a dataset in memory; a label may be ``"a+b"`` or a list of labels."""
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels: give one label per text")
+        examples = [
+            Example(normalize_text(t), parse_labels(y) if isinstance(y, str) else frozenset(y), i + 1)
+            for i, (t, y) in enumerate(zip(texts, labels, strict=True))
+        ]
+        return cls(examples)
+
+
+def label_key(labels: Iterable[str]) -> str:
+    return LABEL_SEPARATOR.join(sorted(labels))
+
+
+def parse_labels(cell: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in cell.split(LABEL_SEPARATOR) if part.strip())
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFC and outer white space removed: applied the same way at training and inference."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    header: bool | None = None,
+    multilabel: bool = False,
+    deduplicate: bool = True,
+) -> Dataset:
+    """Read a data file and check every row; raise ``DataError`` listing each bad line.
+
+    ``format`` is taken from the file's suffix unless given (one of ``FORMATS``). For CSV and TSV the
+    header row is detected unless ``header`` forces it. Exact duplicates are dropped with a warning
+    (keep them with ``deduplicate=False`` to score a test set row for row).
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise DataError([Problem(source, None, "no such file")])
+    format = format or _SUFFIX_FORMATS.get(path.suffix.lower())
+    if format not in FORMATS:
+        raise DataError(
+            [
+                Problem(
+                    source,
+                    None,
+                    f"unknown format; name the file .csv, .tsv, .jsonl or .yml, or pass one of {FORMATS}",
+                )
+            ]
+        )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # err.start counts from err.object, which is the input *after* the codec stripped any BOM
+        line = err.object[: err.start].count(b"\n") + 1
+        raise DataError(
+            [Problem(source, line, f"bytes that are not UTF-8 ({err.reason}); save the file as UTF-8")]
+        ) from None
+    return parse_dataset(
+        text, format=format, source=source, header=header, multilabel=multilabel, deduplicate=deduplicate
+    )
+
+
+def parse_dataset(
+    text: str,
+    *,
+    format: str,
+    source: str = "<upload>",
+    header: bool | None = None,
+    multilabel: bool = False,
+    deduplicate: bool = True,
+) -> Dataset:
+    """Like ``load_dataset`` but from text already in memory (an upload, say)."""
+    text = text.removeprefix("\ufeff")
+    problems: list[Problem] = []
+    if format in ("csv", "tsv"):
+        rows = _read_delimited(text, "," if format == "csv" else "\t", source, header, problems)
+    elif format == "jsonl":
+        rows = _read_jsonl(text, source, problems)
+    elif format == "yaml":
+        rows = _read_rasa_yaml(text, source, problems)
+    else:
+        raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
+    examples = _check_rows(rows, source, multilabel, deduplicate, problems)
+    if not rows and not problems:
+        problems.append(Problem(source, None, "no examples found"))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise DataError(errors)
+    return Dataset(examples, source, [p for p in problems if p.severity == "warning"])
+
+
+# A row as read: (line number, text, labels)
+_Row = tuple[int, str, frozenset[str]]
+
+
+def _read_delimited(text: str, delimiter: str, source: str, header: bool | None, problems: list[Problem]) -> list[_Row]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records: list[tuple[int, list[str]]] = []
+    try:
+        line = 1
+        for record in reader:
+            records.append((line, record))
+            line = reader.line_num + 1
+    except csv.Error as err:
+        problems.append(Problem(source, reader.line_num, f"malformed {_name(delimiter)} ({err}); check the quotes"))
+    records = [(line, r) for line, r in records if any(cell.strip() for cell in r)]
+    if records and (header if header is not None else _looks_like_header(records)):
+        records = records[1:]
+    rows: list[_Row] = []
+    for line, record in records:
+        if len(record) != 2:
+            what = "a third column" if len(record) > 2 else "only one column"
+            hint = "; quote a text that holds the delimiter" if len(record) > 2 else ""
+            problems.append(
+                Problem(source, line, f"{what}: expected 2 columns, text then label, found {len(record)}{hint}")
+            )
+            continue
+        rows.append((line, record[0], parse_labels(record[1])))
+    return rows
+
+
+def _name(delimiter: str) -> str:
+    return "CSV" if delimiter == "," else "TSV"
+
+
+def _looks_like_header(records: list[tuple[int, list[str]]]) -> bool:
+    first = records[0][1]
+    if len(first) != 2:
+        return False
+    text_cell, label_cell = (cell.strip().lower() for cell in first)
+    label_used_elsewhere = any(len(r) == 2 and r[1].strip().lower() == label_cell for _, r in records[1:])
+    return (text_cell in _TEXT_HEADERS or label_cell in _LABEL_HEADERS) and not label_used_elsewhere
+
+
+def _read_jsonl(text: str, source: str, problems: list[Problem]) -> list[_Row]:
+    rows: list[_Row] = []
+    # Split on line endings only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which
+    # JSON allows unescaped inside strings (json.dumps(..., ensure_ascii=False) writes them raw).
+    for line, content in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+        if not content.strip():
+            continue
+        try:
+            record = json.loads(content)
+        except json.JSONDecodeError as err:
+            problems.append(Problem(source, line, f"not valid JSON ({err.msg}); one object per line"))
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            problems.append(Problem(source, line, 'expected an object with a string "text"'))
+            continue
+        if isinstance(record.get("label"), str):
+            labels = parse_labels(record["label"])
+        elif isinstance(record.get("labels"), list) and all(isinstance(x, str) for x in record["labels"]):
+            labels = frozenset(x.strip() for x in record["labels"] if x.strip())
+        else:
+            problems.append(Problem(source, line, 'expected "label": "name" or "labels": ["name", ...]'))
+            continue
+        rows.append((line, record["text"], labels))
+    return rows
+
+
+def _read_rasa_yaml(text: str, source: str, problems: list[Problem]) -> list[_Row]:
+    try:
+        document = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problems.append(Problem(source, mark.line + 1 if mark else None, f"not valid YAML: {err}"))
+        return []
+    nlu = _mapping_get(document, "nlu")
+    if not isinstance(nlu, yaml.SequenceNode):
+        problems.append(Problem(source, None, "expected a Rasa NLU file with a top-level 'nlu:' list"))
+        return []
+    rows: list[_Row] = []
+    for item in nlu.value:
+        intent = _mapping_get(item, "intent")
+        if intent is None:
+            continue  # synonyms, regexes and lookups carry no labelled examples
+        block = _mapping_get(item, "examples")
+        if not isinstance(intent, yaml.ScalarNode) or not isinstance(block, yaml.ScalarNode):
+            problems.append(
+                Problem(source, item.start_mark.line + 1, "an intent needs a name and an 'examples: |' block")
+            )
+            continue
+        first_line = block.start_mark.line + (2 if block.style == "|" else 1)
+        for offset, content in enumerate(block.value.splitlines()):
+            stripped = content.strip()
+            if not stripped:
+                continue
+            if not stripped.startswith("- "):
+                problems.append(Problem(source, first_line + offset, "each example starts with '- '"))
+                continue
+            utterance = _RASA_ENTITY.sub(r"\1", stripped[2:])
+            rows.append((first_line + offset, utterance, parse_labels(intent.value)))
+    return rows
+
+
+def _mapping_get(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node
+    return None
+
+
+def _check_rows(
+    rows: list[_Row], source: str, multilabel: bool, deduplicate: bool, problems: list[Problem]
+) -> list[Example]:
+    examples: list[Example] = []
+    first_seen: dict[str, Example] = {}
+    duplicates = 0
+    for line, raw_text, labels in rows:
+        text = normalize_text(raw_text)
+        if not text:
+            problems.append(Problem(source, line, "empty text; every row needs an utterance"))
+            continue
+        if not labels and not multilabel:
+            problems.append(Problem(source, line, "empty label; every row needs a label (or train with multilabel)"))
+            continue
+        example = Example(text, labels, line)
+        earlier = first_seen.get(text)
+        if earlier is None:
+            first_seen[text] = example
+            examples.append(example)
+        elif earlier.labels == labels:
+            duplicates += 1
+            if not deduplicate:
+                examples.append(example)
+        else:
+            joined = label_key(earlier.labels | labels)
+            message = (
+                f"text also on line {earlier.line} with label {earlier.label!r} but here {example.label!r}; "
+                f"keep one label, or join them as {joined!r}"
+            )
+            problems.append(Problem(source, line, message))
+    if duplicates and deduplicate:
+        problems.append(Problem(source, None, f"{duplicates} exact duplicate row(s) dropped", "warning"))
+    return examples
+
+
+def check_trainable(dataset: Dataset, *, multilabel: bool = False, allow_rare_labels: bool = False) -> list[Problem]:
+    """Check a dataset is enough to train on; return warnings, raise ``DataError`` for what cannot work.
+
+    Needs ``MIN_EXAMPLES`` examples, two labels and ``MIN_EXAMPLES_PER_LABEL`` examples of each label
+    (``allow_rare_labels`` turns that last error into a warning: such labels then only train the head).
+    """
+    source = dataset.source
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    if len(dataset) < MIN_EXAMPLES:
+        errors.append(Problem(source, None, f"{len(dataset)} examples; fine-tuning needs at least {MIN_EXAMPLES}"))
+    counts = dataset.label_counts(multilabel)
+    if len(counts) < 2:
+        errors.append(Problem(source, None, f"{len(counts)} label(s) {sorted(counts)}; a classifier needs at least 2"))
+    first_line = {}
+    for e in dataset.examples:
+        for name in e.labels if multilabel else [e.label]:
+            first_line.setdefault(name, e.line)
+    for name, count in sorted(counts.items()):
+        if count < MIN_EXAMPLES_PER_LABEL:
+            message = (
+                f"label {name!r} has {count} example; each label needs at least {MIN_EXAMPLES_PER_LABEL} "
+                "(add examples, remove its rows, or allow rare labels: --allow-rare-labels, allow_rare_labels=True)"
+            )
+            if allow_rare_labels:
+                warnings.append(Problem(source, first_line[name], message, "warning"))
+            else:
+                errors.append(Problem(source, first_line[name], message))
+        elif count < FEW_EXAMPLES_PER_LABEL:
+            warnings.append(
+                Problem(
+                    source,
+                    first_line[name],
+                    f"label {name!r} has only {count} examples; {FEW_EXAMPLES_PER_LABEL} or more work better",
+                    "warning",
+                )
+            )
+    if errors:
+        raise DataError(errors + warnings)
+    return warnings
+
+
+def train_validation_split(
+    dataset: Dataset, validation_fraction: float = 0.2, seed: int = 0
+) -> tuple[Dataset, Dataset]:
+    """Stratified split: each class with at least 2 examples puts at least one in validation."""
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"validation_fraction is {validation_fraction}; give a number between 0 and 1")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for index, label in enumerate(dataset.labels):
+        by_label.setdefault(label, []).append(index)
+    train_idx: list[int] = []
+    valid_idx: list[int] = []
+    for label in sorted(by_label):
+        indices = by_label[label]
+        order = rng.permutation(len(indices))
+        n_valid = 0 if len(indices) < 2 else min(len(indices) - 1, max(1, round(validation_fraction * len(indices))))
+        valid_idx += [indices[i] for i in order[:n_valid]]
+        train_idx += [indices[i] for i in order[n_valid:]]
+    return (
+        dataset.subset(sorted(train_idx), f"{dataset.source} (train split)"),
+        dataset.subset(sorted(valid_idx), f"{dataset.source} (validation split)"),
+    )

@@ -1,0 +1,72 @@
+"""The classification head: a linear softmax layer over the tuned embeddings.
+
+It is fitted as a multinomial logistic regression on standardised embeddings, and the
+standardisation is folded into the weights, so at inference it is one matrix product.
+Saved as safetensors: two tensors, nothing that runs code on load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+
+class LinearHead:
+    """``probabilities = softmax(embeddings @ weight.T + bias)``."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray):
+        if weight.ndim != 2 or bias.shape != (weight.shape[0],):
+            raise ValueError(f"head weight {weight.shape} and bias {bias.shape} do not fit together")
+        self.weight = weight.astype(np.float32)
+        self.bias = bias.astype(np.float32)
+
+    @property
+    def n_classes(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def dimension(self) -> int:
+        return self.weight.shape[1]
+
+    @classmethod
+    def fit(
+        cls, embeddings: np.ndarray, targets: np.ndarray, n_classes: int, regularization: float = 1.0
+    ) -> LinearHead:
+        """Fit on embeddings (n, d) and class indices (n,) in ``range(n_classes)``.
+
+        ``regularization`` is scikit-learn's ``C``: smaller is stronger.
+        """
+        scaler = StandardScaler().fit(embeddings)
+        model = LogisticRegression(C=regularization, max_iter=3000)
+        model.fit(scaler.transform(embeddings), targets)
+        coef, intercept = model.coef_, model.intercept_
+        if len(model.classes_) == 2:  # binary: one logit; softmax([0, z]) == sigmoid(z)
+            coef = np.vstack([np.zeros_like(coef), coef])
+            intercept = np.array([0.0, intercept[0]])
+        # Classes absent from the targets never win: a large negative bias.
+        weight = np.zeros((n_classes, embeddings.shape[1]))
+        bias = np.full(n_classes, -1e4)
+        weight[model.classes_] = coef / scaler.scale_
+        bias[model.classes_] = intercept - (coef / scaler.scale_) @ scaler.mean_
+        return cls(weight, bias)
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        return embeddings.astype(np.float32) @ self.weight.T + self.bias
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        logits = self.logits(embeddings)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def save(self, path: str | Path) -> None:
+        save_file({"weight": self.weight, "bias": self.bias}, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LinearHead:
+        tensors = load_file(str(path))
+        return cls(tensors["weight"], tensors["bias"])

@@ -1,0 +1,217 @@
+"""The intent classifier: a fine-tuned sentence-embedding body and a linear head.
+
+>>> from intent_router import IntentClassifier, load_dataset
+>>> clf = IntentClassifier(base_model="english-small").fit(load_dataset("train.csv"))
+>>> clf.predict(["show me fares from boston to denver"])
+['airfare']
+>>> clf.save("models/atis")
+>>> clf = IntentClassifier.load("models/atis")
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .base_models import DEFAULT_BASE_MODEL, load_base_model
+from .data import Dataset, Problem, check_trainable, normalize_text, train_validation_split
+from .finetune import FinetuneSettings, ProgressCallback, finetune_body
+from .head import LinearHead
+from .metrics import classification_metrics
+from .model_folder import read_model_folder, write_model_folder
+
+ENCODE_BATCH_SIZE = 64
+
+
+class NotFittedError(RuntimeError):
+    """The classifier was used before ``fit`` or ``load``."""
+
+
+class IntentClassifier:
+    """Fine-tune with ``fit``; then ``predict``, ``predict_proba``, ``embed``, ``evaluate``, ``save``.
+
+    Learned state lives in attributes ending in ``_``: ``labels_`` (class names, the columns of
+    ``predict_proba``), ``metrics_`` (on the validation split) and ``info_`` (how it was trained).
+    """
+
+    def __init__(
+        self,
+        base_model: str = DEFAULT_BASE_MODEL,
+        *,
+        steps: int | None = None,
+        batch_size: int = 32,
+        learning_rate: float = 5e-5,
+        seed: int = 0,
+        validation_fraction: float = 0.2,
+        allow_rare_labels: bool = False,
+        head_regularization: float = 1.0,
+        device: str | None = None,
+    ):
+        self.base_model = base_model
+        self.settings = FinetuneSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+        self.validation_fraction = validation_fraction
+        self.allow_rare_labels = allow_rare_labels
+        self.head_regularization = head_regularization
+        self.device = device
+        self.body_ = None
+        self.head_: LinearHead | None = None
+        self.labels_: list[str] | None = None
+        self.metrics_: dict | None = None
+        self.info_: dict = {}
+
+    # -- training -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train: Dataset,
+        validation: Dataset | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IntentClassifier:
+        """Fine-tune on ``train``; score on ``validation`` or on an automatic stratified split."""
+        report = progress or (lambda stage, fraction: None)
+        started = time.perf_counter()
+        warnings = list(train.warnings) + check_trainable(train, allow_rare_labels=self.allow_rare_labels)
+        if validation is None:
+            train_part, validation = train_validation_split(train, self.validation_fraction, self.settings.seed)
+            split = {"kind": "automatic", "fraction": self.validation_fraction, "seed": self.settings.seed}
+        else:
+            train_part = train
+            split = {"kind": "given", "source": validation.source}
+        _seed_everything(self.settings.seed)
+        report("loading", 0.0)
+        body = load_base_model(self.base_model, self.device)
+        warnings += long_text_warnings(train, body)
+        report("loading", 1.0)
+
+        labels = sorted(set(train_part.labels))
+        class_ids = [labels.index(label) for label in train_part.labels]
+        tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report)
+
+        report("head", 0.0)
+        head = LinearHead.fit(
+            _encode(body, train_part.texts), np.array(class_ids), len(labels), self.head_regularization
+        )
+        self.body_, self.head_, self.labels_ = body, head, labels
+        report("head", 1.0)
+
+        report("evaluating", 0.0)
+        self.metrics_ = self.evaluate(validation) if len(validation) else None
+        report("evaluating", 1.0)
+        self.info_ = {
+            "base_model": self.base_model,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "fit_seconds": round(time.perf_counter() - started, 2),
+            "fine_tuning": tuning,
+            "head_regularization": self.head_regularization,
+            "data": {
+                "train_source": train.source,
+                "train_examples": len(train_part),
+                "train_checksum": train_part.checksum(),
+                "validation_examples": len(validation),
+                "validation_checksum": validation.checksum(),
+                "validation_split": split,
+            },
+            "warnings": [str(w) for w in warnings],
+            "versions": _versions(),
+        }
+        return self
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Fine-tuned, unit-length embeddings, one row per text."""
+        return _encode(self._fitted().body_, texts)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """A confidence for every label, one row per text; columns follow ``labels_``."""
+        head = self._fitted().head_
+        return head.predict_proba(self.embed(texts))
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        """The most confident label of each text."""
+        probabilities = self.predict_proba(texts)
+        return [self.labels_[i] for i in probabilities.argmax(axis=1)]
+
+    def evaluate(self, dataset: Dataset) -> dict:
+        """Metrics of this model on labelled data (see ``classification_metrics``)."""
+        probabilities = self.predict_proba(dataset.texts)
+        predicted = [self.labels_[i] for i in probabilities.argmax(axis=1)]
+        return classification_metrics(dataset.labels, predicted, probabilities, self.labels_)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the model folder atomically; ``SentenceTransformer(path)`` loads its tuned body."""
+        self._fitted()
+        config = {"labels": self.labels_, "multilabel": False, **self.info_}
+        return write_model_folder(Path(path), self.body_, self.head_, config, self.metrics_, overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> IntentClassifier:
+        """Load a folder written by ``save``; a foreign or damaged folder raises ``ModelFolderError``."""
+        body, head, config, metrics = read_model_folder(Path(path), device)
+        classifier = cls(config.get("base_model", DEFAULT_BASE_MODEL), device=device)
+        classifier.body_, classifier.head_, classifier.labels_ = body, head, list(config["labels"])
+        classifier.metrics_ = metrics
+        classifier.info_ = {k: v for k, v in config.items() if k not in ("labels", "multilabel")}
+        return classifier
+
+    def _fitted(self) -> IntentClassifier:
+        if self.body_ is None or self.head_ is None:
+            raise NotFittedError("this classifier is not trained: call fit(...) or IntentClassifier.load(path)")
+        return self
+
+
+def long_text_warnings(dataset: Dataset, body) -> list[Problem]:
+    """A warning counting the texts longer than the body's token window (they are truncated)."""
+    window = body.max_seq_length
+    lengths = [len(ids) for ids in body.tokenizer(dataset.texts, add_special_tokens=True)["input_ids"]]
+    long_lines = [e.line for e, n in zip(dataset.examples, lengths, strict=True) if n > window]
+    if not long_lines:
+        return []
+    shown = ", ".join(str(line) for line in long_lines[:10])
+    message = f"{len(long_lines)} text(s) longer than the model's {window}-token window are truncated (lines {shown})"
+    return [Problem(dataset.source, None, message, "warning")]
+
+
+def _encode(body, texts: Sequence[str]) -> np.ndarray:
+    vectors = body.encode(_clean(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True, normalize_embeddings=True)
+    return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+
+
+def _clean(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("pass a list of texts, not one string: predict([text])")
+    cleaned = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+        cleaned.append(normalize_text(text))
+    return cleaned
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _versions() -> dict:
+    import sentence_transformers
+    import transformers
+
+    return {
+        "intent_router": __version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }

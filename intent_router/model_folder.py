@@ -1,0 +1,143 @@
+"""The on-disk model: a sentence-transformers folder plus the head and JSON, written atomically.
+
+    models/atis/
+        modules.json, config.json, model.safetensors, tokenizer.json, ...   the tuned body
+        head.safetensors                                                     the linear head
+        intent_router.json                                                   labels, training, versions
+        metrics.json                                                         validation metrics
+
+Nothing in it executes code on load: weights are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from .head import LinearHead
+
+CONFIG_FILE = "intent_router.json"
+HEAD_FILE = "head.safetensors"
+METRICS_FILE = "metrics.json"
+FORMAT = "intent-router-model"
+FORMAT_VERSION = 1
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ModelFolderError(RuntimeError):
+    """A model folder that is missing, foreign, damaged or in the way."""
+
+
+def write_model_folder(
+    path: Path, body, head: LinearHead, config: dict, metrics: dict | None, overwrite: bool = False
+) -> Path:
+    """Write into a hidden sibling folder, then rename it into place: readers never see half a model."""
+    path = path.resolve()
+    if path.exists() and not overwrite:
+        raise ModelFolderError(f"{path} already exists; choose another name or overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        body.save(str(staging))
+        head.save(staging / HEAD_FILE)
+        _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **config})
+        _write_json(staging / METRICS_FILE, metrics)
+        _fsync_tree(staging)
+        if path.exists():
+            retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(path, retired)
+            os.rename(staging, path)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def read_model_folder(path: Path, device: str | None = None):
+    """Return (body, head, config, metrics); raise ``ModelFolderError`` saying what is wrong."""
+    from sentence_transformers import SentenceTransformer
+
+    if not path.is_dir():
+        raise ModelFolderError(f"no model folder at {path}")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelFolderError(
+            f"{path} is not an intent-router model (no {CONFIG_FILE}); a plain sentence-transformers "
+            "folder can be used as base_model= to fine-tune from"
+        )
+    config = _read_json(config_path)
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelFolderError(f"{config_path} is not an intent-router model config")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFolderError(
+            f"{path} was written by a newer intent-router (format {config['format_version']}); upgrade to load it"
+        )
+    labels = config.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise ModelFolderError(f"{config_path}: 'labels' must be a list of at least two label names")
+    try:
+        head = LinearHead.load(path / HEAD_FILE)
+    except Exception as err:
+        raise ModelFolderError(f"cannot read {path / HEAD_FILE}: {err}") from err
+    try:
+        body = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
+    except Exception as err:
+        raise ModelFolderError(f"cannot load the tuned body in {path}: {type(err).__name__}: {err}") from err
+    dimension = body.get_embedding_dimension()
+    if head.n_classes != len(labels) or head.dimension != dimension:
+        raise ModelFolderError(
+            f"{path}: the head has {head.n_classes} classes of dimension {head.dimension}, but the model "
+            f"has {len(labels)} labels and {dimension}-dimensional embeddings"
+        )
+    metrics_path = path / METRICS_FILE
+    metrics = _read_json(metrics_path) if metrics_path.is_file() else None
+    return body, head, config, metrics
+
+
+def model_path(name: str, models_dir: Path) -> Path:
+    """Where the model called ``name`` lives; names are plain so they cannot point outside the folder."""
+    if not MODEL_NAME.match(name):
+        raise ModelFolderError(
+            f"model name {name!r} is not valid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return models_dir / name
+
+
+def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None]]:
+    """(name, config, metrics) of every readable model folder in ``models_dir``, by name."""
+    found = []
+    for folder in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
+        if folder.name.startswith(".") or not (folder / CONFIG_FILE).is_file():
+            continue
+        try:
+            config = _read_json(folder / CONFIG_FILE)
+            metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else None
+        except ModelFolderError:
+            continue
+        found.append((folder.name, config, metrics))
+    return found
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFolderError(f"cannot read {path}: {err}") from err
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())

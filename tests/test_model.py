@@ -1,0 +1,155 @@
+"""IntentClassifier: fine-tune, predict, save and load, with the real bundled model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from intent_router import IntentClassifier, ModelFolderError, NotFittedError
+from intent_router.base_models import resolve_base_model
+from intent_router.head import LinearHead
+
+TEXTS = ["show me fares from boston to denver", "is there ground transportation in dallas", "which airline is ua"]
+
+
+def test_fine_tuned_model_classifies_held_out_utterances(fitted, small_split):
+    _, held_out = small_split
+    predicted = fitted.predict(held_out.texts)
+    accuracy = np.mean(np.array(predicted) == np.array(held_out.labels))
+    assert accuracy >= 0.9, f"accuracy {accuracy:.3f} on {len(held_out)} held-out ATIS rows"
+
+
+def test_predict_proba_gives_every_label_a_confidence(fitted):
+    probabilities = fitted.predict_proba(TEXTS)
+    assert probabilities.shape == (3, 3)
+    assert fitted.labels_ == ["atis_airfare", "atis_airline", "atis_ground_service"]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert fitted.predict(TEXTS) == [fitted.labels_[i] for i in probabilities.argmax(axis=1)]
+
+
+def test_embed_returns_unit_vectors_that_differ_from_the_base_model(fitted):
+    tuned = fitted.embed(TEXTS)
+    base = SentenceTransformer(resolve_base_model("english-small"), device="cpu").encode(TEXTS)
+    assert tuned.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(tuned, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(tuned, base, atol=1e-3), "fine-tuning left the body unchanged"
+
+
+def test_validation_metrics_are_recorded(fitted):
+    metrics = fitted.metrics_
+    assert metrics["examples"] == 9  # round(20% of 16) = 3 per label, 3 labels
+    for key in ("accuracy", "loss", "macro_f1", "macro_precision", "macro_recall"):
+        assert 0 <= metrics[key] <= (10 if key == "loss" else 1)
+    assert set(metrics["per_label"]) == set(fitted.labels_)
+    assert np.array(metrics["confusion_matrix"]["matrix"]).sum() == 9
+    assert fitted.info_["data"]["validation_split"] == {"kind": "automatic", "fraction": 0.2, "seed": 0}
+
+
+def test_save_then_load_gives_identical_probabilities(fitted, saved_model):
+    loaded = IntentClassifier.load(saved_model)
+    assert loaded.labels_ == fitted.labels_
+    np.testing.assert_array_equal(loaded.predict_proba(TEXTS), fitted.predict_proba(TEXTS))
+    assert loaded.metrics_ == json.loads(json.dumps(fitted.metrics_))
+
+
+def test_saved_folder_is_a_plain_sentence_transformers_model_without_pickle(fitted, saved_model):
+    body = SentenceTransformer(str(saved_model), device="cpu")
+    np.testing.assert_allclose(body.encode(TEXTS, normalize_embeddings=True), fitted.embed(TEXTS), atol=1e-5)
+    suffixes = {p.suffix for p in saved_model.rglob("*") if p.is_file()}
+    assert not suffixes & {".pkl", ".pickle", ".bin", ".pt", ".joblib"}
+    config = json.loads((saved_model / "intent_router.json").read_text())
+    assert config["format"] == "intent-router-model"
+    assert config["data"]["train_checksum"] and config["versions"]["torch"]
+
+
+def test_same_seed_gives_the_same_model(small_split):
+    train, _ = small_split
+    first = IntentClassifier(steps=2, seed=3).fit(train)
+    second = IntentClassifier(steps=2, seed=3).fit(train)
+    np.testing.assert_allclose(first.predict_proba(TEXTS), second.predict_proba(TEXTS), atol=1e-5)
+
+
+def test_given_validation_set_is_used_instead_of_a_split(small_split):
+    train, held_out = small_split
+    classifier = IntentClassifier(steps=1).fit(train, validation=held_out.subset(range(30)))
+    assert classifier.metrics_["examples"] == 30
+    assert classifier.info_["data"]["train_examples"] == len(train)
+
+
+def test_unfitted_classifier_says_how_to_get_a_model():
+    with pytest.raises(NotFittedError, match="call fit"):
+        IntentClassifier().predict(["hello"])
+
+
+def test_a_single_string_is_refused_rather_than_split_into_characters(fitted):
+    with pytest.raises(TypeError, match="list of texts"):
+        fitted.predict("hello")
+    with pytest.raises(TypeError, match="text 1 is a int"):
+        fitted.predict(["hello", 3])
+
+
+def test_empty_and_very_long_texts_are_classified(fitted):
+    probabilities = fitted.predict_proba(["", "fare " * 5000])
+    assert probabilities.shape == (2, 3) and np.isfinite(probabilities).all()
+
+
+def test_saving_over_an_existing_model_needs_overwrite(fitted, saved_model):
+    with pytest.raises(ModelFolderError, match="already exists"):
+        fitted.save(saved_model)
+
+
+def test_a_failed_save_leaves_no_model_and_no_partial_folder(fitted, tmp_path, monkeypatch):
+    def broken_save(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LinearHead, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        fitted.save(tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_the_model_whole(fitted, tmp_path):
+    target = fitted.save(tmp_path / "model")
+    (target / "stale.txt").write_text("from the old model")
+    fitted.save(target, overwrite=True)
+    assert not (target / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_loading_a_plain_sentence_transformers_folder_explains_what_it_is():
+    with pytest.raises(ModelFolderError, match="not an intent-router model.*base_model"):
+        IntentClassifier.load(resolve_base_model("english-small"))
+
+
+def test_loading_a_missing_folder_fails_clearly(tmp_path):
+    with pytest.raises(ModelFolderError, match="no model folder"):
+        IntentClassifier.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "head.safetensors").write_bytes(b"\x00garbage"), "cannot read .*head.safetensors"),
+        (lambda p: (p / "head.safetensors").unlink(), "cannot read .*head.safetensors"),
+        (lambda p: (p / "intent_router.json").write_text("{not json"), "cannot read .*intent_router.json"),
+        (lambda p: (p / "model.safetensors").write_bytes(b"broken"), "cannot load the tuned body"),
+        (lambda p: _edit_config(p, labels=["a", "b"]), "head has 3 classes"),
+        (lambda p: _edit_config(p, format_version=99), "newer intent-router"),
+    ],
+)
+def test_a_damaged_model_folder_gives_a_clear_error(saved_model, tmp_path, damage, message):
+    import shutil
+
+    copy = shutil.copytree(saved_model, tmp_path / "copy")
+    damage(copy)
+    with pytest.raises(ModelFolderError, match=message):
+        IntentClassifier.load(copy)
+
+
+def _edit_config(path, **changes):
+    config = json.loads((path / "intent_router.json").read_text())
+    config.update(changes)
+    (path / "intent_router.json").write_text(json.dumps(config))
