@@ -279,6 +279,9 @@ def _read_jsonl(text: str, source: str, problems: list[Problem]) -> list[_Row]:
         if isinstance(record.get("label"), str):
             labels = parse_labels(record["label"])
         elif isinstance(record.get("labels"), list) and all(isinstance(x, str) for x in record["labels"]):
+            if any(LABEL_SEPARATOR in x for x in record["labels"]):
+                problems.append(Problem(source, line, f"a label in a list cannot contain {LABEL_SEPARATOR!r}"))
+                continue
             labels = frozenset(x.strip() for x in record["labels"] if x.strip())
         else:
             problems.append(Problem(source, line, 'expected "label": "name" or "labels": ["name", ...]'))
@@ -336,7 +339,7 @@ def _check_rows(
 ) -> list[Example]:
     examples: list[Example] = []
     first_seen: dict[str, Example] = {}
-    duplicates = 0
+    duplicates: list[int] = []
     for line, raw_text, labels in rows:
         text = normalize_text(raw_text)
         if not text:
@@ -351,7 +354,7 @@ def _check_rows(
             first_seen[text] = example
             examples.append(example)
         elif earlier.labels == labels:
-            duplicates += 1
+            duplicates.append(line)
             if not deduplicate:
                 examples.append(example)
         else:
@@ -362,7 +365,9 @@ def _check_rows(
             )
             problems.append(Problem(source, line, message))
     if duplicates and deduplicate:
-        problems.append(Problem(source, None, f"{duplicates} exact duplicate row(s) dropped", "warning"))
+        shown = ", ".join(str(n) for n in duplicates[:10]) + (", ..." if len(duplicates) > 10 else "")
+        message = f"{len(duplicates)} exact duplicate row(s) dropped (lines {shown})"
+        problems.append(Problem(source, None, message, "warning"))
     return examples
 
 

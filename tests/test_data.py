@@ -1,0 +1,678 @@
+"""Specification of the data model and loader (intent_router.data).
+
+Every test writes a small real file into ``tmp_path`` and reads it with ``load_dataset``; problems are
+checked by file, line and severity, not just by the exception type.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from intent_router.data import (
+    DataError,
+    Dataset,
+    Problem,
+    check_trainable,
+    load_dataset,
+    parse_dataset,
+    train_validation_split,
+)
+
+ATIS_3CLASS = Path(__file__).resolve().parents[1].parent / "shared/datasets/atis/atis_3class.csv"
+BOM = b"\xef\xbb\xbf"
+RASA = 'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello [Bob](name)\n'
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return path
+
+
+def load_errors(path: Path, **kwargs: object) -> list[Problem]:
+    with pytest.raises(DataError) as caught:
+        load_dataset(path, **kwargs)
+    return caught.value.problems
+
+
+def located(problems: list[Problem]) -> list[tuple[str, int | None, str]]:
+    return [(p.source, p.line, p.severity) for p in problems]
+
+
+def dataset_with(counts: dict[str, int]) -> Dataset:
+    """Examples numbered 1.. in order: label 'a' x counts['a'], then 'b' x counts['b'], ..."""
+    labels = [label for label, n in counts.items() for _ in range(n)]
+    return Dataset.from_lists([f"utterance {i}" for i in range(len(labels))], labels)
+
+
+# --- CSV: header detection ----------------------------------------------------------------------------
+
+
+def test_csv_with_header_is_detected_and_skipped(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "text,label\nhi,greet\nbye,farewell\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["hi", "bye"]
+    assert data.labels == ["greet", "farewell"]
+    assert [e.line for e in data.examples] == [2, 3]
+    assert data.source == str(path) and data.warnings == []
+
+
+def test_csv_without_header_is_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\nbye,farewell\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["hi", "bye"]
+    assert data.labels == ["greet", "farewell"]
+    assert [e.line for e in data.examples] == [1, 2]
+
+
+@pytest.mark.parametrize("header", ["query,intent", "text,label", "Utterance,Intent", "sentence,class", "example,x"])
+def test_common_header_names_are_detected(tmp_path: Path, header: str) -> None:
+    path = write(tmp_path, "data.csv", f"{header}\nhi,greet\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["hi"]
+
+
+def test_header_like_first_row_is_data_when_its_label_appears_again(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "example,greet\nhi,greet\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["example", "hi"]
+
+
+def test_header_false_keeps_a_header_like_first_row_as_data(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "text,label\nhi,greet\n")
+
+    data = load_dataset(path, header=False)
+
+    assert data.texts == ["text", "hi"]
+    assert data.labels == ["label", "greet"]
+
+
+def test_header_true_drops_the_first_row_even_when_it_looks_like_data(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "col1,col2\nhi,greet\nbye,farewell\n")
+
+    data = load_dataset(path, header=True)
+
+    assert data.texts == ["hi", "bye"]
+    assert [e.line for e in data.examples] == [2, 3]
+
+
+# --- CSV: encoding, quoting, normalisation ------------------------------------------------------------
+
+
+def test_utf8_bom_does_not_hide_the_header_or_reach_the_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", BOM + "query,intent\ncafé,food\n".encode())
+
+    data = load_dataset(path)
+
+    assert data.texts == ["café"]
+    assert data.labels == ["food"]
+
+
+def test_utf8_bom_without_header_is_not_part_of_the_first_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", BOM + b"hi,greet\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["hi"]
+
+
+def test_quoted_field_may_hold_commas_and_newlines(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", '"hi, there\nfriend",greet\nbye,farewell\n')
+
+    data = load_dataset(path)
+
+    assert data.texts == ["hi, there\nfriend", "bye"]
+    assert [e.line for e in data.examples] == [1, 3]
+
+
+def test_line_numbers_after_multiline_fields_point_at_the_rows_first_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", '"one\ntwo",greet\n"three\nfour",\nok,greet\n')
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 3, "error")]
+    assert "empty label" in problems[0].message
+
+
+def test_blank_lines_are_skipped_but_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\n\n  \nbye,farewell\n")
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.text) for e in data.examples] == [(1, "hi"), (4, "bye")]
+
+
+def test_crlf_line_endings_do_not_reach_the_labels(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "text,label\r\nhi,greet\r\nbye,farewell\r\n")
+
+    data = load_dataset(path)
+
+    assert data.labels == ["greet", "farewell"]
+    assert [e.line for e in data.examples] == [2, 3]
+
+
+def test_text_is_nfc_normalised_and_outer_whitespace_stripped(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "  cafe\u0301 au lait \t, food \n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["caf\u00e9 au lait"]
+    assert data.labels == ["food"]
+
+
+def test_decomposed_and_composed_spellings_are_the_same_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "cafe\u0301,food\ncaf\u00e9,food\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["caf\u00e9"]
+    assert [p.message for p in data.warnings] == ["1 exact duplicate row(s) dropped (lines 2)"]
+
+
+# --- TSV and format selection -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".tab", ".TSV"])
+def test_tsv_is_read_by_suffix_and_commas_are_plain_text(tmp_path: Path, suffix: str) -> None:
+    path = write(tmp_path, f"data{suffix}", "text\tlabel\nhi, there\tgreet\nbye\tfarewell\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["hi, there", "bye"]
+    assert data.labels == ["greet", "farewell"]
+
+
+def test_format_argument_overrides_the_suffix(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.txt", "hi\tgreet\n")
+
+    data = load_dataset(path, format="tsv")
+
+    assert data.texts == ["hi"] and data.labels == ["greet"]
+
+
+# --- JSONL --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record", "labels", "key"),
+    [
+        ({"text": "hi", "label": "a"}, {"a"}, "a"),
+        ({"text": "hi", "label": "a+b"}, {"a", "b"}, "a+b"),
+        ({"text": "hi", "labels": ["b", "a"]}, {"a", "b"}, "a+b"),
+        ({"text": "hi", "labels": [" a "]}, {"a"}, "a"),
+    ],
+)
+def test_jsonl_label_forms(tmp_path: Path, record: dict, labels: set[str], key: str) -> None:
+    path = write(tmp_path, "data.jsonl", json.dumps(record) + "\n")
+
+    data = load_dataset(path)
+
+    assert data.label_sets == [frozenset(labels)]
+    assert data.labels == [key]
+    assert data.texts == ["hi"]
+
+
+def test_ndjson_suffix_and_blank_lines_keep_line_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.ndjson", '{"text": "hi", "label": "greet"}\n\n{"text": "bye", "label": "farewell"}\n')
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.text, e.label) for e in data.examples] == [(1, "hi", "greet"), (3, "bye", "farewell")]
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "expected"),
+    [
+        ('{"text": "bye", "label": ', "not valid JSON"),
+        ('{"label": "farewell"}', 'a string "text"'),
+        ('{"text": 5, "label": "farewell"}', 'a string "text"'),
+        ('["bye", "farewell"]', 'a string "text"'),
+        ('{"text": "bye"}', '"label": "name"'),
+        ('{"text": "bye", "label": 5}', '"label": "name"'),
+        ('{"text": "bye", "labels": ["farewell", 1]}', '"labels": ["name"'),
+    ],
+)
+def test_jsonl_bad_line_is_an_error_naming_the_line(tmp_path: Path, bad_line: str, expected: str) -> None:
+    path = write(tmp_path, "data.jsonl", f'{{"text": "hi", "label": "greet"}}\n{bad_line}\n')
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert expected in problems[0].message
+
+
+def test_jsonl_text_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    # JSON allows U+2028/U+2029/U+0085 unescaped in strings; json.dumps(ensure_ascii=False) writes them raw.
+    records = [{"text": "hi\u2028there\x85you", "label": "greet"}, {"text": "bye", "label": ""}]
+    path = write(tmp_path, "data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert "empty label" in problems[0].message
+
+
+# --- Rasa NLU YAML ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".yml", ".yaml"])
+def test_rasa_examples_become_rows_with_their_own_line_numbers(tmp_path: Path, suffix: str) -> None:
+    path = write(tmp_path, f"nlu{suffix}", RASA)
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.text, e.label) for e in data.examples] == [(5, "hi", "greet"), (6, "hello Bob", "greet")]
+
+
+def test_rasa_entity_annotations_are_reduced_to_their_text(tmp_path: Path) -> None:
+    content = (
+        "nlu:\n- intent: fly\n  examples: |\n"
+        '    - fly to [Paris]{"entity": "city"} from [NYC](city:New York) on [monday](date)\n'
+    )
+    path = write(tmp_path, "nlu.yml", content)
+
+    data = load_dataset(path)
+
+    assert data.texts == ["fly to Paris from NYC on monday"]
+
+
+def test_rasa_synonym_regex_and_lookup_items_are_ignored(tmp_path: Path) -> None:
+    content = (
+        "nlu:\n"
+        "- synonym: New York\n  examples: |\n    - NYC\n"
+        "- regex: zipcode\n  examples: |\n    - [0-9]{5}\n"
+        "- lookup: city\n  examples: |\n    - Paris\n"
+        "- intent: bye\n  examples: |\n    - see you\n"
+    )
+    path = write(tmp_path, "nlu.yml", content)
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.text, e.label) for e in data.examples] == [(13, "see you", "bye")]
+
+
+def test_rasa_invalid_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "nlu.yml", "nlu:\n- intent: greet\n  examples: [unclosed\n")
+
+    problems = load_errors(path)
+
+    assert len(problems) == 1
+    assert problems[0].source == str(path) and problems[0].severity == "error"
+    assert problems[0].line == 4
+    assert problems[0].message.startswith("not valid YAML")
+
+
+@pytest.mark.parametrize("content", ['version: "3.1"\nrules: []\n', "- just a list\n", "", "nlu: not a list\n"])
+def test_rasa_file_without_an_nlu_list_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    path = write(tmp_path, "nlu.yml", content)
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), None, "error")]
+    assert "top-level 'nlu:' list" in problems[0].message
+
+
+def test_rasa_example_without_a_dash_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "nlu.yml", "nlu:\n- intent: greet\n  examples: |\n    - hi\n    hello\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 5, "error")]
+    assert "starts with '- '" in problems[0].message
+
+
+def test_rasa_intent_without_an_examples_block_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "nlu.yml", "nlu:\n- intent: greet\n  examples: |\n    - hi\n- intent: bye\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 5, "error")]
+    assert "'examples: |' block" in problems[0].message
+
+
+# --- Label sets ---------------------------------------------------------------------------------------
+
+
+def test_joined_labels_become_a_label_set_with_a_sorted_canonical_name(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "cheapest flight to boston,flight+airfare\n")
+
+    (example,) = load_dataset(path).examples
+
+    assert example.labels == frozenset({"flight", "airfare"})
+    assert example.label == "airfare+flight"
+
+
+def test_label_order_does_not_make_a_new_class(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "one,flight+airfare\ntwo,airfare + flight\nthree,flight\n")
+
+    data = load_dataset(path)
+
+    assert data.labels == ["airfare+flight", "airfare+flight", "flight"]
+    assert data.label_counts() == Counter({"airfare+flight": 2, "flight": 1})
+    assert data.label_counts(multilabel=True) == Counter({"flight": 3, "airfare": 2})
+
+
+def test_same_text_with_label_order_swapped_is_a_duplicate_not_a_conflict(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "x,flight+airfare\nx,airfare+flight\n")
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.label) for e in data.examples] == [(1, "airfare+flight")]
+    assert [p.message for p in data.warnings] == ["1 exact duplicate row(s) dropped (lines 2)"]
+
+
+# --- Errors -------------------------------------------------------------------------------------------
+
+
+def test_empty_text_is_an_error_naming_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", 'hi,greet\n"  ",greet\n')
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert "empty text" in problems[0].message
+
+
+@pytest.mark.parametrize("label", ["", "  ", "+", '" + "'])
+def test_empty_label_is_an_error_for_a_single_label_classifier(tmp_path: Path, label: str) -> None:
+    path = write(tmp_path, "data.csv", f"hi,greet\nbye,{label}\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert "empty label" in problems[0].message
+
+
+def test_empty_label_set_is_allowed_with_multilabel(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\nbye,\n")
+
+    data = load_dataset(path, multilabel=True)
+
+    assert data.label_sets == [frozenset({"greet"}), frozenset()]
+
+
+@pytest.mark.parametrize("prefix", [b"", BOM], ids=["plain", "with-bom"])
+def test_undecodable_bytes_name_their_line(tmp_path: Path, prefix: bytes) -> None:
+    path = write(tmp_path, "data.csv", prefix + b"hi,greet\nbye,farewell\n\xff\xfe bad,x\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 3, "error")]
+    assert "not UTF-8" in problems[0].message
+
+
+def test_row_with_one_column_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\nlonely\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert problems[0].message.startswith("only one column")
+
+
+def test_third_column_is_an_error_suggesting_quotes(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\nwell, bye,farewell\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert problems[0].message.startswith("a third column")
+    assert "quote" in problems[0].message
+
+
+def test_broken_quotes_are_an_error_naming_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", 'hi,greet\n"bye" now,farewell\n')
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert problems[0].message.startswith("malformed CSV") and "check the quotes" in problems[0].message
+
+
+def test_one_text_with_two_labels_is_an_error_listing_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "book it,flight\nother,misc\nbook it,hotel\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 3, "error")]
+    assert "line 1" in problems[0].message
+    assert "'flight'" in problems[0].message and "'hotel'" in problems[0].message
+    assert "'flight+hotel'" in problems[0].message
+
+
+def test_every_bad_line_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\n,greet\nlonely\nbye,\nok,fine\n")
+
+    problems = load_errors(path)
+
+    assert sorted(located(problems)) == [(str(path), 2, "error"), (str(path), 3, "error"), (str(path), 4, "error")]
+
+
+def test_unknown_format_suffix_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.txt", "hi,greet\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), None, "error")]
+    assert "unknown format" in problems[0].message
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.csv"
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), None, "error")]
+    assert problems[0].message == "no such file"
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("data.csv", ""), ("data.csv", "text,label\n"), ("data.csv", "\n \n"), ("data.jsonl", "\n"), ("data.tsv", "")],
+)
+def test_file_with_no_rows_is_an_error(tmp_path: Path, name: str, content: str) -> None:
+    path = write(tmp_path, name, content)
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), None, "error")]
+    assert problems[0].message == "no examples found"
+
+
+def test_parse_dataset_rejects_an_unknown_format() -> None:
+    with pytest.raises(ValueError, match="unknown format 'xml'"):
+        parse_dataset("hi,greet\n", format="xml")
+
+
+def test_problems_print_as_file_line_severity_message() -> None:
+    assert str(Problem("a.csv", 3, "empty text")) == "a.csv:3: error: empty text"
+    assert str(Problem("a.csv", None, "dropped", "warning")) == "a.csv: warning: dropped"
+    assert (
+        str(DataError([Problem("a.csv", 3, "empty text")])) == "1 problem(s) in the data:\n  a.csv:3: error: empty text"
+    )
+
+
+# --- Warnings -----------------------------------------------------------------------------------------
+
+
+def test_exact_duplicates_are_dropped_with_a_warning(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\nhi,greet\n hi ,greet\nbye,farewell\n")
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.text) for e in data.examples] == [(1, "hi"), (4, "bye")]
+    assert data.warnings == [Problem(str(path), None, "2 exact duplicate row(s) dropped (lines 2, 3)", "warning")]
+
+
+def test_duplicates_are_kept_without_a_warning_when_deduplicate_is_false(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "hi,greet\nhi,greet\nbye,farewell\n")
+
+    data = load_dataset(path, deduplicate=False)
+
+    assert [(e.line, e.text) for e in data.examples] == [(1, "hi"), (2, "hi"), (3, "bye")]
+    assert data.warnings == []
+
+
+# --- check_trainable ----------------------------------------------------------------------------------
+
+
+def test_enough_balanced_data_is_trainable_without_warnings() -> None:
+    assert check_trainable(dataset_with({"a": 16, "b": 16})) == []
+
+
+def test_fewer_than_32_examples_is_an_error() -> None:
+    with pytest.raises(DataError) as caught:
+        check_trainable(dataset_with({"a": 16, "b": 15}))
+
+    assert located(caught.value.problems) == [("<memory>", None, "error")]
+    assert caught.value.problems[0].message.startswith("31 examples")
+
+
+def test_a_single_label_is_an_error() -> None:
+    with pytest.raises(DataError) as caught:
+        check_trainable(dataset_with({"a": 40}))
+
+    assert located(caught.value.problems) == [("<memory>", None, "error")]
+    assert "['a']" in caught.value.problems[0].message
+
+
+def test_a_label_with_one_example_is_an_error_naming_it_and_its_line() -> None:
+    with pytest.raises(DataError) as caught:
+        check_trainable(dataset_with({"a": 20, "b": 20, "lonely": 1}))
+
+    assert located(caught.value.problems) == [("<memory>", 41, "error")]
+    assert "'lonely' has 1 example" in caught.value.problems[0].message
+
+
+def test_allow_rare_labels_turns_a_one_example_label_into_a_warning() -> None:
+    warnings = check_trainable(dataset_with({"a": 20, "b": 20, "lonely": 1}), allow_rare_labels=True)
+
+    assert located(warnings) == [("<memory>", 41, "warning")]
+    assert "'lonely' has 1 example" in warnings[0].message
+
+
+@pytest.mark.parametrize(("count", "warned"), [(2, True), (7, True), (8, False)])
+def test_a_label_with_fewer_than_8_examples_is_a_warning_naming_it(count: int, warned: bool) -> None:
+    warnings = check_trainable(dataset_with({"a": 20, "b": 20, "few": count}))
+
+    assert located(warnings) == ([("<memory>", 41, "warning")] if warned else [])
+    assert all(f"'few' has only {count} examples" in w.message for w in warnings)
+
+
+def test_error_from_check_trainable_also_carries_the_warnings() -> None:
+    with pytest.raises(DataError) as caught:
+        check_trainable(dataset_with({"a": 31, "few": 3, "lonely": 1}))
+
+    assert located(caught.value.problems) == [("<memory>", 35, "error"), ("<memory>", 32, "warning")]
+
+
+def test_multilabel_check_counts_each_label_on_its_own() -> None:
+    data = dataset_with({"a": 20, "b": 20, "a+b": 1})
+
+    assert check_trainable(data, multilabel=True) == []
+    with pytest.raises(DataError, match="'a\\+b' has 1 example"):
+        check_trainable(data)
+
+
+# --- train_validation_split ---------------------------------------------------------------------------
+
+
+def test_split_is_stratified_and_keeps_singletons_in_train() -> None:
+    train, valid = train_validation_split(dataset_with({"a": 10, "b": 5, "c": 2, "d": 1}), 0.2, seed=0)
+
+    assert valid.label_counts() == Counter({"a": 2, "b": 1, "c": 1})
+    assert train.label_counts() == Counter({"a": 8, "b": 4, "c": 1, "d": 1})
+
+
+def test_split_is_disjoint_complete_and_keeps_file_order() -> None:
+    data = dataset_with({"a": 10, "b": 7, "c": 3})
+
+    train, valid = train_validation_split(data, 0.3, seed=3)
+
+    assert set(train.texts).isdisjoint(valid.texts)
+    assert sorted(train.texts + valid.texts) == sorted(data.texts)
+    assert [e.line for e in train.examples] == sorted(e.line for e in train.examples)
+    assert train.source == "<memory> (train split)" and valid.source == "<memory> (validation split)"
+
+
+def test_split_is_reproducible_by_seed() -> None:
+    data = dataset_with({"a": 20, "b": 20})
+
+    first, second, other = (train_validation_split(data, 0.25, seed=s)[1].texts for s in (7, 7, 8))
+
+    assert first == second
+    assert first != other
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
+def test_split_fraction_must_be_strictly_between_0_and_1(fraction: float) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        train_validation_split(dataset_with({"a": 10, "b": 10}), fraction)
+
+
+# --- Dataset ------------------------------------------------------------------------------------------
+
+
+def test_checksum_is_stable_and_changes_when_a_label_changes() -> None:
+    base = Dataset.from_lists(["hi", "bye"], ["greet", "farewell"])
+
+    same = Dataset.from_lists([" hi ", "bye"], ["greet", "farewell"])
+    relabelled = Dataset.from_lists(["hi", "bye"], ["greet", "greet"])
+
+    assert len(base.checksum()) == 64
+    assert base.checksum() == same.checksum()
+    assert base.checksum() != relabelled.checksum()
+
+
+def test_checksum_does_not_depend_on_label_order_within_a_set() -> None:
+    assert Dataset.from_lists(["x"], ["b+a"]).checksum() == Dataset.from_lists(["x"], [["a", "b"]]).checksum()
+
+
+def test_from_lists_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="2 texts but 1 labels"):
+        Dataset.from_lists(["hi", "bye"], ["greet"])
+
+
+def test_from_lists_normalises_texts_and_accepts_joined_or_listed_labels() -> None:
+    data = Dataset.from_lists(["  cafe\u0301 ", "fly"], ["food", ["flight", "airfare"]])
+
+    assert [(e.line, e.text, e.label) for e in data.examples] == [
+        (1, "caf\u00e9", "food"),
+        (2, "fly", "airfare+flight"),
+    ]
+
+
+# --- The shared ATIS file -----------------------------------------------------------------------------
+
+
+def test_shared_atis_3class_file_loads() -> None:
+    assert ATIS_3CLASS.is_file(), f"shared data set missing: {ATIS_3CLASS}"
+
+    data = load_dataset(ATIS_3CLASS)
+
+    assert len(data) == 344
+    assert sorted(data.label_counts()) == ["atis_airfare", "atis_airline", "atis_ground_service"]
+    assert data.examples[0].line == 2  # line 1 is the detected header
+    assert "query" not in data.texts and "intent" not in data.labels
+
+
+def test_a_jsonl_label_list_entry_cannot_hide_a_label_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.jsonl", '{"text": "hi", "labels": ["a+b"]}\n')
+
+    with pytest.raises(DataError) as caught:
+        load_dataset(path)
+
+    assert [(p.line, p.severity) for p in caught.value.problems] == [(1, "error")]
+    assert "cannot contain '+'" in caught.value.problems[0].message
