@@ -83,7 +83,9 @@ def train(
     base_model: Annotated[
         str, typer.Option(help="english-small, a local sentence-transformers folder, or a hub id.")
     ] = DEFAULT_BASE_MODEL,
-    steps: Annotated[int | None, typer.Option(help="Fine-tuning steps; default: scaled to the data.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Fine-tuning steps; default: scaled to the data; 0: frozen body, head only.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split, sampling and training.")] = 0,
     allow_rare_labels: Annotated[
         bool, typer.Option(help="Train on labels with a single example instead of stopping.")

@@ -385,7 +385,7 @@ def check_trainable(dataset: Dataset, *, multilabel: bool = False, allow_rare_la
     counts = dataset.label_counts(multilabel)
     if len(counts) < 2:
         errors.append(Problem(source, None, f"{len(counts)} label(s) {sorted(counts)}; a classifier needs at least 2"))
-    first_line = {}
+    first_line: dict[str, int | None] = {}
     for e in dataset.examples:
         for name in e.labels if multilabel else [e.label]:
             first_line.setdefault(name, e.line)

@@ -26,7 +26,7 @@ ProgressCallback = Callable[[str, float], None]
 
 @dataclass
 class FinetuneSettings:
-    """How the body is fine-tuned. ``steps=None`` picks a budget from the data size."""
+    """How the body is fine-tuned. ``steps=None`` picks a budget from the data size; 0 leaves the body frozen."""
 
     steps: int | None = None
     batch_size: int = 32
@@ -55,7 +55,9 @@ def finetune_body(
     progress: ProgressCallback | None = None,
 ) -> dict:
     """Fine-tune ``body`` in place on texts and their class indices; return what was done."""
-    steps = settings.steps or default_steps(len(texts), settings.batch_size)
+    steps = default_steps(len(texts), settings.batch_size) if settings.steps is None else settings.steps
+    if steps == 0:
+        return {**settings.to_dict(), "steps": 0, "seconds": 0.0}
     if settings.freeze_word_embeddings:
         # The vocabulary matrix is half of a MiniLM's weights; freezing it halves optimiser work and
         # keeps the rare words of a small training set from drifting.
@@ -85,7 +87,7 @@ def finetune_body(
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
         )
-        trainer = SentenceTransformerTrainer(
+        trainer = _Trainer(
             model=body,
             args=args,
             train_dataset=train_data,
@@ -96,7 +98,12 @@ def finetune_body(
         trainer.train()
     for parameter in body.parameters():
         parameter.requires_grad = True
-    return {"steps": steps, "seconds": round(time.perf_counter() - started, 2), **settings.to_dict()}
+    return {**settings.to_dict(), "steps": steps, "seconds": round(time.perf_counter() - started, 2)}
+
+
+class _Trainer(SentenceTransformerTrainer):
+    def add_model_card_callback(self, default_args_dict: dict) -> None:
+        """Skip model-card tracking: it samples the data for widget examples behind its own progress bar."""
 
 
 class _ProgressReporter(TrainerCallback):

@@ -1,8 +1,9 @@
 """The classification head: a linear softmax layer over the tuned embeddings.
 
-It is fitted as a multinomial logistic regression on standardised embeddings, and the
-standardisation is folded into the weights, so at inference it is one matrix product.
-Saved as safetensors: two tensors, nothing that runs code on load.
+It is fitted as a multinomial logistic regression on the unit-length embeddings, with class weights
+that balance skewed data (ATIS is three quarters ``flight``): without them a rare intent phrased like
+the common one is always given to the common one. At inference it is one matrix product. Saved as
+safetensors: two tensors, nothing that runs code on load.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 
 class LinearHead:
@@ -34,15 +34,14 @@ class LinearHead:
 
     @classmethod
     def fit(
-        cls, embeddings: np.ndarray, targets: np.ndarray, n_classes: int, regularization: float = 1.0
+        cls, embeddings: np.ndarray, targets: np.ndarray, n_classes: int, regularization: float = 10.0
     ) -> LinearHead:
         """Fit on embeddings (n, d) and class indices (n,) in ``range(n_classes)``.
 
         ``regularization`` is scikit-learn's ``C``: smaller is stronger.
         """
-        scaler = StandardScaler().fit(embeddings)
-        model = LogisticRegression(C=regularization, max_iter=3000)
-        model.fit(scaler.transform(embeddings), targets)
+        model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=5000)
+        model.fit(embeddings, targets)
         coef, intercept = model.coef_, model.intercept_
         if len(model.classes_) == 2:  # binary: one logit; softmax([0, z]) == sigmoid(z)
             coef = np.vstack([np.zeros_like(coef), coef])
@@ -50,8 +49,8 @@ class LinearHead:
         # Classes absent from the targets never win: a large negative bias.
         weight = np.zeros((n_classes, embeddings.shape[1]))
         bias = np.full(n_classes, -1e4)
-        weight[model.classes_] = coef / scaler.scale_
-        bias[model.classes_] = intercept - (coef / scaler.scale_) @ scaler.mean_
+        weight[model.classes_] = coef
+        bias[model.classes_] = intercept
         return cls(weight, bias)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:

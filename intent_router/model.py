@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class IntentClassifier:
         seed: int = 0,
         validation_fraction: float = 0.2,
         allow_rare_labels: bool = False,
-        head_regularization: float = 1.0,
+        head_regularization: float = 10.0,
         device: str | None = None,
     ):
         self.base_model = base_model
@@ -128,31 +129,33 @@ class IntentClassifier:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Fine-tuned, unit-length embeddings, one row per text."""
-        return _encode(self._fitted().body_, texts)
+        body, _, _ = self._fitted()
+        return _encode(body, texts)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """A confidence for every label, one row per text; columns follow ``labels_``."""
-        head = self._fitted().head_
-        return head.predict_proba(self.embed(texts))
+        body, head, _ = self._fitted()
+        return head.predict_proba(_encode(body, texts))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The most confident label of each text."""
-        probabilities = self.predict_proba(texts)
-        return [self.labels_[i] for i in probabilities.argmax(axis=1)]
+        _, _, labels = self._fitted()
+        return [labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
     def evaluate(self, dataset: Dataset) -> dict:
         """Metrics of this model on labelled data (see ``classification_metrics``)."""
+        _, _, labels = self._fitted()
         probabilities = self.predict_proba(dataset.texts)
-        predicted = [self.labels_[i] for i in probabilities.argmax(axis=1)]
-        return classification_metrics(dataset.labels, predicted, probabilities, self.labels_)
+        predicted = [labels[i] for i in probabilities.argmax(axis=1)]
+        return classification_metrics(dataset.labels, predicted, probabilities, labels)
 
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model folder atomically; ``SentenceTransformer(path)`` loads its tuned body."""
-        self._fitted()
-        config = {"labels": self.labels_, "multilabel": False, **self.info_}
-        return write_model_folder(Path(path), self.body_, self.head_, config, self.metrics_, overwrite)
+        body, head, labels = self._fitted()
+        config = {"labels": labels, "multilabel": False, **self.info_}
+        return write_model_folder(Path(path), body, head, config, self.metrics_, overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> IntentClassifier:
@@ -164,10 +167,10 @@ class IntentClassifier:
         classifier.info_ = {k: v for k, v in config.items() if k not in ("labels", "multilabel")}
         return classifier
 
-    def _fitted(self) -> IntentClassifier:
-        if self.body_ is None or self.head_ is None:
+    def _fitted(self) -> tuple[Any, LinearHead, list[str]]:
+        if self.body_ is None or self.head_ is None or self.labels_ is None:
             raise NotFittedError("this classifier is not trained: call fit(...) or IntentClassifier.load(path)")
-        return self
+        return self.body_, self.head_, self.labels_
 
 
 def long_text_warnings(dataset: Dataset, body) -> list[Problem]:

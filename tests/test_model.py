@@ -72,11 +72,26 @@ def test_same_seed_gives_the_same_model(small_split):
     np.testing.assert_allclose(first.predict_proba(TEXTS), second.predict_proba(TEXTS), atol=1e-5)
 
 
-def test_given_validation_set_is_used_instead_of_a_split(small_split):
+def test_given_validation_set_is_used_instead_of_a_split_and_progress_is_reported(small_split):
     train, held_out = small_split
-    classifier = IntentClassifier(steps=1).fit(train, validation=held_out.subset(range(30)))
+    calls: list[tuple[str, float]] = []
+    classifier = IntentClassifier(steps=2).fit(
+        train, validation=held_out.subset(range(30)), progress=lambda stage, f: calls.append((stage, f))
+    )
     assert classifier.metrics_["examples"] == 30
     assert classifier.info_["data"]["train_examples"] == len(train)
+    assert classifier.info_["fine_tuning"]["steps"] == 2
+    assert [stage for stage, _ in calls if _ == 1.0] == ["loading", "fine-tuning", "head", "evaluating"]
+    tuning = [f for stage, f in calls if stage == "fine-tuning"]
+    assert tuning == sorted(tuning) and tuning[-1] == 1.0
+
+
+def test_zero_steps_trains_the_head_on_the_frozen_body(small_split):
+    train, _ = small_split
+    classifier = IntentClassifier(steps=0).fit(train)
+    base = SentenceTransformer(resolve_base_model("english-small"), device="cpu")
+    np.testing.assert_allclose(classifier.embed(TEXTS), base.encode(TEXTS), atol=1e-5)
+    assert classifier.info_["fine_tuning"]["steps"] == 0
 
 
 def test_unfitted_classifier_says_how_to_get_a_model():

@@ -92,9 +92,7 @@ def test_page_is_self_contained(page: str) -> None:
 def test_every_label_appears_in_the_legend_with_its_colour(page: str) -> None:
     legend = re.search(r'<ul class="legend">(.*?)</ul>', page, flags=re.S)
     assert legend is not None
-    items = re.findall(
-        r'<li><span class="swatch" style="background:(#[0-9a-f]{6})"></span>(.*?)</li>', legend[1]
-    )
+    items = re.findall(r'<li><span class="swatch" style="background:(#[0-9a-f]{6})"></span>(.*?)</li>', legend[1])
     assert [name for _, name in items] == ["book_flight (10)", "cancel &amp; refund (10)", "weather (10)"]
     colours = [colour for colour, _ in items]
     assert len(set(colours)) == 3
@@ -115,9 +113,7 @@ def test_palette_cycles_when_there_are_many_labels() -> None:
     ("n_texts", "n_labels", "n_before", "n_after"),
     [(30, 29, 30, 30), (30, 30, 31, 30), (30, 30, 30, 20), (29, 30, 30, 30)],
 )
-def test_mismatched_lengths_raise_value_error(
-    n_texts: int, n_labels: int, n_before: int, n_after: int
-) -> None:
+def test_mismatched_lengths_raise_value_error(n_texts: int, n_labels: int, n_before: int, n_after: int) -> None:
     texts, labels, before, after = make_data()
     rng = np.random.default_rng(2)
     before = rng.normal(size=(n_before, 16))

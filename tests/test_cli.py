@@ -1,0 +1,136 @@
+"""The intent-router command line, end to end in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = Path(sys.executable).parent / "intent-router"
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def small_csv(small_split, tmp_path_factory) -> Path:
+    train, _ = small_split
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "intent"])
+        writer.writerows([e.text, e.label] for e in train.examples)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(small_csv, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    models = tmp_path_factory.mktemp("cli-models")
+    result = run("train", small_csv, "--name", "atis-3", "--steps", "2", "--models-dir", models)
+    return models, result
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("preview", "train", "evaluate", "predict", "plot", "models"):
+        assert command in result.stdout
+
+
+def test_preview_shows_rows_counts_and_readiness(atis_3class_path):
+    result = run("preview", atis_3class_path, "--rows", "3")
+    assert result.returncode == 0, result.stderr
+    assert "first 3 of 344" in result.stdout
+    for label in ("atis_airfare", "atis_airline", "atis_ground_service"):
+        assert label in result.stdout
+    assert "Ready to train: 344 examples, 3 labels" in result.stdout
+
+
+def test_preview_of_a_bad_file_names_the_line_and_fails(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nhello,greet\nbye,farewell,extra\n")
+    result = run("preview", bad)
+    assert result.returncode == 1
+    assert f"{bad}:3: error: a third column" in result.stderr
+
+
+def test_train_prints_metrics_and_saves_the_model(trained):
+    models, result = trained
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and "macro_f1" in result.stdout
+    assert "Confusion matrix" in result.stdout
+    assert (models / "atis-3" / "intent_router.json").is_file()
+
+
+def test_train_refuses_to_replace_a_model_without_overwrite(trained, small_csv):
+    models, _ = trained
+    result = run("train", small_csv, "--name", "atis-3", "--models-dir", models)
+    assert result.returncode == 1
+    assert "--overwrite" in result.stderr
+
+
+def test_predict_gives_every_label_a_confidence(trained):
+    models, _ = trained
+    result = run("predict", "atis-3", "show me fares from boston to denver", "--json", "--models-dir", models)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["confidences"]) == {"atis_airfare", "atis_airline", "atis_ground_service"}
+    assert abs(sum(answer["confidences"].values()) - 1) < 1e-4
+    assert answer["label"] == max(answer["confidences"], key=answer["confidences"].get)
+
+
+def test_predict_reads_utterances_from_stdin(trained):
+    models, _ = trained
+    result = run("predict", "atis-3", "--json", "--models-dir", models, stdin="first one\n\nsecond one\n")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["first one", "second one"]
+
+
+def test_evaluate_scores_every_row(trained, atis_3class_path):
+    models, _ = trained
+    result = run("evaluate", "atis-3", atis_3class_path, "--json", "--models-dir", models)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["examples"] == 344
+    assert metrics["accuracy"] > 0.5
+
+
+def test_plot_writes_a_self_contained_html_map(trained, atis_3class_path, tmp_path):
+    models, _ = trained
+    out = tmp_path / "map.html"
+    result = run(
+        "plot", "atis-3", "--data", atis_3class_path, "--out", out, "--max-points", "60", "--models-dir", models
+    )
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert page.count("<svg") == 2 and page.count("<circle") == 120
+    assert "http://" not in page and "https://" not in page
+
+
+def test_models_lists_the_saved_model(trained):
+    models, _ = trained
+    result = run("models", "--models-dir", models)
+    assert result.returncode == 0
+    assert "atis-3" in result.stdout
+
+
+def test_unknown_model_is_a_clear_error(trained):
+    models, _ = trained
+    result = run("predict", "nope", "hello", "--models-dir", models)
+    assert result.returncode == 1
+    assert "no model folder" in result.stderr
+
+
+def test_a_model_name_cannot_escape_the_models_folder(small_csv, tmp_path):
+    result = run("train", small_csv, "--name", "../evil", "--models-dir", tmp_path)
+    assert result.returncode == 1
+    assert "not valid" in result.stderr
