@@ -209,6 +209,84 @@ def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
     console.print(table)
 
 
+DatabaseUrl = Annotated[
+    str, typer.Option(envvar="INTENT_ROUTER_DATABASE_URL", help="Registry database (SQLAlchemy URL).")
+]
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="INTENT_ROUTER_HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="INTENT_ROUTER_PORT", help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(envvar="INTENT_ROUTER_WORKERS", help="uvicorn worker processes.")] = 1,
+    models_dir: ModelsDir = Path("models"),
+    database_url: DatabaseUrl = "sqlite:///intent-router.db",
+    config: Annotated[
+        Path | None, typer.Option(envvar="INTENT_ROUTER_CONFIG_FILE", help="YAML file of routers to create.")
+    ] = None,
+    finetune_worker: Annotated[
+        bool, typer.Option(help="Run queued fine-tunes in a worker process next to the server.")
+    ] = True,
+) -> None:
+    """Start the router service (HTTP API under /v1, OpenAPI at /docs)."""
+    import uvicorn
+
+    from .jobs import recover, start_worker
+    from .registry import Registry
+    from .service import ServiceSettings
+
+    with _reported_errors():
+        settings = ServiceSettings.from_env().model_copy(
+            update={"models_dir": models_dir.resolve(), "database_url": database_url, "config_file": config}
+        )
+        os.environ.update(settings.to_env())
+        settings.models_dir.mkdir(parents=True, exist_ok=True)
+        registry = Registry(database_url)
+        for name in recover(registry, settings.models_dir):
+            errors.print(f"fine-tune {name!r} was interrupted by the last stop; marked failed", style="yellow")
+        if registry.count_api_keys() == 0:
+            errors.print("no API keys yet: create one with 'intent-router keys create --scope admin'", style="yellow")
+        registry.close()
+    worker = start_worker(database_url, settings.models_dir) if finetune_worker else None
+    try:
+        uvicorn.run("intent_router.api:create_app_from_env", factory=True, host=host, port=port, workers=workers)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.join(10)
+
+
+keys = typer.Typer(help="Manage API keys (stored hashed; a key is shown once).", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+
+@keys.command("create")
+def create_key(
+    scope: Annotated[str, typer.Option(help="inference (classify, embed, route) or admin (everything).")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "default",
+    database_url: DatabaseUrl = "sqlite:///intent-router.db",
+) -> None:
+    """Create an API key and print it (only this once)."""
+    from .registry import Registry
+
+    with _reported_errors():
+        registry = Registry(database_url)
+        print(registry.create_api_key(name, scope))
+        registry.close()
+
+
+@keys.command("list")
+def list_keys(database_url: DatabaseUrl = "sqlite:///intent-router.db") -> None:
+    """List API keys: name, scope, prefix, created."""
+    from .registry import Registry
+
+    registry = Registry(database_url)
+    table = Table("name", "scope", "prefix", "created")
+    for key in registry.list_api_keys():
+        table.add_row(key.name, key.scope, key.prefix, str(key.created_at))
+    console.print(table)
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 

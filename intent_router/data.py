@@ -133,6 +133,11 @@ class Dataset:
         return cls(examples)
 
 
+def format_from_name(filename: str) -> str | None:
+    """The data format a file name's suffix implies, or None."""
+    return _SUFFIX_FORMATS.get(Path(filename).suffix.lower())
+
+
 def label_key(labels: Iterable[str]) -> str:
     return LABEL_SEPARATOR.join(sorted(labels))
 
@@ -164,7 +169,7 @@ def load_dataset(
     source = str(path)
     if not path.is_file():
         raise DataError([Problem(source, None, "no such file")])
-    format = format or _SUFFIX_FORMATS.get(path.suffix.lower())
+    format = format or format_from_name(path.name)
     if format not in FORMATS:
         raise DataError(
             [

@@ -53,3 +53,19 @@ def classification_metrics(
         "confusion_matrix": {"labels": labels, "matrix": matrix.tolist()},
         "unknown_labels": sorted(set(true_labels) - set(model_labels)),
     }
+
+
+def confidence_threshold(
+    confidences: np.ndarray, correct: np.ndarray, target_precision: float = 0.95, floor: float = 0.5
+) -> float:
+    """The lowest confidence at which the predictions at or above it are ``target_precision`` right.
+
+    Fitted on validation predictions, it is the default threshold a router falls back below; never
+    below ``floor``, so an easy validation set does not yield a threshold that accepts anything.
+    """
+    order = np.argsort(-confidences)
+    precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    meeting = np.nonzero(precision >= target_precision)[0]
+    if len(meeting) == 0:
+        return 1.0
+    return float(max(floor, confidences[order][meeting[-1]]))

@@ -26,10 +26,11 @@ from .base_models import DEFAULT_BASE_MODEL, load_base_model
 from .data import Dataset, Problem, check_trainable, normalize_text, train_validation_split
 from .finetune import FinetuneSettings, ProgressCallback, finetune_body
 from .head import LinearHead
-from .metrics import classification_metrics
+from .metrics import classification_metrics, confidence_threshold
 from .model_folder import read_model_folder, write_model_folder
 
 ENCODE_BATCH_SIZE = 64
+THRESHOLD_PRECISION = 0.95  # the default router threshold keeps validation precision at this level
 
 
 class NotFittedError(RuntimeError):
@@ -104,7 +105,10 @@ class IntentClassifier:
         report("head", 1.0)
 
         report("evaluating", 0.0)
-        self.metrics_ = self.evaluate(validation) if len(validation) else None
+        self.metrics_, default_threshold = None, {"value": 0.5, "fitted_on": 0}
+        if len(validation):
+            probabilities, self.metrics_ = self._score(validation)
+            default_threshold = _fit_threshold(probabilities, validation.labels, labels)
         report("evaluating", 1.0)
         self.info_ = {
             "base_model": self.base_model,
@@ -112,6 +116,7 @@ class IntentClassifier:
             "fit_seconds": round(time.perf_counter() - started, 2),
             "fine_tuning": tuning,
             "head_regularization": self.head_regularization,
+            "default_threshold": default_threshold,
             "data": {
                 "train_source": train.source,
                 "train_examples": len(train_part),
@@ -144,10 +149,13 @@ class IntentClassifier:
 
     def evaluate(self, dataset: Dataset) -> dict:
         """Metrics of this model on labelled data (see ``classification_metrics``)."""
+        return self._score(dataset)[1]
+
+    def _score(self, dataset: Dataset) -> tuple[np.ndarray, dict]:
         _, _, labels = self._fitted()
         probabilities = self.predict_proba(dataset.texts)
         predicted = [labels[i] for i in probabilities.argmax(axis=1)]
-        return classification_metrics(dataset.labels, predicted, probabilities, labels)
+        return probabilities, classification_metrics(dataset.labels, predicted, probabilities, labels)
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -171,6 +179,14 @@ class IntentClassifier:
         if self.body_ is None or self.head_ is None or self.labels_ is None:
             raise NotFittedError("this classifier is not trained: call fit(...) or IntentClassifier.load(path)")
         return self.body_, self.head_, self.labels_
+
+
+def _fit_threshold(probabilities: np.ndarray, true_labels: list[str], labels: list[str]) -> dict:
+    """The router's default confidence threshold, fitted on validation predictions."""
+    predicted = [labels[i] for i in probabilities.argmax(axis=1)]
+    correct = np.array([p == y for p, y in zip(predicted, true_labels, strict=True)])
+    value = confidence_threshold(probabilities.max(axis=1), correct, THRESHOLD_PRECISION)
+    return {"value": round(value, 4), "fitted_on": len(true_labels), "target_precision": THRESHOLD_PRECISION}
 
 
 def long_text_warnings(dataset: Dataset, body) -> list[Problem]:

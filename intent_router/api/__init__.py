@@ -1,0 +1,115 @@
+"""The HTTP API: FastAPI routers over ``intent_router.service``; only HTTP concerns live here.
+
+uvicorn --factory intent_router.api:create_app_from_env      # or: intent-router serve
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from .. import __version__
+from ..model_folder import ModelFolderError
+from ..service import Service, ServiceSettings, UnknownModel, UnknownRouter
+from . import admin, inference
+
+
+class Metrics:
+    """Prometheus counters and histograms of one app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "intent_router_requests", "HTTP requests", ["method", "path", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "intent_router_request_seconds",
+            "HTTP request latency",
+            ["method", "path"],
+            buckets=(0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+        self.routes = Counter(
+            "intent_router_routes", "Routing decisions", ["router", "model", "reason"], registry=self.registry
+        )
+        self.passes = Counter("intent_router_inference_passes", "Forward passes run", registry=self.registry)
+        self.pass_sizes = Histogram(
+            "intent_router_inference_pass_texts",
+            "Texts per forward pass (micro-batching combines requests)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 96),
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "intent_router_fallbacks", "Routing decisions that fell back", ["router", "model"], registry=self.registry
+        )
+
+    def inference_pass(self, texts: int) -> None:
+        self.passes.inc()
+        self.pass_sizes.observe(texts)
+
+    def routed(self, router: str, model: str, reason: str) -> None:
+        self.routes.labels(router, model, reason).inc()
+        if reason != "confident":
+            self.fallbacks.labels(router, model).inc()
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.service = Service(settings, app.state.metrics.inference_pass)
+        yield
+        await app.state.service.close()
+
+    app = FastAPI(title="intent-router", version=__version__, lifespan=lifespan)
+    app.state.metrics = Metrics()
+    app.include_router(inference.router)
+    app.include_router(admin.router)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        app.state.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        app.state.metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(request: Request, error: UnknownModel) -> JSONResponse:
+        return JSONResponse({"detail": str(error), "available": error.available}, status_code=404)
+
+    @app.exception_handler(UnknownRouter)
+    async def unknown_router(request: Request, error: UnknownRouter) -> JSONResponse:
+        return JSONResponse({"detail": str(error), "available": error.available}, status_code=404)
+
+    @app.exception_handler(ModelFolderError)
+    async def broken_model(request: Request, error: ModelFolderError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=500)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            request.app.state.service.registry.count_api_keys()
+        except Exception as error:  # the database is what readiness depends on
+            return JSONResponse({"status": "unavailable", "detail": str(error)}, status_code=503)
+        return JSONResponse({"status": "ready", "models": request.app.state.service.available_models()})
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The app with settings from ``INTENT_ROUTER_*`` environment variables (for uvicorn workers)."""
+    return create_app(ServiceSettings.from_env())

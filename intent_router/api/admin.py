@@ -1,0 +1,278 @@
+"""Datasets, fine-tunes, models, routers and the low-confidence store: admin-scope resources."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+
+from ..data import DataError, check_trainable, format_from_name, parse_dataset
+from ..model_folder import model_path
+from ..registry import NameTaken
+from ..routing import RouterConfig
+from . import auth
+from .schemas import (
+    DatasetInfo,
+    DatasetUploadResponse,
+    FinetuneInfo,
+    FinetuneRequest,
+    LowConfidenceItem,
+    LowConfidencePage,
+    ModelInfo,
+    Progress,
+    RouterInfo,
+)
+
+router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
+
+
+# -- datasets -----------------------------------------------------------------------------------
+
+
+async def read_upload(request: Request, upload: UploadFile) -> bytes:
+    limit = request.app.state.service.settings.max_upload_bytes
+    content = await upload.read(limit + 1)
+    if len(content) > limit:
+        raise HTTPException(413, f"{upload.filename}: larger than the {limit:,}-byte upload limit")
+    return content
+
+
+def parse_upload(filename: str, content: bytes, format: str | None, header: bool | None):
+    format = format or format_from_name(filename)
+    if format is None:
+        raise HTTPException(422, f"{filename}: unknown format; name it .csv, .tsv, .jsonl or .yml, or send format=")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = content[: err.start].count(b"\n") + 1
+        raise HTTPException(
+            422, [f"{filename}:{line}: error: bytes that are not UTF-8; save the file as UTF-8"]
+        ) from None
+    try:
+        return format, parse_dataset(text, format=format, source=filename, header=header)
+    except DataError as err:
+        raise HTTPException(422, [str(p) for p in err.problems]) from None
+
+
+def dataset_info(record) -> DatasetInfo:
+    return DatasetInfo(
+        id=record.id,
+        filename=record.filename,
+        format=record.format,
+        examples=record.examples,
+        label_counts=record.label_counts,
+        warnings=record.warnings,
+        created_at=record.created_at,
+    )
+
+
+@router.post("/datasets", response_model=DatasetUploadResponse, status_code=201)
+async def upload_dataset(
+    request: Request,
+    file: Annotated[UploadFile, File(description="CSV, TSV, JSONL or Rasa NLU YAML")],
+    validation_file: Annotated[UploadFile | None, File(description="optional validation data")] = None,
+    format: Annotated[str | None, Form()] = None,
+    header: Annotated[bool | None, Form()] = None,
+) -> DatasetUploadResponse:
+    registry = request.app.state.service.registry
+    stored = []
+    for upload in [file] + ([validation_file] if validation_file else []):
+        filename = Path(upload.filename or "upload.csv").name
+        content = await read_upload(request, upload)
+        data_format, dataset = parse_upload(filename, content, format, header)
+        warnings = list(dataset.warnings)
+        try:
+            warnings += check_trainable(dataset, allow_rare_labels=True)
+        except DataError as err:
+            warnings += [p for p in err.problems if p.severity == "warning"]
+            warnings += err.problems if upload is file else []
+        record = await asyncio.to_thread(
+            registry.add_dataset,
+            filename,
+            data_format,
+            content,
+            None,
+            len(dataset),
+            dict(dataset.label_counts()),
+            [str(w) for w in warnings],
+        )
+        stored.append((record, dataset))
+    (record, dataset), validation = stored[0], (stored[1][0] if len(stored) > 1 else None)
+    preview = [{"line": e.line, "text": e.text, "label": e.label} for e in dataset.examples[:10]]
+    return DatasetUploadResponse(
+        dataset=dataset_info(record),
+        validation_dataset=dataset_info(validation) if validation else None,
+        preview=preview,
+    )
+
+
+@router.get("/datasets", response_model=list[DatasetInfo])
+async def list_datasets(request: Request) -> list[DatasetInfo]:
+    return [dataset_info(r) for r in request.app.state.service.registry.list_datasets()]
+
+
+# -- fine-tunes ---------------------------------------------------------------------------------
+
+
+def finetune_info(job) -> FinetuneInfo:
+    return FinetuneInfo(
+        name=job.name,
+        status=job.status,
+        base_model=job.base_model,
+        train_dataset=job.train_dataset,
+        validation_dataset=job.validation_dataset,
+        progress=Progress(stage=job.stage, fraction=job.fraction or 0.0),
+        metrics=job.metrics,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+@router.post("/finetunes", response_model=FinetuneInfo, status_code=202)
+async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneInfo:
+    registry = request.app.state.service.registry
+    for dataset_id in filter(None, [body.train_dataset, body.validation_dataset]):
+        if registry.get_dataset(dataset_id) is None:
+            raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
+    record = registry.get_dataset(body.train_dataset)
+    content, _ = registry.get_dataset_content(body.train_dataset)
+    dataset = parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)
+    try:
+        check_trainable(dataset, allow_rare_labels=body.allow_rare_labels)
+    except DataError as err:
+        raise HTTPException(422, [str(p) for p in err.problems if p.severity == "error"]) from None
+    settings = {"steps": body.steps, "seed": body.seed, "allow_rare_labels": body.allow_rare_labels}
+    try:
+        job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)
+    except NameTaken as err:
+        raise HTTPException(409, str(err)) from None
+    return finetune_info(job)
+
+
+@router.get("/finetunes", response_model=list[FinetuneInfo])
+async def list_finetunes(request: Request) -> list[FinetuneInfo]:
+    return [finetune_info(j) for j in request.app.state.service.registry.list_jobs()]
+
+
+@router.get("/finetunes/{name}", response_model=FinetuneInfo)
+async def get_finetune(name: str, request: Request) -> FinetuneInfo:
+    job = request.app.state.service.registry.get_job(name)
+    if job is None:
+        raise HTTPException(404, f"no fine-tune named {name!r}")
+    return finetune_info(job)
+
+
+@router.delete("/finetunes/{name}", response_model=FinetuneInfo)
+async def cancel_finetune(name: str, request: Request) -> FinetuneInfo:
+    job = request.app.state.service.registry.cancel_job(name)
+    if job is None:
+        raise HTTPException(404, f"no fine-tune named {name!r}")
+    return finetune_info(job)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+async def model_info(request: Request, name: str) -> ModelInfo:
+    loaded = await request.app.state.service.model(name)
+    record = request.app.state.service.registry.get_model(name)
+    return ModelInfo(
+        name=name,
+        labels=loaded.labels,
+        metrics=loaded.classifier.metrics_,
+        default_threshold=loaded.default_threshold,
+        info=loaded.classifier.info_,
+        created_at=record.created_at if record else None,
+    )
+
+
+@router.get("/models", response_model=list[str])
+async def list_models(request: Request) -> list[str]:
+    return request.app.state.service.available_models()
+
+
+@router.get("/models/{name}", response_model=ModelInfo)
+async def get_model(name: str, request: Request) -> ModelInfo:
+    return await model_info(request, name)
+
+
+@router.delete("/models/{name}", status_code=204)
+async def delete_model(name: str, request: Request) -> Response:
+    service = request.app.state.service
+    if name not in service.available_models():
+        raise HTTPException(404, f"no model named {name!r}")
+    users = [r.name for r in service.registry.list_routers() if r.config.get("model") == name]
+    if users:
+        raise HTTPException(409, f"routers {users} use model {name!r}; change or delete them first")
+    await service.forget_model(name)
+    service.registry.delete_model(name)
+    shutil.rmtree(model_path(name, service.settings.models_dir), ignore_errors=True)
+    return Response(status_code=204)
+
+
+# -- routers ------------------------------------------------------------------------------------
+
+
+@router.put("/routers/{name}", response_model=RouterInfo)
+async def put_router(name: str, config: RouterConfig, request: Request) -> RouterInfo:
+    service = request.app.state.service
+    loaded = await service.model(config.model)
+    unknown = sorted((set(config.destinations) | set(config.intent_thresholds)) - set(loaded.labels))
+    if unknown:
+        raise HTTPException(422, f"intents {unknown} are not labels of model {config.model!r}: {loaded.labels}")
+    service.registry.put_router(name, config.model_dump())
+    service.forget("router")
+    return RouterInfo(name=name, config=config)
+
+
+@router.get("/routers", response_model=list[RouterInfo])
+async def list_routers(request: Request) -> list[RouterInfo]:
+    return [RouterInfo(name=r.name, config=r.config) for r in request.app.state.service.registry.list_routers()]
+
+
+@router.get("/routers/{name}", response_model=RouterInfo)
+async def get_router(name: str, request: Request) -> RouterInfo:
+    record = request.app.state.service.registry.get_router(name)
+    if record is None:
+        raise HTTPException(404, f"no router named {name!r}")
+    return RouterInfo(name=record.name, config=record.config)
+
+
+@router.delete("/routers/{name}", status_code=204)
+async def delete_router(name: str, request: Request) -> Response:
+    if not request.app.state.service.registry.delete_router(name):
+        raise HTTPException(404, f"no router named {name!r}")
+    request.app.state.service.forget("router")
+    return Response(status_code=204)
+
+
+# -- low-confidence store -----------------------------------------------------------------------
+
+
+@router.get("/low-confidence", response_model=LowConfidencePage)
+async def low_confidence(
+    request: Request,
+    limit: int = Query(100, ge=1, le=1000),
+    before_id: int | None = None,
+    model: str | None = None,
+    router_name: str | None = Query(None, alias="router"),
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> LowConfidencePage:
+    await request.app.state.service.flush()
+    registry = request.app.state.service.registry
+    filters = {"model": model, "router": router_name, "since": since, "until": until}
+    items = await asyncio.to_thread(registry.list_low_confidence, limit=limit, before_id=before_id, **filters)
+    total = await asyncio.to_thread(registry.count_low_confidence, **filters)
+    return LowConfidencePage(
+        items=[LowConfidenceItem(**asdict(i)) for i in items],
+        total=total,
+        next_before_id=items[-1].id if len(items) == limit else None,
+    )

@@ -1,0 +1,64 @@
+"""POST /v1/classify, /v1/embed, /v1/route."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+
+from . import auth
+from .schemas import (
+    Classification,
+    ClassifyRequest,
+    ClassifyResponse,
+    EmbedRequest,
+    EmbedResponse,
+    LabelConfidence,
+    RouteRequest,
+    RouteResponse,
+)
+
+router = APIRouter(prefix="/v1", dependencies=[auth.inference], tags=["inference"])
+
+
+def check_texts(request: Request, texts: list[str], field: str) -> None:
+    settings = request.app.state.service.settings
+    if len(texts) > settings.max_batch:
+        raise HTTPException(422, f"{field}: {len(texts)} texts; at most {settings.max_batch} per request")
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_text_chars:
+            raise HTTPException(
+                422, f"{field}[{i}]: {len(text)} characters; at most {settings.max_text_chars} per text"
+            )
+
+
+@router.post("/classify", response_model=ClassifyResponse)
+async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
+    check_texts(request, body.inputs, "inputs")
+    labels, probabilities = await request.app.state.service.classify(body.model, body.inputs)
+    classifications = []
+    for text, row in zip(body.inputs, probabilities, strict=True):
+        ranked = sorted(zip(labels, row.tolist(), strict=True), key=lambda pair: -pair[1])
+        classifications.append(
+            Classification(
+                input=text,
+                prediction=ranked[0][0],
+                confidence=ranked[0][1],
+                labels=[LabelConfidence(label=label, confidence=c) for label, c in ranked],
+            )
+        )
+    return ClassifyResponse(model=body.model, classifications=classifications)
+
+
+@router.post("/embed", response_model=EmbedResponse)
+async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
+    check_texts(request, body.texts, "texts")
+    vectors = await request.app.state.service.embed(body.model, body.texts)
+    return EmbedResponse(model=body.model, embeddings=vectors.tolist())
+
+
+@router.post("/route", response_model=RouteResponse)
+async def route(body: RouteRequest, request: Request) -> RouteResponse:
+    check_texts(request, [body.text], "text")
+    service = request.app.state.service
+    router_name, config, decision = await service.route(body.text, body.router, body.conversation_id, body.metadata)
+    request.app.state.metrics.routed(router_name, config.model, decision.reason)
+    return RouteResponse(**decision.to_dict(), router=router_name, model=config.model)

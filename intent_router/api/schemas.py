@@ -1,0 +1,149 @@
+"""Request and response bodies of the HTTP API (pydantic v2): the edge of the service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..routing import RouterConfig
+
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ClassifyRequest(BaseModel):
+    model: str = Field(pattern=MODEL_NAME)
+    inputs: list[str] = Field(min_length=1, description="at most max_batch (96) texts")
+
+
+class LabelConfidence(BaseModel):
+    label: str
+    confidence: float
+
+
+class Classification(BaseModel):
+    input: str
+    prediction: str
+    confidence: float
+    labels: list[LabelConfidence] = Field(description="every label, most confident first")
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    classifications: list[Classification]
+
+
+class EmbedRequest(BaseModel):
+    model: str = Field(pattern=MODEL_NAME)
+    texts: list[str] = Field(min_length=1)
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+
+
+class RouteRequest(BaseModel):
+    text: str
+    router: str | None = Field(None, description="default: the only router, or the one named 'default'")
+    conversation_id: str | None = Field(None, max_length=200)
+    metadata: dict | None = None
+
+
+class Alternative(BaseModel):
+    intent: str
+    confidence: float
+
+
+class RouteResponse(BaseModel):
+    intent: str | None
+    confidence: float
+    destination: str
+    fallback: bool
+    reason: Literal["confident", "low_confidence", "ambiguous", "no_destination"]
+    threshold: float
+    alternatives: list[Alternative]
+    router: str
+    model: str
+
+
+class DatasetInfo(BaseModel):
+    id: str
+    filename: str
+    format: str
+    examples: int
+    label_counts: dict[str, int]
+    warnings: list[str]
+    created_at: datetime
+
+
+class DatasetUploadResponse(BaseModel):
+    dataset: DatasetInfo
+    validation_dataset: DatasetInfo | None = None
+    preview: list[dict] = Field(description="the first rows: text, label, line")
+
+
+class FinetuneRequest(BaseModel):
+    name: str = Field(pattern=MODEL_NAME)
+    base_model: str = "english-small"
+    train_dataset: str
+    validation_dataset: str | None = None
+    steps: int | None = Field(None, ge=0, le=20000)
+    seed: int = 0
+    allow_rare_labels: bool = False
+
+
+class Progress(BaseModel):
+    stage: str | None
+    fraction: float
+
+
+class FinetuneInfo(BaseModel):
+    name: str
+    status: Literal["queued", "finetuning", "completed", "failed", "cancelled"]
+    base_model: str
+    train_dataset: str
+    validation_dataset: str | None
+    progress: Progress
+    metrics: dict | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    labels: list[str]
+    metrics: dict | None
+    default_threshold: float | None
+    info: dict
+    created_at: datetime | None = None
+
+
+class RouterInfo(BaseModel):
+    name: str
+    config: RouterConfig
+
+
+class LowConfidenceItem(BaseModel):
+    id: int
+    created_at: datetime
+    text: str
+    model: str
+    router: str | None
+    top_scores: list[list]
+    reason: str
+    conversation_id: str | None
+    metadata: dict | None
+
+
+class LowConfidencePage(BaseModel):
+    items: list[LowConfidenceItem]
+    total: int
+    next_before_id: int | None = Field(description="pass as before_id for the next (older) page")
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list | dict

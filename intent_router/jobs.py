@@ -1,0 +1,102 @@
+"""Fine-tune jobs: a worker process takes queued jobs from the registry and runs them one at a time.
+
+Training never runs in the web server's event loop or process. A job's progress is written to the
+registry as it goes, so any server process can report it; a cancel is noticed at the next progress
+report. The model is published by an atomic rename (see ``model_folder``) and only then registered,
+so a job killed midway leaves no half-written model; the service marks it failed when it restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import shutil
+import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from .data import DataError, Dataset, Problem, parse_dataset
+from .model import IntentClassifier
+from .registry import Job, Registry
+
+log = logging.getLogger("intent_router.jobs")
+PROGRESS_INTERVAL = 0.5  # seconds between progress writes
+INTERRUPTED = "interrupted: the service stopped while this job was fine-tuning; start the job again"
+
+
+class JobCancelled(Exception):
+    pass
+
+
+def recover(registry: Registry, models_dir: Path) -> list[str]:
+    """At service start: fail the jobs a dead worker left running, remove their partial folders."""
+    for partial in models_dir.glob(".*.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    return registry.fail_interrupted_jobs(INTERRUPTED)
+
+
+def start_worker(database_url: str, models_dir: Path) -> BaseProcess:
+    """Start the fine-tune worker in its own process (spawned: no state shared with the server)."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=run_worker, args=(database_url, str(models_dir)), name="intent-router-finetune", daemon=True
+    )
+    process.start()
+    return process
+
+
+def run_worker(database_url: str, models_dir: str, poll_seconds: float = 1.0) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    registry = Registry(database_url)
+    while True:
+        job = registry.claim_next_job()
+        if job is None:
+            time.sleep(poll_seconds)
+            continue
+        run_job(registry, Path(models_dir), job)
+
+
+def run_job(registry: Registry, models_dir: Path, job: Job) -> None:
+    log.info("fine-tuning %s on dataset %s", job.name, job.train_dataset)
+    last_write = 0.0
+
+    def progress(stage: str, fraction: float) -> None:
+        nonlocal last_write
+        now = time.monotonic()
+        if fraction in (0.0, 1.0) or now - last_write >= PROGRESS_INTERVAL:
+            last_write = now
+            if registry.update_progress(job.name, stage, fraction) == "cancelled":
+                raise JobCancelled
+
+    try:
+        train, validation = _datasets(registry, job)
+        classifier = IntentClassifier(job.base_model, **job.settings)
+        classifier.fit(train, validation, progress=progress)
+        if registry.update_progress(job.name, "saving", 0.0) == "cancelled":
+            raise JobCancelled
+        path = classifier.save(models_dir / job.name, overwrite=True)
+        registry.add_model(job.name, str(path), classifier.labels_ or [], classifier.metrics_, classifier.info_)
+        registry.update_progress(job.name, "saving", 1.0)
+        registry.finish_job(job.name, "completed", metrics=classifier.metrics_)
+        log.info("fine-tuned %s", job.name)
+    except JobCancelled:
+        log.info("cancelled %s", job.name)
+    except DataError as error:
+        registry.finish_job(job.name, "failed", error="; ".join(str(p) for p in error.problems[:20]))
+    except Exception as error:  # a job's failure is reported on the job, never kills the worker
+        log.exception("fine-tune %s failed", job.name)
+        registry.finish_job(job.name, "failed", error=f"{type(error).__name__}: {error}")
+
+
+def _datasets(registry: Registry, job: Job) -> tuple[Dataset, Dataset | None]:
+    """The job's training data and its validation data (None: an automatic split)."""
+    train = _dataset(registry, job.train_dataset)
+    validation = _dataset(registry, job.validation_dataset) if job.validation_dataset else None
+    return train, validation
+
+
+def _dataset(registry: Registry, dataset_id: str) -> Dataset:
+    record = registry.get_dataset(dataset_id)
+    contents = registry.get_dataset_content(dataset_id)
+    if record is None or contents is None:
+        raise DataError([Problem(dataset_id, None, "the dataset was deleted before the job ran")])
+    return parse_dataset(contents[0].decode("utf-8-sig"), format=record.format, source=record.filename)

@@ -1,0 +1,114 @@
+"""Replace e-mail addresses, payment card numbers and phone numbers in an utterance before it is stored.
+
+    >>> redact("mail jane.doe@example.com or call +44 20 7946 0958")
+    'mail [EMAIL] or call [PHONE]'
+    >>> redact("my card is 4111 1111 1111 1111, phone (555) 123-4567")
+    'my card is [CARD], phone [PHONE]'
+    >>> redact("flight 1039 at 838 am under 1100 dollars")
+    'flight 1039 at 838 am under 1100 dollars'
+
+Utterances are full of numbers (flight numbers, times, prices, dates), so the patterns are narrow: a card
+must pass the Luhn check, and a national phone number must have a phone-like shape (3-3-4 digits, an area
+code in parentheses, a leading trunk 0, ...) rather than just enough digits. Cards are replaced before
+phones so that a card's digit groups are never half-taken as a phone number.
+"""
+
+from __future__ import annotations
+
+import re
+
+EMAIL = "[EMAIL]"
+CARD = "[CARD]"
+PHONE = "[PHONE]"
+
+_EMAIL_PATTERN = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+
+# A run of digit groups joined by single spaces or dashes, not part of a longer number or a "+" phone.
+_DIGIT_GROUPS_PATTERN = re.compile(r"(?<![\d+])\d+(?:[ -]\d+)*(?!\d)")
+_DIGITS_PATTERN = re.compile(r"\d+")
+_CARD_DIGITS = range(13, 20)
+
+# Not inside a word or a longer digit sequence ("4111 1111 ..." must not yield "111 1111").
+_PHONE_START = r"(?<![\w+])(?<!\d[ .-])"
+_PHONE_END = r"(?!\d)(?![ .-]\d)"
+_SEPARATOR = r"[ .-]"
+_PHONE_PATTERN = re.compile(
+    _PHONE_START
+    + "(?:"
+    # international: +44 20 7946 0958, +1 (555) 123-4567, +33.6.12.34.56.78, +4915112345678
+    + rf"\+\d{{1,3}}(?:{_SEPARATOR}?\(?\d{{1,5}}\)?){{1,6}}"
+    # area code in parentheses: (555) 123-4567, (020) 7946 0958
+    + rf"|\(\d{{2,5}}\){_SEPARATOR}?\d{{2,4}}(?:{_SEPARATOR}?\d{{2,4}}){{0,3}}"
+    # North American 3-3-4: 555-123-4567, 555.123.4567, 555 123 4567
+    + rf"|\d{{3}}{_SEPARATOR}\d{{3}}{_SEPARATOR}\d{{4}}"
+    # leading trunk 0: 020 7946 0958, 0171-1234567, 06 12 34 56 78
+    + rf"|0\d{{1,4}}(?:{_SEPARATOR}\d{{2,8}}){{1,4}}"
+    # 10 or 11 digits written together: 5551234567, 02079460958
+    + r"|\d{10,11}"
+    # local 3-4 with a dash or dot (not a space: "flight 838 1039"): 555-1234
+    + r"|\d{3}[.-]\d{4}"
+    + ")"
+    + _PHONE_END
+)
+_PHONE_DIGITS = range(7, 16)
+_TRUNK_PHONE_MIN_DIGITS = 9  # "0800 1000" (two times) is not a phone number
+
+
+def redact(text: str) -> str:
+    """``text`` with e-mail addresses, Luhn-valid card numbers and phone numbers replaced by placeholders."""
+    text = _EMAIL_PATTERN.sub(EMAIL, text)
+    text = _DIGIT_GROUPS_PATTERN.sub(_redact_cards_in_run, text)
+    return _PHONE_PATTERN.sub(_redact_phone, text)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies (and 9 in 10 random numbers fail)."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        digit = int(char)
+        if position % 2 == 1:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def _redact_cards_in_run(match: re.Match[str]) -> str:
+    """Replace the card numbers in a run of digit groups.
+
+    The run may hold more than the card ("4111 1111 1111 1111 2 tickets"), so look for the longest
+    stretch of whole groups, from the left, with 13 to 19 Luhn-valid digits.
+    """
+    run = match.group()
+    groups = list(_DIGITS_PATTERN.finditer(run))
+    pieces: list[str] = []
+    copied_up_to = 0
+    first = 0
+    while first < len(groups):
+        card_end = _card_ending_at(groups, first)
+        if card_end is None:
+            first += 1
+            continue
+        pieces += [run[copied_up_to : groups[first].start()], CARD]
+        copied_up_to = groups[card_end].end()
+        first = card_end + 1
+    pieces.append(run[copied_up_to:])
+    return "".join(pieces)
+
+
+def _card_ending_at(groups: list[re.Match[str]], first: int) -> int | None:
+    """The index of the last group of the longest card number starting at group ``first``, if any."""
+    for last in range(len(groups) - 1, first - 1, -1):
+        digits = "".join(group.group() for group in groups[first : last + 1])
+        if len(digits) in _CARD_DIGITS and luhn_valid(digits):
+            return last
+    return None
+
+
+def _redact_phone(match: re.Match[str]) -> str:
+    number = match.group()
+    digit_count = sum(char.isdigit() for char in number)
+    if digit_count not in _PHONE_DIGITS:
+        return number
+    if number.startswith("0") and digit_count < _TRUNK_PHONE_MIN_DIGITS:
+        return number
+    return PHONE

@@ -1,0 +1,264 @@
+"""The router service without HTTP: settings, loaded models, classify / embed / route.
+
+The FastAPI layer (``intent_router.api``) only translates HTTP to these calls, so a Python program
+can run the same service in-process:
+
+    >>> service = Service(ServiceSettings(models_dir=Path("models")))
+    >>> decision = await service.route("show me fares to denver", router="atis")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel
+
+from .batching import MicroBatcher
+from .model import IntentClassifier
+from .model_folder import model_path
+from .redact import redact
+from .registry import Registry
+from .routing import RouteDecision, RouterConfig, decide
+
+ENV_PREFIX = "INTENT_ROUTER_"
+
+
+class ServiceSettings(BaseModel):
+    """Every knob of the service; each can be set by an ``INTENT_ROUTER_<NAME>`` environment variable."""
+
+    models_dir: Path = Path("models")
+    database_url: str = "sqlite:///intent-router.db"
+    config_file: Path | None = None
+    max_batch: int = 96
+    max_text_chars: int = 2000
+    max_upload_bytes: int = 20 * 1024 * 1024
+    model_cache_size: int = 4
+    batch_wait_ms: float = 0.0
+    cache_seconds: float = 5.0  # how long API keys and router configs are remembered
+    low_confidence_max_rows: int = 100_000
+    low_confidence_max_age_days: float = 90.0
+    redact_low_confidence: bool = True
+
+    @classmethod
+    def from_env(cls) -> ServiceSettings:
+        values = {
+            name: os.environ[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if ENV_PREFIX + name.upper() in os.environ
+        }
+        return cls.model_validate(values)
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_PREFIX + k.upper(): str(v) for k, v in self.model_dump().items() if v is not None}
+
+
+class UnknownModel(LookupError):
+    def __init__(self, name: str, available: list[str]):
+        self.name, self.available = name, available
+        super().__init__(f"no model named {name!r}; available: {', '.join(available) or 'none yet'}")
+
+
+class UnknownRouter(LookupError):
+    def __init__(self, name: str | None, available: list[str]):
+        self.name, self.available = name, available
+        what = f"no router named {name!r}" if name else "name a router"
+        super().__init__(f"{what}; available: {', '.join(available) or 'none yet (configure one)'}")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    classifier: IntentClassifier
+    batcher: MicroBatcher
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels_ or []
+
+    @property
+    def default_threshold(self) -> float:
+        return float(self.classifier.info_.get("default_threshold", {}).get("value", 0.5))
+
+
+class Service:
+    def __init__(self, settings: ServiceSettings, on_inference_pass: Callable[[int], None] | None = None):
+        self.settings = settings
+        self.on_inference_pass = on_inference_pass
+        self.registry = Registry(settings.database_url)
+        # One inference thread: the CPU's cores go to torch's own threads inside each pass.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.loading: dict[str, asyncio.Lock] = {}
+        self.recorded = 0
+        # Low-confidence rows are written by one thread behind the response, never on its path.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="low-confidence")
+        self.pending_writes: set[asyncio.Future] = set()
+        self.remembered: dict[tuple[str, str], tuple[float, object]] = {}
+        if settings.config_file:
+            self.apply_config_file(settings.config_file)
+
+    def apply_config_file(self, path: Path) -> None:
+        """Create or update the routers a YAML file lists: ``routers: {name: RouterConfig fields}``."""
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for name, config in (document.get("routers") or {}).items():
+            self.registry.put_router(name, RouterConfig.model_validate(config).model_dump())
+
+    # -- models ---------------------------------------------------------------------------------
+
+    async def model(self, name: str) -> LoadedModel:
+        """A loaded model, from the bounded cache or loaded from its folder off the event loop."""
+        if name in self.models:
+            self.models.move_to_end(name)
+            return self.models[name]
+        lock = self.loading.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name in self.models:
+                return self.models[name]
+            record = self.registry.get_model(name)
+            path = Path(record.path) if record else self._local_model(name)
+            if path is None:
+                raise UnknownModel(name, self.available_models())
+            classifier = await asyncio.get_running_loop().run_in_executor(self.executor, IntentClassifier.load, path)
+            loaded = LoadedModel(
+                name,
+                classifier,
+                MicroBatcher(
+                    classifier.embed,
+                    self.executor,
+                    self.settings.max_batch,
+                    self.settings.batch_wait_ms,
+                    self.on_inference_pass,
+                ),
+            )
+            self.models[name] = loaded
+            while len(self.models) > self.settings.model_cache_size:
+                _, evicted = self.models.popitem(last=False)
+                await evicted.batcher.close()
+            return loaded
+
+    def _local_model(self, name: str) -> Path | None:
+        """A model folder copied into models_dir by hand (not fine-tuned by this service)."""
+        try:
+            path = model_path(name, self.settings.models_dir)
+        except Exception:
+            return None
+        return path if (path / "intent_router.json").is_file() else None
+
+    def available_models(self) -> list[str]:
+        names = {m.name for m in self.registry.list_models()}
+        if self.settings.models_dir.is_dir():
+            names |= {p.name for p in self.settings.models_dir.iterdir() if (p / "intent_router.json").is_file()}
+        return sorted(names)
+
+    async def forget_model(self, name: str) -> None:
+        loaded = self.models.pop(name, None)
+        if loaded:
+            await loaded.batcher.close()
+
+    # -- inference ------------------------------------------------------------------------------
+
+    async def embed(self, model: str, texts: list[str]) -> np.ndarray:
+        return await (await self.model(model)).batcher.submit(texts)
+
+    async def classify(self, model: str, texts: list[str]) -> tuple[list[str], np.ndarray]:
+        loaded = await self.model(model)
+        vectors = await loaded.batcher.submit(texts)
+        head = loaded.classifier.head_
+        assert head is not None
+        return loaded.labels, head.predict_proba(vectors)
+
+    def recall(self, kind: str, key: str, load: Callable[[], object]) -> object:
+        """``load()``, remembered for ``cache_seconds``: keys and routers are read on every request."""
+        now = time.monotonic()
+        hit = self.remembered.get((kind, key))
+        if hit and now - hit[0] < self.settings.cache_seconds:
+            return hit[1]
+        value = load()
+        self.remembered[(kind, key)] = (now, value)
+        return value
+
+    def forget(self, kind: str) -> None:
+        self.remembered = {k: v for k, v in self.remembered.items() if k[0] != kind}
+
+    def check_api_key(self, key: str):
+        return self.recall("key", key, lambda: self.registry.check_api_key(key))
+
+    def router(self, name: str | None) -> tuple[str, RouterConfig]:
+        return self.recall("router", name or "", lambda: self._router(name))  # type: ignore[return-value]
+
+    def _router(self, name: str | None) -> tuple[str, RouterConfig]:
+        routers = self.registry.list_routers()
+        names = [r.name for r in routers]
+        if name is None:
+            if len(routers) == 1:
+                return routers[0].name, RouterConfig.model_validate(routers[0].config)
+            name = "default" if "default" in names else None
+        record = self.registry.get_router(name) if name else None
+        if record is None:
+            raise UnknownRouter(name, names)
+        return record.name, RouterConfig.model_validate(record.config)
+
+    async def route(
+        self,
+        text: str,
+        router: str | None = None,
+        conversation_id: str | None = None,
+        metadata: dict | None = None,
+    ) -> tuple[str, RouterConfig, RouteDecision]:
+        """Route one utterance; fallbacks are written to the low-confidence store."""
+        router_name, config = self.router(router)
+        labels, probabilities = await self.classify(config.model, [text])
+        loaded = await self.model(config.model)
+        decision = decide(config, labels, probabilities[0], loaded.default_threshold)
+        if decision.fallback:
+            top = [[decision.intent, decision.confidence]] + [
+                [a["intent"], a["confidence"]] for a in decision.alternatives
+            ]
+            write = asyncio.get_running_loop().run_in_executor(
+                self.writer,
+                self.record_low_confidence,
+                text,
+                config.model,
+                router_name,
+                top,
+                decision.reason,
+                conversation_id,
+                metadata,
+            )
+            self.pending_writes.add(write)
+            write.add_done_callback(self.pending_writes.discard)
+        return router_name, config, decision
+
+    async def flush(self) -> None:
+        """Wait for the low-confidence rows still being written (before reading the store)."""
+        if self.pending_writes:
+            await asyncio.gather(*self.pending_writes, return_exceptions=True)
+
+    def record_low_confidence(self, text, model, router, top_scores, reason, conversation_id, metadata) -> None:
+        stored = redact(text) if self.settings.redact_low_confidence else text
+        self.registry.record_low_confidence(stored, model, router, top_scores, reason, conversation_id, metadata)
+        self.recorded += 1
+        if self.recorded % 500 == 1:
+            self.prune()
+
+    def prune(self) -> int:
+        return self.registry.prune_low_confidence(
+            self.settings.low_confidence_max_rows, self.settings.low_confidence_max_age_days
+        )
+
+    async def close(self) -> None:
+        await self.flush()
+        for loaded in self.models.values():
+            await loaded.batcher.close()
+        self.executor.shutdown(wait=False)
+        self.writer.shutdown(wait=True)
+        self.registry.close()

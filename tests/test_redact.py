@@ -1,0 +1,111 @@
+"""Redaction before utterances are stored: e-mails, Luhn-valid card numbers and phone numbers go; the rest stays."""
+
+from __future__ import annotations
+
+import pytest
+
+from intent_router.redact import luhn_valid, redact
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail me at jane.doe+travel@example.co.uk please", "mail me at [EMAIL] please"),
+        ("JOHN_SMITH99@Mail.Example.COM", "[EMAIL]"),
+        ("a@b.io, c@d.org", "[EMAIL], [EMAIL]"),
+    ],
+)
+def test_email_addresses_are_replaced(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("my card is 4111111111111111", "my card is [CARD]"),
+        ("4111 1111 1111 1111", "[CARD]"),
+        ("4111-1111-1111-1111 exp 12/27", "[CARD] exp 12/27"),
+        ("amex 3782 822463 10005", "amex [CARD]"),  # 15 digits in 4-6-5 groups
+        ("5105105105105100.", "[CARD]."),
+        ("pay with 4222222222222 now", "pay with [CARD] now"),  # 13 digits
+        ("6011 0009 9013 9424 and 2 bags", "[CARD] and 2 bags"),
+        ("4111 1111 1111 1111 2 tickets", "[CARD] 2 tickets"),  # a number right after the card stays
+    ],
+)
+def test_luhn_valid_card_numbers_are_replaced(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111111111111112",
+        "4111 1111 1111 1112",
+        "4111-1111-1111-1112",
+        "order 1234567890123456",
+        "12345678901234567890123",  # too long for a card
+    ],
+)
+def test_luhn_invalid_long_numbers_are_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("call +44 20 7946 0958", "call [PHONE]"),
+        ("+1 (555) 123-4567", "[PHONE]"),
+        ("+33 6 12 34 56 78 after 6", "[PHONE] after 6"),
+        ("+49-30-1234567", "[PHONE]"),
+        ("+1.555.123.4567", "[PHONE]"),
+        ("text +442079460958 now", "text [PHONE] now"),
+        ("(555) 123-4567", "[PHONE]"),
+        ("555-123-4567", "[PHONE]"),
+        ("555.123.4567", "[PHONE]"),
+        ("ring 555 123 4567 tomorrow", "ring [PHONE] tomorrow"),
+        ("020 7946 0958", "[PHONE]"),
+        ("0171-1234567", "[PHONE]"),
+        ("06 12 34 56 78", "[PHONE]"),
+        ("5551234567", "[PHONE]"),
+        ("call 555-1234 now", "call [PHONE] now"),
+    ],
+)
+def test_phone_numbers_are_replaced(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_everything_in_one_utterance() -> None:
+    text = "i'm ann@example.com, card 4111 1111 1111 1111, phone +1 555 123 4567, flight 1039"
+    assert redact(text) == "i'm [EMAIL], card [CARD], phone [PHONE], flight 1039"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "flight 1039 at 838 am",
+        "on december 27",
+        "under 1100 dollars",
+        "ua 270",
+        "show me flights from boston to denver on june 12th 1991",
+        "i want 2 tickets for 300 dollars on delta 1222",
+        "flights 1222 1223 and 1224",
+        "flight 838 1039",
+        "leaving between 0800 and 1000",
+        "leaving 0800 1000",
+        "from 2024-01-15 to 01.15.2024",
+        "fares for 1999-2003",
+        "what is fare code q",
+        "american flight 4400 arrives at 1130 pm",
+        "the 7.45 train costs 12.50",
+        "",
+    ],
+)
+def test_ordinary_utterances_are_unchanged(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_luhn_check() -> None:
+    assert luhn_valid("4111111111111111")
+    assert luhn_valid("79927398713")
+    assert not luhn_valid("4111111111111112")
+    assert not luhn_valid("79927398710")

@@ -1,0 +1,315 @@
+"""The router service end to end: `intent-router serve` (real uvicorn) over HTTP, a real SQLite file.
+
+One server story, in order: a fine-tune queued on a server without a worker survives a restart and
+runs on the next; the model then classifies, embeds and routes; a router and the low-confidence
+store survive another restart; a job killed midway is marked failed and leaves no model behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLI = Path(sys.executable).parent / "intent-router"
+
+
+class Server:
+    def __init__(self, home: Path, *extra: str):
+        self.home = home
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "INTENT_ROUTER_MAX_UPLOAD_BYTES": "200000",
+            "INTENT_ROUTER_MAX_TEXT_CHARS": "500",
+        }
+        self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(CLI), "serve", "--port", str(self.port), *common_options(home), *extra],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches the fine-tune worker too
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+            assert self.process.poll() is None, (home / f"server-{self.port}.log").read_text()
+        raise AssertionError("server did not become ready in 120 s")
+
+    def stop(self, hard: bool = False) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL if hard else signal.SIGTERM)
+        self.process.wait(30)
+        self.log.close()
+
+
+def common_options(home: Path) -> list[str]:
+    return ["--models-dir", str(home / "models"), "--database-url", f"sqlite:///{home / 'router.db'}"]
+
+
+def cli(home: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(CLI), *args, "--database-url", f"sqlite:///{home / 'router.db'}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("service")
+
+
+@pytest.fixture(scope="module")
+def keys(home) -> dict[str, dict]:
+    admin = cli(home, "keys", "create", "--scope", "admin", "--name", "ops")
+    inference = cli(home, "keys", "create", "--scope", "inference", "--name", "bot")
+    return {
+        "admin": {"Authorization": f"Bearer {admin}"},
+        "inference": {"Authorization": f"Bearer {inference}"},
+    }
+
+
+@pytest.fixture(scope="module")
+def train_csv(small_split, home) -> Path:
+    train, _ = small_split
+    path = home / "train.csv"
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["text", "intent"], *([e.text, e.label] for e in train.examples)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(home, keys, train_csv):
+    """A server whose model 'atis-3' was queued before a restart and fine-tuned after it."""
+    first = Server(home, "--no-finetune-worker")
+    with httpx.Client(base_url=first.url, headers=keys["admin"], timeout=30) as http:
+        upload = http.post("/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())})
+        assert upload.status_code == 201, upload.text
+        dataset_id = upload.json()["dataset"]["id"]
+        job = http.post("/v1/finetunes", json={"name": "atis-3", "train_dataset": dataset_id, "steps": 2})
+        assert job.status_code == 202, job.text
+        assert job.json()["status"] == "queued"
+    first.stop()
+
+    second = Server(home)
+    with httpx.Client(base_url=second.url, headers=keys["admin"], timeout=30) as http:
+        deadline = time.monotonic() + 300
+        while (status := http.get("/v1/finetunes/atis-3").json())["status"] in ("queued", "finetuning"):
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert status["status"] == "completed", status
+    yield second
+    second.stop()
+
+
+def test_health_and_openapi_need_no_key(server):
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert "atis-3" in httpx.get(f"{server.url}/readyz").json()["models"]
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert {"/v1/classify", "/v1/embed", "/v1/route", "/v1/finetunes", "/v1/low-confidence"} <= set(paths)
+
+
+def test_completed_finetune_reports_metrics_and_the_model_is_served(server, keys):
+    job = httpx.get(f"{server.url}/v1/finetunes/atis-3", headers=keys["admin"]).json()
+    assert job["progress"] == {"stage": "saving", "fraction": 1.0}
+    assert 0 <= job["metrics"]["accuracy"] <= 1
+    model = httpx.get(f"{server.url}/v1/models/atis-3", headers=keys["admin"]).json()
+    assert model["labels"] == ["atis_airfare", "atis_airline", "atis_ground_service"]
+    assert 0.5 <= model["default_threshold"] <= 1
+
+
+def test_classify_gives_every_label_a_confidence(server, keys):
+    inputs = ["show me fares from boston to denver", "is there a limousine in dallas"]
+    answer = httpx.post(
+        f"{server.url}/v1/classify", json={"model": "atis-3", "inputs": inputs}, headers=keys["inference"]
+    )
+    assert answer.status_code == 200, answer.text
+    for item, text in zip(answer.json()["classifications"], inputs, strict=True):
+        assert item["input"] == text
+        assert {row["label"] for row in item["labels"]} == {"atis_airfare", "atis_airline", "atis_ground_service"}
+        assert abs(sum(row["confidence"] for row in item["labels"]) - 1) < 1e-4
+        assert item["prediction"] == item["labels"][0]["label"]
+
+
+def test_embed_returns_the_tuned_vectors(server, keys):
+    answer = httpx.post(
+        f"{server.url}/v1/embed", json={"model": "atis-3", "texts": ["a", "b"]}, headers=keys["inference"]
+    )
+    assert answer.status_code == 200
+    assert [len(v) for v in answer.json()["embeddings"]] == [384, 384]
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"model": "atis-3", "inputs": ["x"] * 97}, 422, "at most 96"),
+        ({"model": "atis-3", "inputs": ["x" * 501]}, 422, "at most 500 per text"),
+        ({"model": "atis-3", "inputs": []}, 422, "at least 1"),
+        ({"model": "atis-3", "inputs": "not a list"}, 422, "valid list"),
+        ({"model": "nope", "inputs": ["x"]}, 404, "available: atis-3"),
+    ],
+)
+def test_classify_limits_give_clear_errors(server, keys, body, status, message):
+    answer = httpx.post(f"{server.url}/v1/classify", json=body, headers=keys["inference"])
+    assert answer.status_code == status
+    assert message in answer.text
+
+
+def test_keys_are_required_and_scoped(server, keys):
+    body = {"model": "atis-3", "inputs": ["x"]}
+    assert httpx.post(f"{server.url}/v1/classify", json=body).status_code == 401
+    bad = {"Authorization": "Bearer ir_not-a-key"}
+    assert httpx.post(f"{server.url}/v1/classify", json=body, headers=bad).status_code == 401
+    assert httpx.get(f"{server.url}/v1/finetunes", headers=keys["inference"]).status_code == 403
+    assert httpx.get(f"{server.url}/v1/finetunes", headers=keys["admin"]).status_code == 200
+
+
+def test_malformed_and_oversized_uploads_are_refused(server, keys):
+    bad = b"text,label\nhello,greet\nbye,farewell,extra\n"
+    answer = httpx.post(f"{server.url}/v1/datasets", files={"file": ("bad.csv", bad)}, headers=keys["admin"])
+    assert answer.status_code == 422
+    assert "bad.csv:3: error: a third column" in answer.text
+    huge = b"text,label\n" + b"some words here,label\n" * 20000
+    answer = httpx.post(f"{server.url}/v1/datasets", files={"file": ("huge.csv", huge)}, headers=keys["admin"])
+    assert answer.status_code == 413
+
+
+def test_a_finetune_of_untrainable_data_is_refused_with_the_reason(server, keys):
+    tiny = b"text,label\nhi,greet\nhello,greet\nbye,farewell\n"
+    upload = httpx.post(f"{server.url}/v1/datasets", files={"file": ("tiny.csv", tiny)}, headers=keys["admin"])
+    assert upload.status_code == 201
+    dataset_id = upload.json()["dataset"]["id"]
+    answer = httpx.post(
+        f"{server.url}/v1/finetunes", json={"name": "tiny", "train_dataset": dataset_id}, headers=keys["admin"]
+    )
+    assert answer.status_code == 422
+    assert "at least 32" in answer.text
+    trainable = next(d for d in httpx.get(f"{server.url}/v1/datasets", headers=keys["admin"]).json() if d["examples"] >= 32)
+    taken = httpx.post(
+        f"{server.url}/v1/finetunes", json={"name": "atis-3", "train_dataset": trainable["id"]}, headers=keys["admin"]
+    )
+    assert taken.status_code == 409
+    assert "atis-3" in taken.text
+
+
+def test_route_sends_confident_utterances_to_their_destination_and_records_fallbacks(server, keys):
+    config = {
+        "model": "atis-3",
+        "destinations": {"atis_airfare": "https://fares.example/bot", "atis_ground_service": "ground-bot"},
+        "default_destination": "nlu",
+        "fallback_destination": "human",
+        "threshold": 0.5,
+        "intent_thresholds": {"atis_airline": 0.999999},
+        "ambiguity_margin": 0.05,
+    }
+    assert httpx.put(f"{server.url}/v1/routers/atis", json=config, headers=keys["admin"]).status_code == 200
+    assert httpx.put(f"{server.url}/v1/routers/atis", json=config, headers=keys["inference"]).status_code == 403
+
+    route = httpx.post(
+        f"{server.url}/v1/route",
+        json={"text": "show me the cheapest fare from boston to denver"},
+        headers=keys["inference"],
+    ).json()
+    assert route["intent"] == "atis_airfare" and route["fallback"] is False
+    assert route["destination"] == "https://fares.example/bot" and route["reason"] == "confident"
+    assert len(route["alternatives"]) == 2
+
+    unsure = httpx.post(
+        f"{server.url}/v1/route",
+        json={
+            "text": "which airline is it, mail me at jane.doe@example.com",
+            "router": "atis",
+            "conversation_id": "c-7",
+            "metadata": {"channel": "web"},
+        },
+        headers=keys["inference"],
+    ).json()
+    assert unsure["fallback"] is True and unsure["destination"] == "human"
+    assert unsure["reason"] in ("low_confidence", "ambiguous")
+
+    page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "atis"}, headers=keys["admin"]).json()
+    newest = page["items"][0]
+    assert newest["text"] == "which airline is it, mail me at [EMAIL]"
+    assert newest["conversation_id"] == "c-7" and newest["metadata"] == {"channel": "web"}
+    assert newest["reason"] == unsure["reason"] and newest["model"] == "atis-3"
+
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'intent_router_fallbacks_total{model="atis-3",router="atis"}' in metrics
+    assert "intent_router_request_seconds_bucket" in metrics
+
+
+def test_parallel_single_utterance_calls_are_combined(server, keys):
+    def one(i: int) -> int:
+        body = {"model": "atis-3", "inputs": [f"flights from city {i} to denver"]}
+        return httpx.post(f"{server.url}/v1/classify", json=body, headers=keys["inference"], timeout=60).status_code
+
+    before = _passes(server)
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(one, range(64)))
+    assert statuses == [200] * 64
+    assert _passes(server) - before < 64, "every request ran its own forward pass"
+
+
+def _passes(server) -> float:
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith("intent_router_inference_passes_total"):
+            return float(line.split()[-1])
+    raise AssertionError("no intent_router_inference_passes_total in /metrics")
+
+
+def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):
+    server.stop()
+    again = Server(home)
+    try:
+        headers = keys["admin"]
+        assert httpx.get(f"{again.url}/v1/models", headers=headers).json() == ["atis-3"]
+        assert httpx.get(f"{again.url}/v1/routers/atis", headers=headers).json()["config"]["model"] == "atis-3"
+        assert httpx.get(f"{again.url}/v1/low-confidence", headers=headers).json()["total"] >= 1
+        route = httpx.post(f"{again.url}/v1/route", json={"text": "fares to denver", "router": "atis"}, headers=headers)
+        assert route.status_code == 200
+    finally:
+        again.stop()
+    server.__init__(home)  # the fixture's teardown stops a running server
+
+
+def test_a_job_killed_midway_is_failed_on_restart_and_leaves_no_model(server, home, keys, train_csv):
+    headers = keys["admin"]
+    upload = httpx.post(
+        f"{server.url}/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())}, headers=headers
+    )
+    dataset_id = upload.json()["dataset"]["id"]
+    httpx.post(
+        f"{server.url}/v1/finetunes",
+        json={"name": "doomed", "train_dataset": dataset_id, "steps": 400},
+        headers=headers,
+    )
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{server.url}/v1/finetunes/doomed", headers=headers).json()["status"] != "finetuning":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    server.stop(hard=True)
+    server.__init__(home)
+    job = httpx.get(f"{server.url}/v1/finetunes/doomed", headers=headers).json()
+    assert job["status"] == "failed" and "interrupted" in job["error"]
+    assert sorted(p.name for p in (home / "models").iterdir()) == ["atis-3"]
