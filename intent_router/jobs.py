@@ -96,7 +96,7 @@ def _datasets(registry: Registry, job: Job) -> tuple[Dataset, Dataset | None]:
 
 def _dataset(registry: Registry, dataset_id: str) -> Dataset:
     record = registry.get_dataset(dataset_id)
-    contents = registry.get_dataset_content(dataset_id)
-    if record is None or contents is None:
+    content = registry.get_dataset_content(dataset_id)
+    if record is None or content is None:
         raise DataError([Problem(dataset_id, None, "the dataset was deleted before the job ran")])
-    return parse_dataset(contents[0].decode("utf-8-sig"), format=record.format, source=record.filename)
+    return parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)

@@ -91,7 +91,6 @@ class DatasetRecord:
     examples: int
     label_counts: dict[str, int]
     warnings: list[str]
-    has_validation: bool
     created_at: datetime
 
 
@@ -198,7 +197,6 @@ datasets = Table(
     Column("filename", Text, nullable=False),
     Column("format", String(20), nullable=False),
     Column("content", LargeBinary, nullable=False),
-    Column("validation_content", LargeBinary, nullable=True),
     Column("examples", Integer, nullable=False),
     Column("label_counts", JSON, nullable=False),
     Column("warnings", JSON, nullable=False),
@@ -381,18 +379,16 @@ class Registry:
         filename: str,
         format: str,
         content: bytes,
-        validation_content: bytes | None,
         examples: int,
         label_counts: dict[str, int],
         warnings: list[str],
     ) -> DatasetRecord:
-        """Keep an uploaded file (and optional validation file) as bytes, so any process can train on it."""
+        """Keep an uploaded file as bytes, so any process can train on it (validation data is a dataset too)."""
         values = {
             "id": uuid.uuid4().hex,
             "filename": filename,
             "format": format,
             "content": content,
-            "validation_content": validation_content,
             "examples": examples,
             "label_counts": dict(label_counts),
             "warnings": list(warnings),
@@ -407,14 +403,12 @@ class Registry:
             row = connection.execute(_dataset_query().where(datasets.c.id == dataset_id)).mappings().first()
         return _dataset(row) if row else None
 
-    def get_dataset_content(self, dataset_id: str) -> tuple[bytes, bytes | None] | None:
-        """The training file's bytes and the validation file's bytes (None if there was none)."""
-        query = select(datasets.c.content, datasets.c.validation_content).where(datasets.c.id == dataset_id)
+    def get_dataset_content(self, dataset_id: str) -> bytes | None:
+        """The uploaded file's bytes."""
+        query = select(datasets.c.content).where(datasets.c.id == dataset_id)
         with self._read() as connection:
             row = connection.execute(query).first()
-        if row is None:
-            return None
-        return bytes(row.content), None if row.validation_content is None else bytes(row.validation_content)
+        return None if row is None else bytes(row.content)
 
     def list_datasets(self) -> list[DatasetRecord]:
         """Newest first."""
@@ -764,9 +758,8 @@ def _hash_key(key: str) -> str:
 
 
 def _dataset_query() -> Select[Any]:
-    """Every column but the file bytes, which can be large, plus whether there is a validation file."""
-    columns = [column for column in datasets.c if column.name not in ("content", "validation_content")]
-    return select(*columns, datasets.c.validation_content.is_not(None).label("has_validation"))
+    """Every column but the file bytes, which can be large."""
+    return select(*[column for column in datasets.c if column.name != "content"])
 
 
 def _inserted_id(connection: Connection, statement: Insert) -> int:
@@ -809,7 +802,6 @@ def _api_key(row: Mapping[Any, Any]) -> ApiKey:
 
 
 def _dataset(row: Mapping[Any, Any]) -> DatasetRecord:
-    has_validation = row["has_validation"] if "has_validation" in row else row["validation_content"] is not None
     return DatasetRecord(
         id=row["id"],
         filename=row["filename"],
@@ -817,7 +809,6 @@ def _dataset(row: Mapping[Any, Any]) -> DatasetRecord:
         examples=row["examples"],
         label_counts=dict(row["label_counts"]),
         warnings=list(row["warnings"]),
-        has_validation=bool(has_validation),
         created_at=row["created_at"],
     )
 

@@ -32,7 +32,7 @@ def registry(database_url: str):
 
 @pytest.fixture
 def dataset_id(registry: Registry) -> str:
-    return registry.add_dataset("train.csv", "csv", b"text,label\nhi,greet\n", None, 1, {"greet": 1}, []).id
+    return registry.add_dataset("train.csv", "csv", b"text,label\nhi,greet\n", 1, {"greet": 1}, []).id
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_creates_the_database_folder_and_uses_wal(tmp_path: Path) -> None:
 def test_data_survives_reopening_the_same_file(database_url: str) -> None:
     first = Registry(database_url)
     key = first.create_api_key("ops", "admin")
-    dataset = first.add_dataset("train.csv", "csv", b"a,b\n", None, 40, {"flight": 40}, [])
+    dataset = first.add_dataset("train.csv", "csv", b"a,b\n", 40, {"flight": 40}, [])
     first.create_job("atis", "english-small", dataset.id, None, {"steps": 3})
     first.add_model("atis-v1", "/models/atis-v1", ["airfare", "flight"], {"accuracy": 0.9}, {"steps": 3})
     first.put_router("support", {"model": "atis-v1", "threshold": 0.5})
@@ -180,18 +180,12 @@ def test_list_api_keys_shows_no_hashes(registry: Registry) -> None:
 
 
 def test_dataset_round_trip(registry: Registry) -> None:
-    train, validation = b"text,label\nfly,flight\n\xff\x00", b"text,label\nfare,airfare\n"
-    added = registry.add_dataset("atis.csv", "csv", train, validation, 2, {"flight": 1, "airfare": 1}, ["few"])
+    train = b"text,label\nfly,flight\n\xff\x00"
+    added = registry.add_dataset("atis.csv", "csv", train, 2, {"flight": 1, "airfare": 1}, ["few"])
     assert registry.get_dataset(added.id) == added
     assert (added.filename, added.format, added.examples) == ("atis.csv", "csv", 2)
-    assert added.label_counts == {"flight": 1, "airfare": 1} and added.warnings == ["few"] and added.has_validation
-    assert registry.get_dataset_content(added.id) == (train, validation)
-
-
-def test_dataset_without_validation_file(registry: Registry) -> None:
-    added = registry.add_dataset("a.jsonl", "jsonl", b"{}", None, 0, {}, [])
-    assert not registry.get_dataset(added.id).has_validation
-    assert registry.get_dataset_content(added.id) == (b"{}", None)
+    assert added.label_counts == {"flight": 1, "airfare": 1} and added.warnings == ["few"]
+    assert registry.get_dataset_content(added.id) == train
 
 
 def test_unknown_dataset_is_none(registry: Registry) -> None:
@@ -200,9 +194,9 @@ def test_unknown_dataset_is_none(registry: Registry) -> None:
 
 
 def test_list_datasets_newest_first(registry: Registry, clock) -> None:
-    older = registry.add_dataset("old.csv", "csv", b"", None, 0, {}, [])
+    older = registry.add_dataset("old.csv", "csv", b"", 0, {}, [])
     clock.now += timedelta(seconds=1)
-    newer = registry.add_dataset("new.csv", "csv", b"", None, 0, {}, [])
+    newer = registry.add_dataset("new.csv", "csv", b"", 0, {}, [])
     assert [dataset.id for dataset in registry.list_datasets()] == [newer.id, older.id]
 
 
@@ -370,19 +364,26 @@ def test_fail_interrupted_jobs_fails_only_running_jobs(registry: Registry, datas
 
 
 def _claim_until_none(database_url: str, start_together, claimed_names) -> None:
-    """One worker process: open the database, wait for the others, claim jobs until none is left."""
-    registry = Registry(database_url)
-    start_together.wait()
-    names = []
-    while (job := registry.claim_next_job()) is not None:
-        names.append(job.name)
-        time.sleep(0.005)  # "work" a moment, so the processes take turns
-    registry.close()
-    claimed_names.put(names)
+    """One worker process: open the database, wait for the others, claim jobs until none is left.
+
+    Puts the names it claimed on the queue, or the error that stopped it (so the test fails at once).
+    """
+    try:
+        registry = Registry(database_url)
+        start_together.wait()
+        names = []
+        while (job := registry.claim_next_job()) is not None:
+            names.append(job.name)
+            time.sleep(0.005)  # "work" a moment, so the processes take turns
+        registry.close()
+        claimed_names.put(names)
+    except BaseException as error:
+        claimed_names.put(repr(error))
+        raise
 
 
 def test_claim_next_job_gives_each_queued_job_to_one_process_only(registry: Registry, database_url: str) -> None:
-    dataset_id = registry.add_dataset("train.csv", "csv", b"", None, 0, {}, []).id
+    dataset_id = registry.add_dataset("train.csv", "csv", b"", 0, {}, []).id
     queued = [f"job-{number:02d}" for number in range(JOBS_TO_CLAIM)]
     for name in queued:
         registry.create_job(name, "english-small", dataset_id, None, {})
@@ -396,10 +397,18 @@ def test_claim_next_job_gives_each_queued_job_to_one_process_only(registry: Regi
     ]
     for worker in workers:
         worker.start()
-    per_process = [claimed_names.get(timeout=300) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    per_process: list[list[str]] = []
+    try:
+        for _ in workers:
+            result = claimed_names.get(timeout=300)  # slow to start: each child imports intent_router
+            assert isinstance(result, list), f"a claiming process failed: {result}"
+            per_process.append(result)
+    finally:
+        for worker in workers:
+            worker.join(timeout=30 if len(per_process) == len(workers) else 0)
+            if worker.is_alive():
+                worker.terminate()
+    assert [worker.exitcode for worker in workers] == [0] * CLAIMING_PROCESSES
 
     every_claim = [name for names in per_process for name in names]
     assert sorted(every_claim) == queued, f"claims per process: {per_process}"

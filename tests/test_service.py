@@ -205,7 +205,9 @@ def test_a_finetune_of_untrainable_data_is_refused_with_the_reason(server, keys)
     )
     assert answer.status_code == 422
     assert "at least 32" in answer.text
-    trainable = next(d for d in httpx.get(f"{server.url}/v1/datasets", headers=keys["admin"]).json() if d["examples"] >= 32)
+    trainable = next(
+        d for d in httpx.get(f"{server.url}/v1/datasets", headers=keys["admin"]).json() if d["examples"] >= 32
+    )
     taken = httpx.post(
         f"{server.url}/v1/finetunes", json={"name": "atis-3", "train_dataset": trainable["id"]}, headers=keys["admin"]
     )

@@ -60,15 +60,7 @@ def parse_upload(filename: str, content: bytes, format: str | None, header: bool
 
 
 def dataset_info(record) -> DatasetInfo:
-    return DatasetInfo(
-        id=record.id,
-        filename=record.filename,
-        format=record.format,
-        examples=record.examples,
-        label_counts=record.label_counts,
-        warnings=record.warnings,
-        created_at=record.created_at,
-    )
+    return DatasetInfo.model_validate(record, from_attributes=True)
 
 
 @router.post("/datasets", response_model=DatasetUploadResponse, status_code=201)
@@ -96,7 +88,6 @@ async def upload_dataset(
             filename,
             data_format,
             content,
-            None,
             len(dataset),
             dict(dataset.label_counts()),
             [str(w) for w in warnings],
@@ -142,7 +133,7 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         if registry.get_dataset(dataset_id) is None:
             raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
     record = registry.get_dataset(body.train_dataset)
-    content, _ = registry.get_dataset_content(body.train_dataset)
+    content = registry.get_dataset_content(body.train_dataset)
     dataset = parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)
     try:
         check_trainable(dataset, allow_rare_labels=body.allow_rare_labels)
