@@ -1,0 +1,86 @@
+"""Routing rules and the validation-fitted default threshold, as pure functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from intent_router.metrics import confidence_threshold
+from intent_router.routing import RouterConfig, decide
+
+LABELS = ["airfare", "airline", "ground_service"]
+CONFIG = RouterConfig(
+    model="atis",
+    destinations={"airfare": "fares-bot", "ground_service": "https://ground.example/hook"},
+    fallback_destination="human",
+    threshold=0.6,
+    intent_thresholds={"ground_service": 0.9},
+    ambiguity_margin=0.1,
+)
+
+
+def test_a_confident_intent_goes_to_its_destination():
+    decision = decide(CONFIG, LABELS, np.array([0.8, 0.15, 0.05]), default_threshold=0.5)
+    assert (decision.intent, decision.destination, decision.fallback, decision.reason) == (
+        "airfare",
+        "fares-bot",
+        False,
+        "confident",
+    )
+    assert [a["intent"] for a in decision.alternatives] == ["airline", "ground_service"]
+
+
+def test_below_the_threshold_falls_back_and_keeps_the_guess():
+    decision = decide(CONFIG, LABELS, np.array([0.55, 0.25, 0.2]), default_threshold=0.5)
+    assert (decision.intent, decision.destination, decision.fallback, decision.reason) == (
+        "airfare",
+        "human",
+        True,
+        "low_confidence",
+    )
+    assert decision.threshold == 0.6
+
+
+def test_a_per_intent_threshold_overrides_the_router_threshold():
+    decision = decide(CONFIG, LABELS, np.array([0.05, 0.1, 0.85]), default_threshold=0.5)
+    assert decision.reason == "low_confidence" and decision.threshold == 0.9
+
+
+def test_the_models_default_threshold_applies_when_the_router_sets_none():
+    config = CONFIG.model_copy(update={"threshold": None})
+    assert decide(config, LABELS, np.array([0.7, 0.2, 0.1]), default_threshold=0.75).reason == "low_confidence"
+    assert decide(config, LABELS, np.array([0.7, 0.2, 0.1]), default_threshold=0.65).reason == "confident"
+
+
+def test_two_close_intents_are_ambiguous():
+    config = CONFIG.model_copy(update={"threshold": 0.4})
+    decision = decide(config, LABELS, np.array([0.46, 0.44, 0.10]), default_threshold=0.5)
+    assert decision.reason == "ambiguous" and decision.fallback
+    assert decision.alternatives[0]["intent"] == "airline"
+
+
+def test_an_intent_without_destination_falls_back_unless_there_is_a_default():
+    probabilities = np.array([0.1, 0.85, 0.05])
+    assert decide(CONFIG, LABELS, probabilities, 0.5).reason == "no_destination"
+    with_default = CONFIG.model_copy(update={"default_destination": "nlu"})
+    assert decide(with_default, LABELS, probabilities, 0.5).destination == "nlu"
+
+
+def test_router_config_rejects_out_of_range_values():
+    with pytest.raises(ValidationError):
+        RouterConfig(model="atis", threshold=1.5)
+    with pytest.raises(ValidationError):
+        RouterConfig(model="atis", ambiguity_margin=-0.1)
+
+
+def test_threshold_is_the_lowest_confidence_that_keeps_precision():
+    confidences = np.array([0.99, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6])
+    correct = np.array([1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    assert confidence_threshold(confidences, correct, target_precision=0.95) == 0.8
+    assert confidence_threshold(confidences, correct, target_precision=0.7) == 0.6
+
+
+def test_threshold_never_goes_below_the_floor_and_is_one_when_nothing_is_precise():
+    assert confidence_threshold(np.array([0.4, 0.3]), np.array([True, True]), floor=0.5) == 0.5
+    assert confidence_threshold(np.array([0.9, 0.8]), np.array([False, False])) == 1.0
