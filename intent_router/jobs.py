@@ -64,27 +64,35 @@ def run_job(registry: Registry, models_dir: Path, job: Job) -> None:
         now = time.monotonic()
         if fraction in (0.0, 1.0) or now - last_write >= PROGRESS_INTERVAL:
             last_write = now
-            if registry.update_progress(job.name, stage, fraction) == "cancelled":
+            if _progress(registry, job, stage, fraction) != "finetuning":
                 raise JobCancelled
 
     try:
         train, validation = _datasets(registry, job)
         classifier = IntentClassifier(job.base_model, **job.settings)
         classifier.fit(train, validation, progress=progress)
-        if registry.update_progress(job.name, "saving", 0.0) == "cancelled":
+        if _progress(registry, job, "saving", 0.0) != "finetuning":
             raise JobCancelled
         path = classifier.save(models_dir / job.name, overwrite=True)
         registry.add_model(job.name, str(path), classifier.labels_ or [], classifier.metrics_, classifier.info_)
-        registry.update_progress(job.name, "saving", 1.0)
-        registry.finish_job(job.name, "completed", metrics=classifier.metrics_)
+        _progress(registry, job, "saving", 1.0)
+        registry.finish_job(job.name, "completed", metrics=classifier.metrics_, job_id=job.id)
         log.info("fine-tuned %s", job.name)
     except JobCancelled:
         log.info("cancelled %s", job.name)
     except DataError as error:
-        registry.finish_job(job.name, "failed", error="; ".join(str(p) for p in error.problems[:20]))
+        registry.finish_job(job.name, "failed", error="; ".join(str(p) for p in error.problems[:20]), job_id=job.id)
     except Exception as error:  # a job's failure is reported on the job, never kills the worker
         log.exception("fine-tune %s failed", job.name)
-        registry.finish_job(job.name, "failed", error=f"{type(error).__name__}: {error}")
+        registry.finish_job(job.name, "failed", error=f"{type(error).__name__}: {error}", job_id=job.id)
+
+
+def _progress(registry: Registry, job: Job, stage: str, fraction: float) -> str:
+    """Record progress; the job's status: anything but 'finetuning' means stop (cancelled, or replaced)."""
+    try:
+        return registry.update_progress(job.name, stage, fraction, job_id=job.id)
+    except LookupError:
+        return "replaced"
 
 
 def _datasets(registry: Registry, job: Job) -> tuple[Dataset, Dataset | None]:

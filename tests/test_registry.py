@@ -228,6 +228,13 @@ def test_job_lifecycle_queued_finetuning_completed(registry: Registry, dataset_i
     assert registry.claim_next_job() is None
 
 
+def test_a_job_names_its_training_and_validation_datasets(registry: Registry, dataset_id: str) -> None:
+    validation_id = registry.add_dataset("valid.csv", "csv", b"text,label\n", 0, {}, []).id
+    job = registry.create_job("atis", "english-small", dataset_id, validation_id, {})
+    assert (job.train_dataset, job.validation_dataset) == (dataset_id, validation_id)
+    assert registry.claim_next_job().validation_dataset == validation_id
+
+
 def test_a_failed_job_keeps_its_error(registry: Registry, dataset_id: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
     registry.claim_next_job()

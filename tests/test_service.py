@@ -166,6 +166,8 @@ def test_embed_returns_the_tuned_vectors(server, keys):
         ({"model": "atis-3", "inputs": ["x"] * 97}, 422, "at most 96"),
         ({"model": "atis-3", "inputs": ["x" * 501]}, 422, "at most 500 per text"),
         ({"model": "atis-3", "inputs": []}, 422, "at least 1"),
+        ({"model": "atis-3", "inputs": ["fine", "  "]}, 422, "inputs[1] is empty"),
+        ({"model": "atis-3", "inputs": [3]}, 422, "valid string"),
         ({"model": "atis-3", "inputs": "not a list"}, 422, "valid list"),
         ({"model": "nope", "inputs": ["x"]}, 404, "available: atis-3"),
     ],

@@ -133,10 +133,14 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         if registry.get_dataset(dataset_id) is None:
             raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
     record = registry.get_dataset(body.train_dataset)
-    content = registry.get_dataset_content(body.train_dataset)
-    dataset = parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)
-    try:
+
+    def check() -> None:  # parsing a large upload is CPU work: off the event loop
+        content = registry.get_dataset_content(body.train_dataset)
+        dataset = parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)
         check_trainable(dataset, allow_rare_labels=body.allow_rare_labels)
+
+    try:
+        await asyncio.to_thread(check)
     except DataError as err:
         raise HTTPException(422, [str(p) for p in err.problems if p.severity == "error"]) from None
     settings = {"steps": body.steps, "seed": body.seed, "allow_rare_labels": body.allow_rare_labels}

@@ -24,6 +24,8 @@ def check_texts(request: Request, texts: list[str], field: str) -> None:
     if len(texts) > settings.max_batch:
         raise HTTPException(422, f"{field}: {len(texts)} texts; at most {settings.max_batch} per request")
     for i, text in enumerate(texts):
+        if not text.strip():
+            raise HTTPException(422, f"{field}[{i}] is empty; send the user's utterance")
         if len(text) > settings.max_text_chars:
             raise HTTPException(
                 422, f"{field}[{i}]: {len(text)} characters; at most {settings.max_text_chars} per text"
