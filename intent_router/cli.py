@@ -231,7 +231,7 @@ def serve(
     """Start the router service (HTTP API under /v1, OpenAPI at /docs)."""
     import uvicorn
 
-    from .jobs import recover, start_worker
+    from .jobs import recover
     from .registry import Registry
     from .service import ServiceSettings
 
@@ -247,13 +247,46 @@ def serve(
         if registry.count_api_keys() == 0:
             errors.print("no API keys yet: create one with 'intent-router keys create --scope admin'", style="yellow")
         registry.close()
-    worker = start_worker(database_url, settings.models_dir) if finetune_worker else None
+    watchdog = FinetuneWatchdog(database_url, settings.models_dir) if finetune_worker else None
     try:
         uvicorn.run("intent_router.api:create_app_from_env", factory=True, host=host, port=port, workers=workers)
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.join(10)
+        if watchdog is not None:
+            watchdog.stop()
+
+
+class FinetuneWatchdog:
+    """Keeps one fine-tune worker process alive; if it dies mid-job, the job is failed and it restarts."""
+
+    def __init__(self, database_url: str, models_dir: Path, interval: float = 2.0):
+        import threading
+
+        from .jobs import start_worker
+
+        self.database_url, self.models_dir, self.interval = database_url, models_dir, interval
+        self.start_worker = start_worker
+        self.worker = start_worker(database_url, models_dir)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.watch, name="finetune-watchdog", daemon=True)
+        self.thread.start()
+
+    def watch(self) -> None:
+        from .jobs import recover
+        from .registry import Registry
+
+        while not self.stopping.wait(self.interval):
+            if self.worker.is_alive():
+                continue
+            registry = Registry(self.database_url)
+            for name in recover(registry, self.models_dir):
+                errors.print(f"the fine-tune worker died during {name!r}; marked failed", style="yellow")
+            registry.close()
+            self.worker = self.start_worker(self.database_url, self.models_dir)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.worker.terminate()
+        self.worker.join(10)
 
 
 keys = typer.Typer(help="Manage API keys (stored hashed; a key is shown once).", no_args_is_help=True)

@@ -297,6 +297,43 @@ def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys)
     server.__init__(home)  # the fixture's teardown stops a running server
 
 
+def test_a_dead_finetune_worker_fails_its_job_and_is_replaced(server, home, keys, train_csv):
+    headers = keys["admin"]
+    dataset_id = next(
+        d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json() if d["examples"] >= 32
+    )
+    httpx.post(
+        f"{server.url}/v1/finetunes",
+        json={"name": "orphan", "train_dataset": dataset_id, "steps": 400},
+        headers=headers,
+    )
+    _wait_for_status(server, headers, "orphan", "finetuning")
+    worker = _finetune_worker_pid(server)
+    os.kill(worker, signal.SIGKILL)
+    job = _wait_for_status(server, headers, "orphan", "failed")
+    assert "interrupted" in job["error"]
+    deadline = time.monotonic() + 30
+    while _finetune_worker_pid(server) in (None, worker):
+        assert time.monotonic() < deadline, "no new fine-tune worker"
+        time.sleep(0.5)
+
+
+def _wait_for_status(server, headers, name: str, status: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while (job := httpx.get(f"{server.url}/v1/finetunes/{name}", headers=headers).json())["status"] != status:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    return job
+
+
+def _finetune_worker_pid(server) -> int | None:
+    children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout.split()
+    for pid in children:
+        if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            return int(pid)
+    return None
+
+
 def test_a_job_killed_midway_is_failed_on_restart_and_leaves_no_model(server, home, keys, train_csv):
     headers = keys["admin"]
     upload = httpx.post(
