@@ -57,7 +57,7 @@ def rasa_env(key: str) -> dict[str, str]:
     }
 
 
-def rasa(project: Path, key: str, *args: str) -> subprocess.CompletedProcess:
+def rasa(project: Path, key: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [str(RASA_VENV / "bin" / "rasa"), *args],
         cwd=project,
@@ -66,7 +66,7 @@ def rasa(project: Path, key: str, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=900,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
@@ -224,6 +224,18 @@ def test_training_again_on_the_same_data_reuses_the_service_model(retrained, ser
     (job,) = finetunes(server, admin_key)
     assert f"reusing model '{job['name']}'" in result.stdout + result.stderr
     assert (project / "models" / "nlu.tar.gz").is_file()
+
+
+def test_rasa_train_with_the_service_down_stops_with_a_clear_error(rasa_venv, admin_key, nlu_files, home):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    project = write_project(home / "bot-down", url, *nlu_files)
+
+    result = rasa(project, admin_key, "train", "nlu", ok=False)
+
+    assert f"intent-router service at {url} did not answer GET /v1/models/rasa-" in result.stdout + result.stderr
+    assert not (project / "models").exists() or not any((project / "models").iterdir())
 
 
 def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, retrained, server, admin_key):

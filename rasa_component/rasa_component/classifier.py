@@ -28,6 +28,7 @@ logger = logging.getLogger(f"rasa.{__name__}")  # under "rasa": Rasa's --verbose
 
 MODEL_FILE = "intent_router.json"
 ON_ERROR = ("empty", "raise")
+MAX_BATCH = 96  # texts per /v1/classify call: the service's default limit
 
 
 class IntentRouterError(RuntimeError):
@@ -114,12 +115,9 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
 
     def train(self, training_data: TrainingData) -> Resource:
         """Fine-tune (or reuse) a service model on the intents and examples, then persist its name."""
-        name = self.config["model"]
-        intents = {}
-        if not name:
-            examples = sorted({(m.get(TEXT), m.get(INTENT)) for m in training_data.intent_examples if m.get(TEXT)})
-            intents = {class_name(intent): intent for _, intent in examples}
-            name = self.finetune(examples)
+        examples = sorted({(m.get(TEXT), m.get(INTENT)) for m in training_data.intent_examples if m.get(TEXT)})
+        intents = {class_name(intent): intent for _, intent in examples}
+        name = self.config["model"] or self.finetune(examples)
         info = self.call("GET", f"/v1/models/{name}")
         self.model = {
             "name": name,
@@ -180,7 +178,10 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     def process(self, messages: list[Message]) -> list[Message]:
         """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch."""
         texts = [(m.get(TEXT) or "").strip() for m in messages]
-        rankings = self.classify([t for t in texts if t]) if self.model and any(texts) else []
+        to_classify = [t for t in texts if t] if self.model else []
+        rankings = []
+        for start in range(0, len(to_classify), MAX_BATCH):
+            rankings += self.classify(to_classify[start : start + MAX_BATCH])
         ranked = iter(rankings)
         for message, text in zip(messages, texts):
             ranking = next(ranked, []) if text else []
