@@ -96,7 +96,7 @@ def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) ->
         "base_model": "english-small",
         "ranking_length": 10,
         "steps": 4,
-        "timeout": 1.0,
+        "timeout": 4.0,  # the 2 cores are shared: a forward pass can take seconds under load
         "retries": 1,
         "low_confidence_threshold": 1.0,  # every message reaches the low-confidence store
         **settings,
@@ -105,7 +105,13 @@ def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) ->
         "recipe": "default.v1",
         "assistant_id": "intent-router-test",
         "language": "en",
-        "pipeline": [{"name": "WhitespaceTokenizer"}, component, {"name": "FallbackClassifier", "threshold": 0.6}],
+        "pipeline": [
+            {"name": "WhitespaceTokenizer"},
+            component,
+            # low enough that a model fine-tuned for 4 steps on 48 examples is scored on its own
+            # answers, while an empty prediction (confidence 0) still falls back
+            {"name": "FallbackClassifier", "threshold": 0.3, "ambiguity_threshold": 0.0},
+        ],
     }
     (project / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     return project
@@ -202,7 +208,7 @@ def test_parsed_messages_rank_every_intent_and_reach_the_low_confidence_store(tr
         ranking = [row for row in result["intent_ranking"] if row["name"] != "nlu_fallback"]
         assert sorted(row["name"] for row in ranking) == INTENTS
         assert sum(row["confidence"] for row in ranking) == pytest.approx(1, abs=1e-3)
-        assert result["seconds"] < 10
+        assert result["seconds"] < 15
     assert results[0]["intent"]["name"] == "atis_airfare"
     store = httpx.get(
         f"{server.url}/v1/low-confidence", headers={"Authorization": f"Bearer {admin_key}"}, params={"limit": 1000}
@@ -259,5 +265,5 @@ def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, 
     assert log.count("predicting no intent until it answers again") == 1  # logged once per outage
     # on_error: raise -> the error reaches Rasa
     assert "IntentRouterError" in raised["error"] and "did not answer POST /v1/classify" in raised["error"]
-    # 2 attempts of a 1 s timeout each, plus Rasa's own work
-    assert all(r["seconds"] < 8 for r in results), results
+    # 2 attempts of a 4 s timeout each, plus Rasa's own work
+    assert all(r["seconds"] < 15 for r in results), results
