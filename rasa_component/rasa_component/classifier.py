@@ -5,14 +5,14 @@ All learning happens in the service: ``train`` uploads Rasa's examples and waits
 component API, and needs nothing but ``requests`` next to Rasa.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # Rasa evaluates the hints (typing.get_type_hints): Python 3.8 forms
 
 import hashlib
 import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Dict, List, Optional, Tuple
 
 import requests
 from rasa.engine.graph import ExecutionContext, GraphComponent
@@ -47,7 +47,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     """
 
     @staticmethod
-    def get_default_config() -> dict[str, Any]:
+    def get_default_config() -> Dict[str, Any]:
         return {
             "url": "http://127.0.0.1:8000",  # the router service
             "api_key_env": "INTENT_ROUTER_API_KEY",  # environment variable holding the API key
@@ -66,7 +66,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             "train_timeout": 3600.0,  # seconds to wait for a fine-tune
         }
 
-    def __init__(self, config: dict[str, Any], model_storage: ModelStorage, resource: Resource, model: dict | None):
+    def __init__(self, config: Dict[str, Any], model_storage: ModelStorage, resource: Resource, model: Optional[Dict]):
         if config["on_error"] not in ON_ERROR:
             raise ValueError(f"IntentRouterClassifier: on_error is {config['on_error']!r}; use one of {ON_ERROR}")
         key = os.environ.get(config["api_key_env"])
@@ -87,7 +87,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     @classmethod
     def create(
         cls,
-        config: dict[str, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
@@ -97,7 +97,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     @classmethod
     def load(
         cls,
-        config: dict[str, Any],
+        config: Dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
@@ -127,7 +127,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         self.persist()
         return self._resource
 
-    def finetune(self, examples: list[tuple[str, str]]) -> str:
+    def finetune(self, examples: List[Tuple[str, str]]) -> str:
         """The name of a service model fine-tuned on these examples: an existing one, or a new fine-tune."""
         settings = {k: self.config[k] for k in ("base_model", "steps", "seed", "allow_rare_labels")}
         digest = hashlib.sha256(json.dumps([examples, settings], sort_keys=True).encode()).hexdigest()
@@ -175,7 +175,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
 
     # -- inference ------------------------------------------------------------------------------
 
-    def process(self, messages: list[Message]) -> list[Message]:
+    def process(self, messages: List[Message]) -> List[Message]:
         """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch."""
         texts = [(m.get(TEXT) or "").strip() for m in messages]
         to_classify = [t for t in texts if t] if self.model else []
@@ -191,10 +191,10 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             message.set(INTENT_RANKING_KEY, ranking[:length] if length else ranking, add_to_output=True)
         return messages
 
-    def classify(self, texts: list[str]) -> list[list[dict[str, Any]]]:
+    def classify(self, texts: List[str]) -> List[List[Dict[str, Any]]]:
         """Each text's intents, most confident first; [] per text if the service fails and on_error is empty."""
         assert self.model is not None
-        body: dict[str, Any] = {"model": self.model["name"], "inputs": texts}
+        body: Dict[str, Any] = {"model": self.model["name"], "inputs": texts}
         if self.config["record_low_confidence"]:
             body["record_low_confidence"] = {"below": self.config["low_confidence_threshold"], "source": "rasa"}
         attempts = 1 + self.config["retries"]
