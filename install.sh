@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create a virtual environment (.venv, or $VENV) and install intent-router into it.
+# Create a virtual environment (.venv, or $VENV) and install intent-router into it; then the Rasa
+# environment the Rasa component is tested in (rasa_component/install.sh: .venv-rasa, Python 3.10,
+# rasa==3.6.21; INTENT_ROUTER_SKIP_RASA=1 skips it, and the Rasa tests then fail saying so).
 # The CPU build of PyTorch goes in first: anything that pulls torch in before it would fetch a
 # multi-GB CUDA build. Set TORCH_SPEC to pick another torch (e.g. on a machine with a GPU).
 set -euo pipefail
@@ -22,3 +24,4 @@ fi
 "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 echo "intent-router installed in $VENV: run $VENV/bin/intent-router --help"
+[ "${INTENT_ROUTER_SKIP_RASA:-}" = 1 ] || rasa_component/install.sh

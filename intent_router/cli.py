@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
-from .data import FORMATS, DataError, check_trainable, load_dataset
+from .data import FORMATS, DataError, check_trainable, load_dataset, to_rasa_nlu
 from .model_folder import ModelFolderError, list_models, model_path
 
 app = typer.Typer(
@@ -71,6 +71,30 @@ def preview(
             raise typer.Exit(1) from None
         _print_problems(warnings)
         console.print(f"[green]Ready to train:[/] {len(dataset)} examples, {len(dataset.label_counts())} labels.")
+
+
+@app.command()
+def export(
+    data: Annotated[Path, typer.Argument(help="CSV, TSV, JSONL or Rasa NLU YAML file.")],
+    to: Annotated[str, typer.Option("--format", help="Format to write: rasa (Rasa NLU YAML).")] = "rasa",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write; default: standard output.")] = None,
+    input_format: Annotated[
+        str | None, typer.Option(help=f"Format of DATA, one of {', '.join(FORMATS)}; default: from the suffix.")
+    ] = None,
+    header: HeaderOption = None,
+) -> None:
+    """Write labelled data in another format: Rasa NLU YAML, e.g. to move a CSV into a Rasa project."""
+    with _reported_errors():
+        if to != "rasa":
+            raise ValueError(f"--format {to!r}: the only export format is 'rasa'")
+        dataset = load_dataset(data, format=input_format, header=header)
+        text, warnings = to_rasa_nlu(dataset)
+        _print_problems(list(dataset.warnings) + warnings)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            out.write_text(text, encoding="utf-8")
+            errors.print(f"Wrote {len(dataset)} examples of {len(dataset.label_counts())} intents to {out}")
 
 
 @app.command()

@@ -330,6 +330,39 @@ def _read_rasa_yaml(text: str, source: str, problems: list[Problem]) -> list[_Ro
     return rows
 
 
+# Characters a one-line example of a Rasa block cannot hold: line breaks (YAML's and Python's
+# splitlines', which Rasa uses) and the control characters YAML refuses.
+_NOT_IN_RASA_EXAMPLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def to_rasa_nlu(dataset: Dataset) -> tuple[str, list[Problem]]:
+    """Rasa NLU YAML of the examples, one intent per class in first-seen order, and its warnings.
+
+    ``parse_dataset`` reads it back to the same examples. Multi-label classes keep their ``+`` name
+    (``airfare+flight``). Each example is one line of a literal block, so quotes, ``:``, ``#`` and a
+    leading ``-`` need no escaping; line breaks inside a text become spaces (warned), and text that
+    looks like Rasa's entity markup ``[x](y)`` is warned about, since Rasa would read an entity.
+
+        >>> text, warnings = to_rasa_nlu(load_dataset("train.csv"))
+    """
+    warnings: list[Problem] = []
+    intents: dict[str, list[str]] = {}
+    for example in dataset.examples:
+        text = normalize_text(_NOT_IN_RASA_EXAMPLE.sub(" ", example.text))
+        if text != example.text:
+            warnings.append(
+                Problem(dataset.source, example.line, "line breaks or control characters became spaces", "warning")
+            )
+        if _RASA_ENTITY.search(text):
+            warnings.append(Problem(dataset.source, example.line, "Rasa reads [text](name) as an entity", "warning"))
+        intents.setdefault(example.label, []).append(text)
+    lines = ['version: "3.1"', "nlu:"]
+    for label, texts in intents.items():
+        lines += [f"- intent: {json.dumps(label, ensure_ascii=False)}", "  examples: |"]
+        lines += [f"    - {text}" for text in texts]
+    return "\n".join(lines) + "\n", warnings
+
+
 def _mapping_get(node: yaml.Node | None, key: str) -> yaml.Node | None:
     if not isinstance(node, yaml.MappingNode):
         return None

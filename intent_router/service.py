@@ -223,20 +223,38 @@ class Service:
             top = [[decision.intent, decision.confidence]] + [
                 [a["intent"], a["confidence"]] for a in decision.alternatives
             ]
-            write = asyncio.get_running_loop().run_in_executor(
-                self.writer,
-                self.record_low_confidence,
-                text,
-                config.model,
-                router_name,
-                top,
-                decision.reason,
-                conversation_id,
-                metadata,
-            )
-            self.pending_writes.add(write)
-            write.add_done_callback(self.pending_writes.discard)
+            self.record_later(text, config.model, router_name, top, decision.reason, conversation_id, metadata)
         return router_name, config, decision
+
+    async def record_unsure(
+        self,
+        model: str,
+        texts: list[str],
+        labels: list[str],
+        probabilities: np.ndarray,
+        below: float | None,
+        source: str,
+    ) -> int:
+        """Write the texts whose top confidence is under ``below`` (None: the model's fitted threshold).
+
+        For classify calls from clients that decide for themselves (the Rasa component): their unsure
+        inputs reach the same low-confidence store as the router's fallbacks, tagged ``{"source": ...}``.
+        """
+        threshold = (await self.model(model)).default_threshold if below is None else below
+        unsure = 0
+        for text, row in zip(texts, probabilities, strict=True):
+            order = np.argsort(-row)[:3]
+            if row[order[0]] < threshold:
+                top = [[labels[i], float(row[i])] for i in order]
+                self.record_later(text, model, None, top, "low_confidence", None, {"source": source})
+                unsure += 1
+        return unsure
+
+    def record_later(self, *row) -> None:
+        """``record_low_confidence(*row)`` on the writer thread, off the response's path."""
+        write = asyncio.get_running_loop().run_in_executor(self.writer, self.record_low_confidence, *row)
+        self.pending_writes.add(write)
+        write.add_done_callback(self.pending_writes.discard)
 
     async def flush(self) -> None:
         """Wait for the low-confidence rows still being written (before reading the store)."""

@@ -42,7 +42,7 @@ def trained(small_csv, tmp_path_factory) -> tuple[Path, subprocess.CompletedProc
 def test_help_lists_every_command():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("preview", "train", "evaluate", "predict", "plot", "models"):
+    for command in ("preview", "export", "train", "evaluate", "predict", "plot", "models"):
         assert command in result.stdout
 
 
@@ -134,3 +134,23 @@ def test_a_model_name_cannot_escape_the_models_folder(small_csv, tmp_path):
     result = run("train", small_csv, "--name", "../evil", "--models-dir", tmp_path)
     assert result.returncode == 1
     assert "not valid" in result.stderr
+
+
+def test_export_writes_rasa_nlu_yaml_that_reads_back(small_csv, tmp_path):
+    from intent_router import load_dataset
+
+    out = tmp_path / "nlu.yml"
+    result = run("export", "--format", "rasa", small_csv, "-o", out)
+
+    assert result.returncode == 0, result.stderr
+    assert "Wrote 48 examples of 3 intents" in result.stderr
+    assert out.read_text().startswith('version: "3.1"\nnlu:\n- intent: "atis_')
+    pairs = sorted((e.text, e.label) for e in load_dataset(out).examples)
+    assert pairs == sorted((e.text, e.label) for e in load_dataset(small_csv).examples)
+
+
+def test_export_to_an_unknown_format_is_refused(small_csv):
+    result = run("export", "--format", "dialogflow", small_csv)
+
+    assert result.returncode == 1
+    assert "the only export format is 'rasa'" in result.stderr

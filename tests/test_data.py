@@ -19,6 +19,7 @@ from intent_router.data import (
     check_trainable,
     load_dataset,
     parse_dataset,
+    to_rasa_nlu,
     train_validation_split,
 )
 
@@ -340,6 +341,50 @@ def test_rasa_intent_without_an_examples_block_names_its_line(tmp_path: Path) ->
 
     assert located(problems) == [(str(path), 5, "error")]
     assert "'examples: |' block" in problems[0].message
+
+
+# --- Rasa NLU export ----------------------------------------------------------------------------------
+
+
+def test_rasa_export_reads_back_to_the_same_examples(tmp_path: Path) -> None:
+    texts = [
+        "fares to denver: one way",
+        "flights # not a comment",
+        "- starts with a dash",
+        "he said \"cheap\" and 'fast'",
+        "key: value | pipe > more",
+        "  {braces} and [brackets] & *stars* !bang %percent @at `tick`",
+        "naïve café, 東京 ✈",
+        "cheapest flight to boston",
+    ]
+    labels = ["airfare", "flight", "flight", "airfare", "what: odd #label", "flight", "airfare", "flight+airfare"]
+    data = Dataset.from_lists(texts, labels)
+
+    text, warnings = to_rasa_nlu(data)
+    exported = write(tmp_path, "nlu.yml", text)
+
+    assert warnings == []
+    back = load_dataset(exported)
+    assert sorted((e.text, e.labels) for e in back.examples) == sorted((e.text, e.labels) for e in data.examples)
+    assert '- intent: "airfare+flight"' in text
+
+
+def test_rasa_export_of_atis_round_trips(tmp_path: Path) -> None:
+    data = load_dataset(ATIS_3CLASS)
+
+    back = load_dataset(write(tmp_path, "nlu.yml", to_rasa_nlu(data)[0]))
+
+    assert Counter((e.text, e.label) for e in back.examples) == Counter((e.text, e.label) for e in data.examples)
+
+
+def test_rasa_export_turns_line_breaks_into_spaces_and_warns_about_entity_markup() -> None:
+    data = Dataset.from_lists(["two\nlines", "fly to [Boston](city)"], ["a", "b"])
+
+    text, warnings = to_rasa_nlu(data)
+
+    assert "    - two lines\n" in text
+    assert [(p.line, p.severity) for p in warnings] == [(1, "warning"), (2, "warning")]
+    assert "entity" in warnings[1].message
 
 
 # --- Label sets ---------------------------------------------------------------------------------------

@@ -10,69 +10,14 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-
-CLI = Path(sys.executable).parent / "intent-router"
-
-
-class Server:
-    def __init__(self, home: Path, *extra: str):
-        self.home = home
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "INTENT_ROUTER_MAX_UPLOAD_BYTES": "200000",
-            "INTENT_ROUTER_MAX_TEXT_CHARS": "500",
-        }
-        self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [str(CLI), "serve", "--port", str(self.port), *common_options(home), *extra],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() reaches the fine-tune worker too
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.3)
-            assert self.process.poll() is None, (home / f"server-{self.port}.log").read_text()
-        raise AssertionError("server did not become ready in 120 s")
-
-    def stop(self, hard: bool = False) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL if hard else signal.SIGTERM)
-        self.process.wait(30)
-        self.log.close()
-
-
-def common_options(home: Path) -> list[str]:
-    return ["--models-dir", str(home / "models"), "--database-url", f"sqlite:///{home / 'router.db'}"]
-
-
-def cli(home: Path, *args: str) -> str:
-    result = subprocess.run(
-        [str(CLI), *args, "--database-url", f"sqlite:///{home / 'router.db'}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        check=True,
-    )
-    return result.stdout.strip()
+from server import Server, cli
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +206,25 @@ def test_route_sends_confident_utterances_to_their_destination_and_records_fallb
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'intent_router_fallbacks_total{model="atis-3",router="atis"}' in metrics
     assert "intent_router_request_seconds_bucket" in metrics
+
+
+def test_classify_can_record_unsure_inputs_in_the_low_confidence_store(server, keys):
+    def classify(text: str, **record) -> dict:
+        body = {"model": "atis-3", "inputs": [text], "record_low_confidence": record}
+        answer = httpx.post(f"{server.url}/v1/classify", json=body, headers=keys["inference"])
+        assert answer.status_code == 200, answer.text
+        return answer.json()["classifications"][0]
+
+    classify("fares from boston, phone (555) 123-4567", below=1.0, source="rasa")
+    classify("ground transport in dallas", below=0.0, source="rasa")  # nothing is below 0
+
+    page = httpx.get(f"{server.url}/v1/low-confidence", params={"model": "atis-3"}, headers=keys["admin"]).json()
+    rasa_rows = [item for item in page["items"] if item["metadata"] == {"source": "rasa"}]
+    assert [row["text"] for row in rasa_rows] == ["fares from boston, phone [PHONE]"]
+    assert rasa_rows[0]["reason"] == "low_confidence" and rasa_rows[0]["router"] is None
+    assert len(rasa_rows[0]["top_scores"]) == 3
+    bad = {"model": "atis-3", "inputs": ["x"], "record_low_confidence": {"below": 2}}
+    assert httpx.post(f"{server.url}/v1/classify", json=bad, headers=keys["inference"]).status_code == 422
 
 
 def test_parallel_single_utterance_calls_are_combined(server, keys):

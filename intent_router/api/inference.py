@@ -35,7 +35,11 @@ def check_texts(request: Request, texts: list[str], field: str) -> None:
 @router.post("/classify", response_model=ClassifyResponse)
 async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
     check_texts(request, body.inputs, "inputs")
-    labels, probabilities = await request.app.state.service.classify(body.model, body.inputs)
+    service = request.app.state.service
+    labels, probabilities = await service.classify(body.model, body.inputs)
+    if body.record_low_confidence:
+        recording = body.record_low_confidence
+        await service.record_unsure(body.model, body.inputs, labels, probabilities, recording.below, recording.source)
     classifications = []
     for text, row in zip(body.inputs, probabilities, strict=True):
         ranked = sorted(zip(labels, row.tolist(), strict=True), key=lambda pair: -pair[1])

@@ -12,9 +12,19 @@ from ..routing import RouterConfig
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
+class RecordLowConfidence(BaseModel):
+    below: float | None = Field(
+        None, ge=0, le=1, description="record inputs whose top confidence is below this; null: the model's threshold"
+    )
+    source: str = Field("classify", max_length=100, description="stored as metadata.source, e.g. 'rasa'")
+
+
 class ClassifyRequest(BaseModel):
     model: str = Field(pattern=MODEL_NAME)
     inputs: list[str] = Field(min_length=1, description="at most max_batch (96) texts")
+    record_low_confidence: RecordLowConfidence | None = Field(
+        None, description="write unsure inputs to the low-confidence store, as /v1/route does with its fallbacks"
+    )
 
 
 class LabelConfidence(BaseModel):

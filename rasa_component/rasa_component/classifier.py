@@ -1,0 +1,246 @@
+"""IntentRouterClassifier: a Rasa 3.x intent classifier whose model lives in the intent-router service.
+
+All learning happens in the service: ``train`` uploads Rasa's examples and waits for a fine-tune,
+``process`` sends the messages to ``/v1/classify``. This module only adapts that to Rasa's graph
+component API, and needs nothing but ``requests`` next to Rasa.
+"""
+
+from __future__ import annotations  # Rasa evaluates the hints (typing.get_type_hints): Python 3.8 forms
+
+import hashlib
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import requests
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+logger = logging.getLogger(f"rasa.{__name__}")  # under "rasa": Rasa's --verbose, --debug and LOG_LEVEL apply
+
+MODEL_FILE = "intent_router.json"
+ON_ERROR = ("empty", "raise")
+MAX_BATCH = 96  # texts per /v1/classify call: the service's default limit
+
+
+class IntentRouterError(RuntimeError):
+    """The intent-router service cannot be reached, refused a call, or failed a fine-tune."""
+
+
+@DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
+class IntentRouterClassifier(IntentClassifier, GraphComponent):
+    """Classifies intents with a model fine-tuned and served by intent-router.
+
+    config.yml::
+
+        - name: rasa_component.IntentRouterClassifier
+          url: http://127.0.0.1:8000
+          api_key_env: INTENT_ROUTER_API_KEY
+    """
+
+    @staticmethod
+    def get_default_config() -> Dict[str, Any]:
+        return {
+            "url": "http://127.0.0.1:8000",  # the router service
+            "api_key_env": "INTENT_ROUTER_API_KEY",  # environment variable holding the API key
+            "model": None,  # a model already fine-tuned in the service: no training in Rasa
+            "base_model": "english-small",
+            "steps": None,  # fine-tuning steps; None: the service scales them to the data
+            "seed": 0,
+            "allow_rare_labels": False,  # train on intents with a single example
+            "ranking_length": 10,  # intents in intent_ranking; 0: all of them
+            "timeout": 3.0,  # seconds per classify attempt
+            "retries": 1,  # further attempts after a failed classify call
+            "on_error": "empty",  # service down at inference: "empty" (no intent) or "raise"
+            "record_low_confidence": True,  # send unsure messages to the service's low-confidence store
+            "low_confidence_threshold": None,  # None: the model's fitted threshold
+            "poll_seconds": 2.0,  # how often training checks the fine-tune
+            "train_timeout": 3600.0,  # seconds to wait for a fine-tune
+        }
+
+    def __init__(self, config: Dict[str, Any], model_storage: ModelStorage, resource: Resource, model: Optional[Dict]):
+        if config["on_error"] not in ON_ERROR:
+            raise ValueError(f"IntentRouterClassifier: on_error is {config['on_error']!r}; use one of {ON_ERROR}")
+        key = os.environ.get(config["api_key_env"])
+        if not key:
+            raise IntentRouterError(
+                f"IntentRouterClassifier: set the environment variable {config['api_key_env']} to an intent-router "
+                "API key (intent-router keys create --scope admin to train, --scope inference to serve)"
+            )
+        self.config = config
+        self.url = config["url"].rstrip("/")
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {key}"
+        self._model_storage = model_storage
+        self._resource = resource
+        self.model = model  # {"name", "labels", "intents": {service label: Rasa intent}}
+        self.failing = False  # an outage is logged once, when it starts
+
+    @classmethod
+    def create(
+        cls,
+        config: Dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> IntentRouterClassifier:
+        return cls(config, model_storage, resource, None)
+
+    @classmethod
+    def load(
+        cls,
+        config: Dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+        **kwargs: Any,
+    ) -> IntentRouterClassifier:
+        try:
+            with model_storage.read_from(resource) as directory:
+                model = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
+        except (ValueError, FileNotFoundError):
+            logger.debug(f"{cls.__name__}: no trained model in {resource.name}; it will predict no intent")
+            model = None
+        return cls(config, model_storage, resource, model)
+
+    # -- training -------------------------------------------------------------------------------
+
+    def train(self, training_data: TrainingData) -> Resource:
+        """Fine-tune (or reuse) a service model on the intents and examples, then persist its name."""
+        examples = sorted({(m.get(TEXT), m.get(INTENT)) for m in training_data.intent_examples if m.get(TEXT)})
+        intents = {class_name(intent): intent for _, intent in examples}
+        name = self.config["model"] or self.finetune(examples)
+        info = self.call("GET", f"/v1/models/{name}")
+        self.model = {
+            "name": name,
+            "labels": info["labels"],
+            "intents": {label: intents.get(label, label) for label in info["labels"]},
+        }
+        self.persist()
+        return self._resource
+
+    def finetune(self, examples: List[Tuple[str, str]]) -> str:
+        """The name of a service model fine-tuned on these examples: an existing one, or a new fine-tune."""
+        settings = {k: self.config[k] for k in ("base_model", "steps", "seed", "allow_rare_labels")}
+        digest = hashlib.sha256(json.dumps([examples, settings], sort_keys=True).encode()).hexdigest()
+        name = f"rasa-{digest[:12]}"
+        if self.call("GET", f"/v1/models/{name}", missing_ok=True) is not None:
+            logger.info(f"intent-router: data and settings unchanged, reusing model {name!r}")
+            return name
+        job = self.call("GET", f"/v1/finetunes/{name}", missing_ok=True)
+        if job is None or job["status"] in ("failed", "cancelled"):
+            lines = "".join(json.dumps({"text": text, "label": intent}) + "\n" for text, intent in examples)
+            upload = self.call("POST", "/v1/datasets", files={"file": (f"{name}.jsonl", lines.encode())})
+            for warning in upload["dataset"]["warnings"]:
+                logger.warning(f"intent-router: {warning}")
+            body = {"name": name, "train_dataset": upload["dataset"]["id"], **settings}
+            job = self.call("POST", "/v1/finetunes", json=body)
+            logger.info(f"intent-router: fine-tuning {name!r} on {len(examples)} examples")
+        self.wait_for(job)
+        return name
+
+    def wait_for(self, job: dict) -> None:
+        deadline = time.monotonic() + self.config["train_timeout"]
+        reported = None
+        while job["status"] in ("queued", "finetuning"):
+            progress = (job["status"], job["progress"]["stage"], int(job["progress"]["fraction"] * 10))
+            if progress != reported:
+                stage = job["progress"]["stage"] or job["status"]
+                logger.info(f"intent-router: {job['name']} {stage} {job['progress']['fraction']:.0%}")
+                reported = progress
+            if time.monotonic() > deadline:
+                raise IntentRouterError(
+                    f"fine-tune {job['name']!r} still {job['status']} after {self.config['train_timeout']:.0f} s "
+                    "(train_timeout); it goes on in the service: train again later to pick it up"
+                )
+            time.sleep(self.config["poll_seconds"])
+            job = self.call("GET", f"/v1/finetunes/{job['name']}")
+        if job["status"] != "completed":
+            raise IntentRouterError(f"fine-tune {job['name']!r} {job['status']}: {job['error']}")
+        metrics = job["metrics"] or {}
+        scores = ", ".join(f"{k} {metrics[k]:.3f}" for k in ("accuracy", "macro_f1") if metrics.get(k) is not None)
+        logger.info(f"intent-router: {job['name']} completed; validation {scores or 'skipped'}")
+
+    def persist(self) -> None:
+        with self._model_storage.write_to(self._resource) as directory:
+            (directory / MODEL_FILE).write_text(json.dumps(self.model, indent=2), encoding="utf-8")
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def process(self, messages: List[Message]) -> List[Message]:
+        """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch."""
+        texts = [(m.get(TEXT) or "").strip() for m in messages]
+        to_classify = [t for t in texts if t] if self.model else []
+        rankings = []
+        for start in range(0, len(to_classify), MAX_BATCH):
+            rankings += self.classify(to_classify[start : start + MAX_BATCH])
+        ranked = iter(rankings)
+        for message, text in zip(messages, texts):
+            ranking = next(ranked, []) if text else []
+            intent = ranking[0] if ranking else {"name": None, "confidence": 0.0}
+            length = self.config["ranking_length"]
+            message.set(INTENT, intent, add_to_output=True)
+            message.set(INTENT_RANKING_KEY, ranking[:length] if length else ranking, add_to_output=True)
+        return messages
+
+    def classify(self, texts: List[str]) -> List[List[Dict[str, Any]]]:
+        """Each text's intents, most confident first; [] per text if the service fails and on_error is empty."""
+        assert self.model is not None
+        body: Dict[str, Any] = {"model": self.model["name"], "inputs": texts}
+        if self.config["record_low_confidence"]:
+            body["record_low_confidence"] = {"below": self.config["low_confidence_threshold"], "source": "rasa"}
+        attempts = 1 + self.config["retries"]
+        for attempt in range(attempts):
+            try:
+                answer = self.call("POST", "/v1/classify", json=body, timeout=self.config["timeout"])
+                break
+            except IntentRouterError as error:
+                if attempt + 1 < attempts:
+                    continue
+                if self.config["on_error"] == "raise":
+                    raise
+                if not self.failing:
+                    logger.error(f"{error}; predicting no intent until it answers again (on_error: empty)")
+                self.failing = True
+                return [[] for _ in texts]
+        if self.failing:
+            logger.warning(f"intent-router at {self.url} answers again")
+            self.failing = False
+        intents = self.model["intents"]
+        return [
+            [{"name": intents.get(row["label"], row["label"]), "confidence": row["confidence"]} for row in c["labels"]]
+            for c in answer["classifications"]
+        ]
+
+    def call(self, method: str, path: str, missing_ok: bool = False, timeout: float = 60.0, **kwargs: Any) -> Any:
+        """One HTTP call to the service: its JSON, None for a 404 if ``missing_ok``, else IntentRouterError."""
+        try:
+            response = self.http.request(method, self.url + path, timeout=timeout, **kwargs)
+        except requests.RequestException as error:
+            raise IntentRouterError(
+                f"intent-router service at {self.url} did not answer {method} {path} ({type(error).__name__}); "
+                "is `intent-router serve` running and `url` in config.yml right?"
+            ) from None
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code in (401, 403):
+            raise IntentRouterError(
+                f"intent-router refused the key in {self.config['api_key_env']} for {method} {path} "
+                f"({response.status_code}): training needs an admin key, inference an inference or admin key"
+            )
+        if response.status_code >= 400:
+            raise IntentRouterError(f"intent-router: {method} {path} failed ({response.status_code}): {response.text}")
+        return response.json()
+
+
+def class_name(intent: str) -> str:
+    """The service's name for a Rasa intent: ``flight+airfare`` is the label set ``airfare+flight``."""
+    return "+".join(sorted({part.strip() for part in intent.split("+") if part.strip()}))

@@ -1,0 +1,269 @@
+"""The Rasa NLU component in real Rasa 3.6.21 (.venv-rasa), against a real `intent-router serve`.
+
+One story: `rasa train nlu` fine-tunes through the service, `rasa test nlu` scores the model, Rasa's
+own Agent parses messages; training again on the same data reuses the service model; with the
+service gone, a bot gets the configured behaviour within a bounded time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from server import CLI, Server, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+RASA_VENV = Path(os.environ.get("RASA_VENV", ROOT / ".venv-rasa"))
+INTENTS = ["atis_airfare", "atis_airline", "atis_ground_service"]
+PARSE = """
+import asyncio, json, logging, sys, time
+from rasa.core.agent import Agent
+
+logging.basicConfig(level=logging.WARNING)
+
+async def main():
+    results, agents = [], {}
+    for model, text in json.loads(sys.argv[1]):
+        agent = agents.get(model) or agents.setdefault(model, Agent.load(model))
+        started = time.monotonic()
+        try:
+            parsed = await agent.parse_message(text)
+            results.append({"intent": parsed["intent"], "intent_ranking": parsed["intent_ranking"]})
+        except Exception as error:
+            while error.__cause__ is not None:
+                error = error.__cause__
+            results.append({"error": f"{type(error).__name__}: {error}"})
+        results[-1]["seconds"] = time.monotonic() - started
+    print("PARSED " + json.dumps(results))
+
+asyncio.run(main())
+"""
+
+
+def rasa_env(key: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "INTENT_ROUTER_API_KEY": key,
+        "RASA_TELEMETRY_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
+
+
+def rasa(project: Path, key: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(RASA_VENV / "bin" / "rasa"), *args],
+        cwd=project,
+        env=rasa_env(key),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def parse(project: Path, key: str, requests: list[tuple[str, str]]) -> tuple[list[dict], str]:
+    """Rasa's Agent parses each (model file, text); the results and the log."""
+    result = subprocess.run(
+        [str(RASA_VENV / "bin" / "python"), "-c", PARSE, json.dumps(requests)],
+        cwd=project,
+        env=rasa_env(key),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("PARSED ")]
+    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(lines[-1].removeprefix("PARSED ")), result.stdout + result.stderr
+
+
+def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) -> Path:
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "nlu.yml").write_text(nlu.read_text())
+    (project / "test.yml").write_text(test.read_text())  # outside data/, which Rasa trains on
+    component = {
+        "name": "rasa_component.IntentRouterClassifier",
+        "url": url,
+        "api_key_env": "INTENT_ROUTER_API_KEY",
+        "base_model": "english-small",
+        "ranking_length": 10,
+        "steps": 4,
+        "timeout": 4.0,  # the 2 cores are shared: a forward pass can take seconds under load
+        "retries": 1,
+        "low_confidence_threshold": 1.0,  # every message reaches the low-confidence store
+        **settings,
+    }
+    config = {
+        "recipe": "default.v1",
+        "assistant_id": "intent-router-test",
+        "language": "en",
+        "pipeline": [
+            {"name": "WhitespaceTokenizer"},
+            component,
+            # low enough that a model fine-tuned for 4 steps on 48 examples is scored on its own
+            # answers, while an empty prediction (confidence 0) still falls back
+            {"name": "FallbackClassifier", "threshold": 0.3, "ambiguity_threshold": 0.0},
+        ],
+    }
+    (project / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return project
+
+
+@pytest.fixture(scope="module")
+def rasa_venv() -> Path:
+    if not (RASA_VENV / "bin" / "rasa").is_file():
+        pytest.fail(
+            f"no Rasa environment at {RASA_VENV}: build it with ./install.sh or rasa_component/install.sh "
+            "(Python 3.10 and rasa==3.6.21; set RASA_PYTHON if python3.10 is elsewhere)"
+        )
+    return RASA_VENV
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("rasa")
+
+
+@pytest.fixture(scope="module")
+def admin_key(home) -> str:
+    return cli(home, "keys", "create", "--scope", "admin", "--name", "rasa")
+
+
+@pytest.fixture(scope="module")
+def server(home, admin_key):
+    server = Server(home)
+    yield server
+    if server.process.poll() is None:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def nlu_files(small_split, home) -> tuple[Path, Path]:
+    """Rasa NLU YAML made by `intent-router export`: 16 per intent to train on, 10 per intent to test."""
+    train, held_out = small_split
+    rows = {label: [i for i, y in enumerate(held_out.labels) if y == label][:10] for label in INTENTS}
+    test = held_out.subset(sorted(i for label_rows in rows.values() for i in label_rows))
+    paths = []
+    for name, data in (("train", train), ("test", test)):
+        with (home / f"{name}.csv").open("w", newline="") as handle:
+            csv.writer(handle).writerows([["text", "intent"], *([e.text, e.label] for e in data.examples)])
+        paths.append(home / f"{name}.yml")
+        subprocess.run(
+            [str(CLI), "export", "--format", "rasa", str(home / f"{name}.csv"), "-o", str(paths[-1])], check=True
+        )
+    return paths[0], paths[1]
+
+
+@pytest.fixture(scope="module")
+def trained(rasa_venv, server, admin_key, nlu_files, home) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """`rasa train nlu` with the component (on_error: empty); the project, the run and its seconds."""
+    project = write_project(home / "bot", server.url, *nlu_files)
+    started = time.monotonic()
+    result = rasa(project, admin_key, "train", "nlu", "--fixed-model-name", "nlu", "--out", "models")
+    return project, result, time.monotonic() - started
+
+
+def finetunes(server, key) -> list[dict]:
+    return httpx.get(f"{server.url}/v1/finetunes", headers={"Authorization": f"Bearer {key}"}).json()
+
+
+def test_rasa_train_fine_tunes_through_the_service_with_progress_in_the_log(trained, server, admin_key):
+    project, result, seconds = trained
+    log = result.stdout + result.stderr
+
+    assert (project / "models" / "nlu.tar.gz").is_file()
+    (job,) = finetunes(server, admin_key)
+    assert job["name"].startswith("rasa-") and job["status"] == "completed"
+    assert f"intent-router: fine-tuning '{job['name']}' on 48 examples" in log
+    assert f"intent-router: {job['name']} completed" in log
+    assert "%" in log  # progress lines
+
+
+def test_rasa_test_nlu_scores_the_model(trained, admin_key):
+    project, _, _ = trained
+
+    rasa(project, admin_key, "test", "nlu", "--model", "models/nlu.tar.gz", "--nlu", "test.yml", "--out", "results")
+
+    report = json.loads((project / "results" / "intent_report.json").read_text())
+    assert set(INTENTS) <= set(report)
+    assert report["accuracy"] >= 0.8, report
+
+
+def test_parsed_messages_rank_every_intent_and_reach_the_low_confidence_store(trained, server, admin_key):
+    project, _, _ = trained
+    model = str(project / "models" / "nlu.tar.gz")
+    texts = {"show me the cheapest fare from boston to denver": "atis_airfare", "is there a limo in dallas": None}
+
+    results, _ = parse(project, admin_key, [(model, text) for text in texts])
+
+    for result in results:
+        ranking = [row for row in result["intent_ranking"] if row["name"] != "nlu_fallback"]
+        assert sorted(row["name"] for row in ranking) == INTENTS
+        assert sum(row["confidence"] for row in ranking) == pytest.approx(1, abs=1e-3)
+        assert result["seconds"] < 15
+    assert results[0]["intent"]["name"] == "atis_airfare"
+    store = httpx.get(
+        f"{server.url}/v1/low-confidence", headers={"Authorization": f"Bearer {admin_key}"}, params={"limit": 1000}
+    ).json()
+    recorded = {item["text"] for item in store["items"] if item["metadata"] == {"source": "rasa"}}
+    assert set(texts) <= recorded
+
+
+@pytest.fixture(scope="module")
+def retrained(trained, server, admin_key, nlu_files, home) -> tuple[Path, subprocess.CompletedProcess]:
+    """The same data trained again (on_error: raise), in a second project with its own Rasa cache."""
+    project = write_project(home / "bot-raise", server.url, *nlu_files, on_error="raise")
+    return project, rasa(project, admin_key, "train", "nlu", "--fixed-model-name", "nlu", "--out", "models")
+
+
+def test_training_again_on_the_same_data_reuses_the_service_model(retrained, server, admin_key):
+    project, result = retrained
+
+    (job,) = finetunes(server, admin_key)
+    assert f"reusing model '{job['name']}'" in result.stdout + result.stderr
+    assert (project / "models" / "nlu.tar.gz").is_file()
+
+
+def test_rasa_train_with_the_service_down_stops_with_a_clear_error(rasa_venv, admin_key, nlu_files, home):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    project = write_project(home / "bot-down", url, *nlu_files)
+
+    result = rasa(project, admin_key, "train", "nlu", ok=False)
+
+    assert f"intent-router service at {url} did not answer GET /v1/models/rasa-" in result.stdout + result.stderr
+    assert not (project / "models").exists() or not any((project / "models").iterdir())
+
+
+def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, retrained, server, admin_key):
+    empty_model = str(trained[0] / "models" / "nlu.tar.gz")
+    raise_model = str(retrained[0] / "models" / "nlu.tar.gz")
+    server.stop()
+    with socket.socket() as silent:  # accepts connections, never answers: a hung service
+        silent.bind(("127.0.0.1", server.port))
+        silent.listen(16)
+
+        results, log = parse(
+            trained[0],
+            admin_key,
+            [(empty_model, "fares to denver"), (empty_model, "a limo in dallas"), (raise_model, "fares to denver")],
+        )
+
+    empty, again, raised = results
+    # on_error: empty -> no intent from the component, so FallbackClassifier answers
+    assert empty["intent"]["name"] == "nlu_fallback" and again["intent"]["name"] == "nlu_fallback"
+    assert [row["name"] for row in empty["intent_ranking"]] == ["nlu_fallback"]
+    assert log.count("predicting no intent until it answers again") == 1  # logged once per outage
+    # on_error: raise -> the error reaches Rasa
+    assert "IntentRouterError" in raised["error"] and "did not answer POST /v1/classify" in raised["error"]
+    # 2 attempts of a 4 s timeout each, plus Rasa's own work
+    assert all(r["seconds"] < 15 for r in results), results
