@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 from multiprocessing.process import BaseProcess
@@ -28,6 +29,10 @@ class JobCancelled(Exception):
     pass
 
 
+class ServiceStopped(Exception):
+    """The server process that started this worker is gone (killed, or stopped by a signal)."""
+
+
 def recover(registry: Registry, models_dir: Path) -> list[str]:
     """At service start: fail the jobs a dead worker left running, remove their partial folders."""
     for partial in models_dir.glob(".*.partial-*"):
@@ -38,29 +43,40 @@ def recover(registry: Registry, models_dir: Path) -> list[str]:
 def start_worker(database_url: str, models_dir: Path) -> BaseProcess:
     """Start the fine-tune worker in its own process (spawned: no state shared with the server)."""
     process = multiprocessing.get_context("spawn").Process(
-        target=run_worker, args=(database_url, str(models_dir)), name="intent-router-finetune", daemon=True
+        target=run_worker,
+        args=(database_url, str(models_dir), os.getpid()),
+        name="intent-router-finetune",
+        daemon=True,
     )
     process.start()
     return process
 
 
-def run_worker(database_url: str, models_dir: str, poll_seconds: float = 1.0) -> None:
+def run_worker(database_url: str, models_dir: str, server: int, poll_seconds: float = 1.0) -> None:
+    """Run queued jobs until the server process ``server`` is gone.
+
+    The worker watches its parent itself: a server killed, or stopped by a signal that uvicorn
+    re-raises after its shutdown, never gets to stop it, and an orphan would go on training.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     registry = Registry(database_url)
-    while True:
+    while os.getppid() == server:
         job = registry.claim_next_job()
         if job is None:
             time.sleep(poll_seconds)
             continue
-        run_job(registry, Path(models_dir), job)
+        run_job(registry, Path(models_dir), job, server)
+    log.info("the server stopped; the fine-tune worker stops too")
 
 
-def run_job(registry: Registry, models_dir: Path, job: Job) -> None:
+def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None = None) -> None:
     log.info("fine-tuning %s on dataset %s", job.name, job.train_dataset)
     last_write = 0.0
 
     def progress(stage: str, fraction: float) -> None:
         nonlocal last_write
+        if server is not None and os.getppid() != server:
+            raise ServiceStopped
         now = time.monotonic()
         if fraction in (0.0, 1.0) or now - last_write >= PROGRESS_INTERVAL:
             last_write = now
@@ -80,6 +96,8 @@ def run_job(registry: Registry, models_dir: Path, job: Job) -> None:
         log.info("fine-tuned %s", job.name)
     except JobCancelled:
         log.info("cancelled %s", job.name)
+    except ServiceStopped:
+        registry.finish_job(job.name, "failed", error=INTERRUPTED, job_id=job.id)
     except DataError as error:
         registry.finish_job(job.name, "failed", error="; ".join(str(p) for p in error.problems[:20]), job_id=job.id)
     except Exception as error:  # a job's failure is reported on the job, never kills the worker

@@ -2,7 +2,8 @@
 
 One server story, in order: a fine-tune queued on a server without a worker survives a restart and
 runs on the next; the model then classifies, embeds and routes; a router and the low-confidence
-store survive another restart; a job killed midway is marked failed and leaves no model behind.
+store survive another restart; a job killed midway is marked failed and leaves no model behind; a
+stopped server stops its fine-tune worker.
 """
 
 from __future__ import annotations
@@ -318,3 +319,37 @@ def test_a_job_killed_midway_is_failed_on_restart_and_leaves_no_model(server, ho
     job = httpx.get(f"{server.url}/v1/finetunes/doomed", headers=headers).json()
     assert job["status"] == "failed" and "interrupted" in job["error"]
     assert sorted(p.name for p in (home / "models").iterdir()) == ["atis-3"]
+
+
+def test_a_stopped_server_takes_its_finetune_worker_with_it(server, home, keys, train_csv):
+    headers = keys["admin"]
+    dataset_id = next(
+        d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json() if d["examples"] >= 32
+    )
+    httpx.post(
+        f"{server.url}/v1/finetunes",
+        json={"name": "abandoned", "train_dataset": dataset_id, "steps": 400},
+        headers=headers,
+    )
+    _wait_for_status(server, headers, "abandoned", "finetuning")
+    worker = _finetune_worker_pid(server)
+    assert worker is not None
+    os.kill(server.process.pid, signal.SIGTERM)  # the server alone, as a service manager stops it
+    server.process.wait(30)
+    server.log.close()
+    deadline = time.monotonic() + 30
+    while _running(worker):
+        assert time.monotonic() < deadline, "the fine-tune worker outlived its server"
+        time.sleep(0.5)
+    server.__init__(home)
+    job = httpx.get(f"{server.url}/v1/finetunes/abandoned", headers=headers).json()
+    assert job["status"] == "failed" and "interrupted" in job["error"]
+    assert not (home / "models" / "abandoned").exists()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
