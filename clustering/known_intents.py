@@ -1,13 +1,16 @@
-"""New intent or coverage gap: what the fine-tuned model says about the centre of each cluster.
+"""New intent or coverage gap: where the intents the model knows lie relative to each cluster.
 
-A cluster's centre is the mean of its members' tuned embeddings, renormalised to unit length. The
-model's own head classifies that centre: its top intent is the cluster's **nearest existing intent**
-and its confidence the **similarity**. Each member fell below the threshold on its own, but when the
-members agree on where they belong, their mean lands inside that intent's region and the head is
-confident: the cluster is a **coverage gap** of that intent (phrasings it knows too weakly). When
-the centre stays below the model's threshold, the members point nowhere the model knows: a **new
-intent**. The threshold is the model's own fitted routing threshold (``info_["default_threshold"]``)
-unless one is given.
+A cluster's centre is the mean of its members' tuned embeddings, renormalised. The model's head
+keeps each intent's centroid (the normalised mean of its training embeddings). The **nearest
+existing intent** is the one whose centroid has the highest cosine with the cluster's centre; that
+cosine is the **similarity**. The rule compares it with the cluster's own spread: if the centroid
+is at least as close to the centre as the cluster's median member is, the known intent sits inside
+the cluster's core, and the cluster is a **coverage gap** of it (phrasings of a known intent that
+the model is unsure about one by one). If the centroid lies outside, the cluster is a **new intent**.
+The rule has no constant to tune and works in a tight fine-tuned space as in a loose base one.
+
+A cosine is used rather than the head's softmax: the softmax is confident far from any training
+data (on a 4-intent model the centre of "set an alarm" utterances scores 0.93 for ``calendar_set``).
 """
 
 from __future__ import annotations
@@ -26,35 +29,37 @@ COVERAGE_GAP = "coverage_gap"
 @dataclass(frozen=True)
 class IntentMatch:
     nearest_intent: str
-    similarity: float  # the head's confidence for nearest_intent at the cluster's centre
+    similarity: float  # cosine between the cluster's centre and the intent's centroid
     kind: str  # NEW_INTENT or COVERAGE_GAP
 
 
 class KnownIntents:
-    """Match clusters to the intents of a fine-tuned ``IntentClassifier``."""
+    """Match clusters to the intents of a fine-tuned ``IntentClassifier`` by centroid cosine."""
 
-    def __init__(self, model: IntentClassifier, threshold: float | None = None):
-        self.model = model
-        self.threshold = threshold if threshold is not None else default_threshold(model)
+    def __init__(self, model: IntentClassifier):
+        head = model.head_
+        if head is None or model.labels_ is None:
+            raise ValueError("new-intent discovery needs a fitted model: IntentClassifier.load(path)")
+        if head.centroids is None:
+            raise ValueError(
+                "this model was saved before its head kept the intent centroids; "
+                "fine-tune it again to use it for new-intent discovery"
+            )
+        self.labels = list(model.labels_)
+        self.centroids = head.centroids
 
     def match(self, member_embeddings: Sequence[np.ndarray]) -> list[IntentMatch]:
         """One match per cluster, given each cluster's members as rows of the model's own embeddings."""
-        if not member_embeddings:
-            return []
-        centres = np.vstack([_unit(np.asarray(rows).mean(axis=0)) for rows in member_embeddings])
-        head, labels = self.model.head_, self.model.labels_
-        assert head is not None and labels is not None, "a fitted model is needed"
-        probabilities = head.predict_proba(centres)
         matches = []
-        for row in probabilities:
-            best = int(row.argmax())
-            kind = COVERAGE_GAP if row[best] >= self.threshold else NEW_INTENT
-            matches.append(IntentMatch(labels[best], round(float(row[best]), 4), kind))
+        for rows in member_embeddings:
+            members = np.asarray(rows)
+            centre = _unit(members.mean(axis=0))
+            similarities = self.centroids @ centre
+            best = int(similarities.argmax())
+            core = float(np.median(members @ centre))
+            kind = COVERAGE_GAP if similarities[best] >= core else NEW_INTENT
+            matches.append(IntentMatch(self.labels[best], round(float(similarities[best]), 4), kind))
         return matches
-
-
-def default_threshold(model: IntentClassifier) -> float:
-    return float(model.info_.get("default_threshold", {}).get("value", 0.5))
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 from intent_router.base_models import DEFAULT_BASE_MODEL, load_base_model
 from intent_router.model import IntentClassifier, _encode
 
-from .known_intents import KnownIntents
+from .known_intents import IntentMatch, KnownIntents
 from .labelling import NOISE, KeywordLabeller
 from .sources import Utterances, utterances_from_texts
 
@@ -188,7 +188,7 @@ class Discovery:
     def _describe(self, pool: Utterances, embeddings: np.ndarray, assignments: np.ndarray) -> list[Cluster]:
         labels = self.labeller.label(pool.texts, pool.counts, assignments, embeddings)
         members = {cluster_id: np.flatnonzero(assignments == cluster_id) for cluster_id in labels}
-        matches = [None] * len(labels)
+        matches: Sequence[IntentMatch | None] = [None] * len(labels)
         if self.known_intents is not None and labels:
             if self.encoder is None and self.model is not None:
                 model_space = [embeddings[rows] for rows in members.values()]
@@ -222,13 +222,11 @@ class Discovery:
         return clusters
 
     def _settings(self) -> dict[str, Any]:
-        threshold = getattr(self.known_intents, "threshold", None)
         return {
             "encoder": "custom" if self.encoder else ("model" if self.model else DEFAULT_BASE_MODEL),
             "reducer": repr(self.reducer or f"UMAP({REDUCED_DIMENSIONS} dims, cosine)"),
             "clusterer": repr(self.clusterer or f"HDBSCAN(min_cluster_size={self.min_cluster_size})"),
             "labeller": type(self.labeller).__name__,
-            "new_intent_threshold": threshold,
             "seed": self.seed,
         }
 
