@@ -269,3 +269,20 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
             assert unknown.status_code == 404 and "hwu-4" in unknown.text
     finally:
         server.stop()
+
+
+def test_a_model_saved_before_heads_kept_centroids_is_refused_with_the_fix(known_model):
+    from intent_router.head import LinearHead
+
+    old = IntentClassifier()
+    old.body_, old.labels_ = known_model.body_, known_model.labels_
+    old.head_ = LinearHead(known_model.head_.weight, known_model.head_.bias)
+    with pytest.raises(ValueError, match="fine-tune it again"):
+        Discovery(old)
+
+
+def test_heads_keep_their_intent_centroids_through_save_and_load(known_model, known_model_dir):
+    loaded = IntentClassifier.load(known_model_dir)
+    np.testing.assert_allclose(loaded.head_.centroids, known_model.head_.centroids)
+    norms = np.linalg.norm(loaded.head_.centroids, axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
