@@ -62,7 +62,7 @@ class DiscoverResponse(BaseModel):
 
 @router.post("/discover", response_model=DiscoverResponse)
 async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
-    from clustering import Discovery, DiscoveryError, utterances_from_store, write_report
+    from clustering import Discovery, utterances_from_store, write_report
 
     service = request.app.state.service
     classifier = (await service.model(body.model)).classifier
@@ -85,5 +85,5 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
     async with one_run_at_a_time:
         try:
             return DiscoverResponse.model_validate(await asyncio.to_thread(run))
-        except DiscoveryError as error:
+        except ValueError as error:  # DiscoveryError (too few utterances), or a model without centroids
             raise HTTPException(422, str(error)) from None
