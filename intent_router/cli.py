@@ -217,6 +217,81 @@ def plot(
         console.print(f"[green]Wrote[/] {target}")
 
 
+@app.command()
+def discover(
+    model: Annotated[str, typer.Option(help="Model name (in --models-dir) or folder: its intents are the known ones.")],
+    source: Annotated[
+        str, typer.Option(help="'store' (the router's low-confidence store) or a CSV/TSV, JSONL or Rasa NLU file.")
+    ] = "store",
+    out: Annotated[Path, typer.Option(help="HTML report to write; the same data goes to <out>.json.")] = Path(
+        "discovery.html"
+    ),
+    export: Annotated[
+        Path | None, typer.Option(help="Also write the clusters as training rows: .csv (text,label) or .yml (Rasa).")
+    ] = None,
+    clusters: Annotated[
+        str | None, typer.Option(help="Export only these cluster ids, e.g. '0,3'; default: every cluster.")
+    ] = None,
+    router: Annotated[str | None, typer.Option(help="Store: only this router's fallbacks.")] = None,
+    all_models: Annotated[
+        bool, typer.Option(help="Store: every model's fallbacks, not only those of --model.")
+    ] = False,
+    since: Annotated[str | None, typer.Option(help="Store: from this time on (ISO 8601, UTC if no zone).")] = None,
+    until: Annotated[str | None, typer.Option(help="Store: before this time (ISO 8601).")] = None,
+    min_cluster_size: Annotated[int, typer.Option(help="HDBSCAN's smallest cluster.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for UMAP and the random examples.")] = 0,
+    format: FormatOption = None,
+    models_dir: ModelsDir = Path("models"),
+    database_url: Annotated[
+        str, typer.Option(envvar="INTENT_ROUTER_DATABASE_URL", help="Registry database (SQLAlchemy URL).")
+    ] = "sqlite:///intent-router.db",
+) -> None:
+    """Cluster low-confidence utterances into candidate new intents and coverage gaps; write a report."""
+    from datetime import UTC, datetime
+
+    from clustering import Discovery, export_clusters, utterances_from_file, utterances_from_store, write_report
+
+    def moment(value: str | None, option: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{option} {value!r} is not an ISO 8601 time, e.g. 2026-05-01 or 2026-05-01T12:00"
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    with _reported_errors():
+        classifier = _load(model, models_dir)
+        chosen = [int(part) for part in clusters.split(",")] if clusters else None
+        if source == "store":
+            from .registry import Registry
+
+            with Registry(database_url) as registry:
+                pool = utterances_from_store(
+                    registry,
+                    model=None if all_models else Path(model).name,
+                    router=router,
+                    since=moment(since, "--since"),
+                    until=moment(until, "--until"),
+                )
+        else:
+            pool = utterances_from_file(source, format=format)
+        with console.status(f"Clustering {pool.total} utterances ({len(pool)} distinct)..."):
+            result = Discovery(classifier, min_cluster_size=min_cluster_size, seed=seed).fit(pool)
+            report = write_report(out, result, f"New-intent discovery: {Path(model).name}")
+        table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent", "keywords")
+        for c in result.clusters:
+            nearest = f"{c.nearest_intent} ({c.similarity:.2f})"
+            table.add_row(str(c.id), c.name, c.kind, str(c.size), f"{c.share:.1%}", nearest, ", ".join(c.keywords[:4]))
+        table.add_row("-", "noise", "", str(result.noise), f"{result.noise / result.total:.1%}", "", "")
+        console.print(table)
+        console.print(f"[green]Wrote[/] {report} and {report.with_suffix('.json')}")
+        if export is not None:
+            console.print(f"[green]Exported[/] {export_clusters(result, export, clusters=chosen)}")
+
+
 @app.command("models")
 def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
     """List the models saved in the models folder."""

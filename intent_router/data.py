@@ -158,12 +158,14 @@ def load_dataset(
     header: bool | None = None,
     multilabel: bool = False,
     deduplicate: bool = True,
+    labelled: bool = True,
 ) -> Dataset:
     """Read a data file and check every row; raise ``DataError`` listing each bad line.
 
     ``format`` is taken from the file's suffix unless given (one of ``FORMATS``). For CSV and TSV the
     header row is detected unless ``header`` forces it. Exact duplicates are dropped with a warning
-    (keep them with ``deduplicate=False`` to score a test set row for row).
+    (keep them with ``deduplicate=False`` to score a test set row for row). ``labelled=False`` reads
+    utterances only: a CSV/TSV may have one column, JSONL needs no label, and any label is ignored.
     """
     path = Path(path)
     source = str(path)
@@ -190,7 +192,13 @@ def load_dataset(
             [Problem(source, line, f"bytes that are not UTF-8 ({err.reason}); save the file as UTF-8")]
         ) from None
     return parse_dataset(
-        text, format=format, source=source, header=header, multilabel=multilabel, deduplicate=deduplicate
+        text,
+        format=format,
+        source=source,
+        header=header,
+        multilabel=multilabel,
+        deduplicate=deduplicate,
+        labelled=labelled,
     )
 
 
@@ -202,19 +210,22 @@ def parse_dataset(
     header: bool | None = None,
     multilabel: bool = False,
     deduplicate: bool = True,
+    labelled: bool = True,
 ) -> Dataset:
     """Like ``load_dataset`` but from text already in memory (an upload, say)."""
     text = text.removeprefix("\ufeff")
     problems: list[Problem] = []
     if format in ("csv", "tsv"):
-        rows = _read_delimited(text, "," if format == "csv" else "\t", source, header, problems)
+        rows = _read_delimited(text, "," if format == "csv" else "\t", source, header, problems, labelled)
     elif format == "jsonl":
-        rows = _read_jsonl(text, source, problems)
+        rows = _read_jsonl(text, source, problems, labelled)
     elif format == "yaml":
         rows = _read_rasa_yaml(text, source, problems)
     else:
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
-    examples = _check_rows(rows, source, multilabel, deduplicate, problems)
+    if not labelled:
+        rows = [(line, utterance, frozenset()) for line, utterance, _ in rows]
+    examples = _check_rows(rows, source, multilabel or not labelled, deduplicate, problems)
     if not rows and not problems:
         problems.append(Problem(source, None, "no examples found"))
     errors = [p for p in problems if p.severity == "error"]
@@ -227,7 +238,9 @@ def parse_dataset(
 _Row = tuple[int, str, frozenset[str]]
 
 
-def _read_delimited(text: str, delimiter: str, source: str, header: bool | None, problems: list[Problem]) -> list[_Row]:
+def _read_delimited(
+    text: str, delimiter: str, source: str, header: bool | None, problems: list[Problem], labelled: bool = True
+) -> list[_Row]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     records: list[tuple[int, list[str]]] = []
     try:
@@ -238,10 +251,13 @@ def _read_delimited(text: str, delimiter: str, source: str, header: bool | None,
     except csv.Error as err:
         problems.append(Problem(source, reader.line_num, f"malformed {_name(delimiter)} ({err}); check the quotes"))
     records = [(line, r) for line, r in records if any(cell.strip() for cell in r)]
-    if records and (header if header is not None else _looks_like_header(records)):
+    if records and (header if header is not None else _looks_like_header(records, labelled)):
         records = records[1:]
     rows: list[_Row] = []
     for line, record in records:
+        if not labelled and len(record) == 1:
+            rows.append((line, record[0], frozenset()))
+            continue
         if len(record) != 2:
             what = "a third column" if len(record) > 2 else "only one column"
             hint = "; quote a text that holds the delimiter" if len(record) > 2 else ""
@@ -257,8 +273,10 @@ def _name(delimiter: str) -> str:
     return "CSV" if delimiter == "," else "TSV"
 
 
-def _looks_like_header(records: list[tuple[int, list[str]]]) -> bool:
+def _looks_like_header(records: list[tuple[int, list[str]]], labelled: bool = True) -> bool:
     first = records[0][1]
+    if not labelled and len(first) == 1:  # a column of utterances
+        return first[0].strip().lower() in _TEXT_HEADERS
     if len(first) != 2:
         return False
     text_cell, label_cell = (cell.strip().lower() for cell in first)
@@ -266,7 +284,7 @@ def _looks_like_header(records: list[tuple[int, list[str]]]) -> bool:
     return (text_cell in _TEXT_HEADERS or label_cell in _LABEL_HEADERS) and not label_used_elsewhere
 
 
-def _read_jsonl(text: str, source: str, problems: list[Problem]) -> list[_Row]:
+def _read_jsonl(text: str, source: str, problems: list[Problem], labelled: bool = True) -> list[_Row]:
     rows: list[_Row] = []
     # Split on line endings only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which
     # JSON allows unescaped inside strings (json.dumps(..., ensure_ascii=False) writes them raw).
@@ -280,6 +298,9 @@ def _read_jsonl(text: str, source: str, problems: list[Problem]) -> list[_Row]:
             continue
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             problems.append(Problem(source, line, 'expected an object with a string "text"'))
+            continue
+        if not labelled:
+            rows.append((line, record["text"], frozenset()))
             continue
         if isinstance(record.get("label"), str):
             labels = parse_labels(record["label"])

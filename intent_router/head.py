@@ -3,7 +3,11 @@
 It is fitted as a multinomial logistic regression on the unit-length embeddings, with class weights
 that balance skewed data (ATIS is three quarters ``flight``): without them a rare intent phrased like
 the common one is always given to the common one. At inference it is one matrix product. Saved as
-safetensors: two tensors, nothing that runs code on load.
+safetensors: a few tensors, nothing that runs code on load.
+
+It also keeps each class's **centroid**, the normalised mean of its training embeddings: new-intent
+discovery compares clusters with them (a softmax is confident even far from any training data; a
+cosine to the centroids is not).
 """
 
 from __future__ import annotations
@@ -16,13 +20,20 @@ from sklearn.linear_model import LogisticRegression
 
 
 class LinearHead:
-    """``probabilities = softmax(embeddings @ weight.T + bias)``."""
+    """``probabilities = softmax(embeddings @ weight.T + bias)``.
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray):
+    ``centroids`` (n_classes, d): each class's normalised mean training embedding (zeros for a class
+    without examples); None in heads saved before they were kept.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, centroids: np.ndarray | None = None):
         if weight.ndim != 2 or bias.shape != (weight.shape[0],):
             raise ValueError(f"head weight {weight.shape} and bias {bias.shape} do not fit together")
+        if centroids is not None and centroids.shape != weight.shape:
+            raise ValueError(f"head centroids {centroids.shape} do not fit its weight {weight.shape}")
         self.weight = weight.astype(np.float32)
         self.bias = bias.astype(np.float32)
+        self.centroids = None if centroids is None else centroids.astype(np.float32)
 
     @property
     def n_classes(self) -> int:
@@ -51,7 +62,11 @@ class LinearHead:
         bias = np.full(n_classes, -1e4)
         weight[model.classes_] = coef
         bias[model.classes_] = intercept
-        return cls(weight, bias)
+        centroids = np.zeros((n_classes, embeddings.shape[1]))
+        for k in model.classes_:
+            mean = embeddings[targets == k].mean(axis=0)
+            centroids[k] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return cls(weight, bias, centroids)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         return embeddings.astype(np.float32) @ self.weight.T + self.bias
@@ -63,9 +78,12 @@ class LinearHead:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def save(self, path: str | Path) -> None:
-        save_file({"weight": self.weight, "bias": self.bias}, str(path))
+        tensors = {"weight": self.weight, "bias": self.bias}
+        if self.centroids is not None:
+            tensors["centroids"] = self.centroids
+        save_file(tensors, str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> LinearHead:
         tensors = load_file(str(path))
-        return cls(tensors["weight"], tensors["bias"])
+        return cls(tensors["weight"], tensors["bias"], tensors.get("centroids"))

@@ -67,7 +67,7 @@ def project_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
     return tsne.fit_transform(x)
 
 
-def _fit_to_panel(points: np.ndarray) -> np.ndarray:
+def fit_to_panel(points: np.ndarray) -> np.ndarray:
     """Scale 2-D points uniformly into the panel, centred, y pointing up."""
     low, high = points.min(axis=0), points.max(axis=0)
     span = float((high - low).max()) or 1.0
@@ -76,11 +76,23 @@ def _fit_to_panel(points: np.ndarray) -> np.ndarray:
     return np.column_stack([PANEL_SIZE / 2 + centred[:, 0], PANEL_SIZE / 2 - centred[:, 1]])
 
 
-def _panel(caption: str, points: np.ndarray, texts: list[str], labels: list[str], colours: dict[str, str]) -> str:
+def svg_panel(
+    caption: str,
+    points: np.ndarray,
+    texts: list[str],
+    labels: list[str],
+    colours: dict[str, str],
+    groups: list[str] | None = None,
+) -> str:
+    """A captioned SVG scatter: a circle per point, coloured by label, its text on hover (escaped).
+
+    ``groups`` adds a ``data-group`` attribute per circle, for a page's script to highlight a group.
+    """
+    group_attributes = [f' data-group="{html.escape(g, quote=True)}"' for g in groups] if groups else [""] * len(texts)
     circles = [
-        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colours[label]}">'
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colours[label]}"{group}>'
         f"<title>{html.escape(f'[{label}] {text}', quote=True)}</title></circle>"
-        for (x, y), text, label in zip(_fit_to_panel(points), texts, labels, strict=True)
+        for (x, y), text, label, group in zip(fit_to_panel(points), texts, labels, group_attributes, strict=True)
     ]
     return (
         f"<figure><figcaption>{html.escape(caption, quote=True)}</figcaption>\n"
@@ -117,8 +129,8 @@ def render_embedding_plot(
     )
     safe_title = html.escape(title, quote=True)
     panels = [
-        _panel("Before fine-tuning (base model)", project_2d(before, seed), texts, labels, colours),
-        _panel("After fine-tuning (tuned model)", project_2d(after, seed), texts, labels, colours),
+        svg_panel("Before fine-tuning (base model)", project_2d(before, seed), texts, labels, colours),
+        svg_panel("After fine-tuning (tuned model)", project_2d(after, seed), texts, labels, colours),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -139,8 +151,12 @@ def write_embedding_plot(
     seed: int = 0,
 ) -> Path:
     """Render the plot and write it atomically (temp file in the same folder, then rename) as UTF-8."""
+    return write_page(path, render_embedding_plot(texts, labels, before, after, title, seed))
+
+
+def write_page(path: str | Path, page: str) -> Path:
+    """Write a text file atomically (temp file in the same folder, then rename) as UTF-8."""
     path = Path(path)
-    page = render_embedding_plot(texts, labels, before, after, title, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:

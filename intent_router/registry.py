@@ -701,6 +701,22 @@ class Registry:
         with self._read() as connection:
             return int(connection.execute(query).scalar_one())
 
+    def low_confidence_texts(
+        self,
+        model: str | None = None,
+        router: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[str]:
+        """Every stored utterance matching the filters, oldest first (what new-intent discovery reads)."""
+        query = (
+            select(low_confidence.c.text)
+            .where(*_low_confidence_filters(model, router, since, until))
+            .order_by(low_confidence.c.id)
+        )
+        with self._read() as connection:
+            return list(connection.execute(query).scalars())
+
     def prune_low_confidence(self, max_rows: int | None, max_age_days: float | None) -> int:
         """Delete rows older than ``max_age_days`` and the oldest rows beyond ``max_rows``; return how many."""
         if max_rows is not None and max_rows < 0:

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from .. import __version__
 from ..model_folder import ModelFolderError
 from ..service import Service, ServiceSettings, UnknownModel, UnknownRouter
-from . import admin, inference
+from . import admin, discovery, inference
 
 
 class Metrics:
@@ -68,6 +68,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.metrics = Metrics()
     app.include_router(inference.router)
     app.include_router(admin.router)
+    app.include_router(discovery.router)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):

@@ -1,0 +1,34 @@
+"""New-intent discovery: cluster the utterances a model was unsure about into candidate intents.
+
+    >>> from clustering import Discovery, utterances_from_store, write_report, export_clusters
+    >>> result = Discovery(IntentClassifier.load("models/hwu64")).fit(utterances_from_store(registry))
+    >>> write_report("report.html", result)       # and report.json beside it
+    >>> export_clusters(result, "candidates.csv", clusters=[0, 3])
+
+Built on ``intent_router``: embeddings come from the model's ``embed`` (or a base model).
+"""
+
+from .export import export_clusters
+from .known_intents import COVERAGE_GAP, NEW_INTENT, KnownIntents
+from .labelling import KeywordLabeller
+from .pipeline import Cluster, Discovery, DiscoveryError, DiscoveryResult
+from .report import render_report, write_report
+from .sources import Utterances, utterances_from_file, utterances_from_store, utterances_from_texts
+
+__all__ = [
+    "COVERAGE_GAP",
+    "NEW_INTENT",
+    "Cluster",
+    "Discovery",
+    "DiscoveryError",
+    "DiscoveryResult",
+    "KeywordLabeller",
+    "KnownIntents",
+    "Utterances",
+    "export_clusters",
+    "render_report",
+    "utterances_from_file",
+    "utterances_from_store",
+    "utterances_from_texts",
+    "write_report",
+]

@@ -1,0 +1,101 @@
+"""Naming clusters: class-based TF-IDF keywords, the utterances nearest each centre, a suggested name.
+
+Class-based TF-IDF (as in BERTopic) treats all utterances of a cluster as one document: a word
+scores high when it is frequent in this cluster and rare across the others. The noise points are
+one more class, so words common everywhere (``please``, ``can you``) sink.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.feature_extraction.text import CountVectorizer
+
+NOISE = -1
+
+
+@dataclass(frozen=True)
+class ClusterLabel:
+    name: str  # a suggested intent name, e.g. ``alarm_remove``
+    keywords: list[str]  # best first
+    representative_examples: list[str]  # the utterances nearest the cluster's centre, nearest first
+
+
+class KeywordLabeller:
+    """Keywords by class-based TF-IDF; representatives by cosine to the cluster's mean embedding.
+
+    ``label(texts, counts, assignments, embeddings)`` returns a ``ClusterLabel`` per cluster id
+    (noise, ``-1``, excluded). The suggested name joins the two best keyword words with ``_``;
+    names are unique (``_2`` is appended on a clash) and valid labels for ``intent_router.data``.
+    """
+
+    def __init__(self, keywords: int = 8, representatives: int = 5, stop_words: str | None = "english"):
+        self.keywords = keywords
+        self.representatives = representatives
+        self.stop_words = stop_words
+
+    def label(
+        self, texts: Sequence[str], counts: Sequence[int], assignments: np.ndarray, embeddings: np.ndarray
+    ) -> dict[int, ClusterLabel]:
+        cluster_ids = sorted(int(c) for c in set(assignments.tolist()) if c != NOISE)
+        keywords = self.class_keywords(texts, counts, assignments, cluster_ids)
+        labels: dict[int, ClusterLabel] = {}
+        taken: set[str] = set()
+        for cluster_id in cluster_ids:
+            members = np.flatnonzero(assignments == cluster_id)
+            name = _unique(suggest_name(keywords[cluster_id]) or f"cluster_{cluster_id}", taken)
+            nearest = members[_nearest_to_centre(embeddings[members])[: self.representatives]]
+            labels[cluster_id] = ClusterLabel(name, keywords[cluster_id], [texts[i] for i in nearest])
+        return labels
+
+    def class_keywords(
+        self, texts: Sequence[str], counts: Sequence[int], assignments: np.ndarray, cluster_ids: list[int]
+    ) -> dict[int, list[str]]:
+        """The ``keywords`` best-scoring words and word pairs of each cluster, by class-based TF-IDF."""
+        vectorizer = CountVectorizer(stop_words=self.stop_words, ngram_range=(1, 2))
+        try:
+            term_counts = vectorizer.fit_transform(texts)
+        except ValueError:  # nothing but stop words in the whole pool
+            return {cluster_id: [] for cluster_id in cluster_ids}
+        weighted = term_counts.multiply(np.asarray(counts, dtype=float)[:, None]).tocsr()
+        classes = [*cluster_ids, NOISE]
+        per_class = np.vstack([np.asarray(weighted[assignments == c].sum(axis=0)).ravel() for c in classes])
+        frequency = per_class / np.maximum(per_class.sum(axis=1, keepdims=True), 1.0)
+        average_words = per_class.sum() / len(classes)
+        inverse = np.log(1.0 + average_words / np.maximum(per_class.sum(axis=0), 1.0))
+        scores = frequency * inverse
+        vocabulary = vectorizer.get_feature_names_out()
+        result = {}
+        for row, cluster_id in enumerate(cluster_ids):
+            best = [i for i in np.argsort(-scores[row], kind="stable")[: self.keywords] if scores[row, i] > 0]
+            result[cluster_id] = [str(vocabulary[i]) for i in best]
+        return result
+
+
+def suggest_name(keywords: Sequence[str], words: int = 2) -> str:
+    """``['email', 'emails', 'inbox']`` -> ``email_inbox``: the first ``words`` distinct words (plurals folded)."""
+    chosen: list[str] = []
+    for keyword in keywords:
+        for word in re.findall(r"[a-z0-9]+", keyword.lower()):
+            if len(chosen) < words and word.removesuffix("s") not in {w.removesuffix("s") for w in chosen}:
+                chosen.append(word)
+    return "_".join(chosen)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def _nearest_to_centre(vectors: np.ndarray) -> np.ndarray:
+    """Row order by cosine similarity to the normalised mean of the rows, nearest first."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    centre = unit.mean(axis=0)
+    centre /= max(float(np.linalg.norm(centre)), 1e-12)
+    return np.argsort(-(unit @ centre), kind="stable")

@@ -1,0 +1,269 @@
+"""The discovery pipeline: encode, reduce, cluster, label, match to the known intents.
+
+Each step is a parameter with a good default, so one can be swapped without touching the rest:
+
+    >>> from clustering import Discovery, utterances_from_file
+    >>> model = IntentClassifier.load("models/hwu64")
+    >>> result = Discovery(model).fit(utterances_from_file("fallbacks.csv"))
+    >>> [(c.name, c.size, c.kind, c.nearest_intent) for c in result.clusters]
+    >>> Discovery(model, reducer=FunctionTransformer(), clusterer=HDBSCAN(min_cluster_size=10))  # no UMAP
+
+- encoder: ``texts -> (n, d)`` vectors; default the model's ``embed`` (its tuned space), or the
+  bundled base model when no model is given.
+- reducer: anything with ``fit_transform``; default UMAP to 5 dimensions, cosine metric.
+- clusterer: anything with ``fit_predict`` giving ``-1`` for noise; default HDBSCAN.
+- labeller: ``label(texts, counts, assignments, embeddings)``; default ``KeywordLabeller``.
+- known_intents: ``match(member_embeddings)``; default ``KnownIntents(model)``.
+
+Seeded: the same utterances, model and seed give the same clusters on the same machine (UMAP then
+runs single-threaded).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from intent_router.base_models import DEFAULT_BASE_MODEL, load_base_model
+from intent_router.model import IntentClassifier, _encode
+
+from .known_intents import IntentMatch, KnownIntents
+from .labelling import NOISE, KeywordLabeller
+from .sources import Utterances, utterances_from_texts
+
+MIN_CLUSTER_SIZE = 5
+REDUCED_DIMENSIONS = 5
+NEIGHBOURS = 15
+
+Encoder = Callable[[Sequence[str]], np.ndarray]
+
+
+class DiscoveryError(ValueError):
+    """The pool cannot be clustered as it is (too few utterances, say); the message says why."""
+
+
+@dataclass
+class Cluster:
+    id: int  # 0 is the largest
+    name: str  # suggested intent name
+    size: int  # utterances, duplicates counted
+    distinct: int  # distinct utterances
+    share: float  # of all utterances in the pool (the coverage this cluster stands for)
+    keywords: list[str]
+    representative_examples: list[str]  # nearest the cluster's centre
+    random_examples: list[str]  # a seeded sample of the other members
+    nearest_intent: str | None  # of the model; None without a model
+    similarity: float | None  # the model's confidence for nearest_intent at the cluster's centre
+    kind: str  # "new_intent", "coverage_gap", or "unknown" without a model
+    members: list[int] = field(repr=False)  # indices into DiscoveryResult.texts
+
+
+@dataclass
+class DiscoveryResult:
+    source: str
+    texts: list[str]  # distinct utterances
+    counts: list[int]  # how often each occurred
+    assignments: np.ndarray  # cluster id of each distinct utterance, -1 for noise
+    clusters: list[Cluster]
+    map_2d: np.ndarray | None  # (n, 2) coordinates for the report's map
+    settings: dict[str, Any]
+    seconds: dict[str, float]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def noise(self) -> int:
+        """Utterances (duplicates counted) in no cluster."""
+        return sum(c for c, a in zip(self.counts, self.assignments.tolist(), strict=True) if a == NOISE)
+
+    def cluster(self, cluster_id: int) -> Cluster:
+        for cluster in self.clusters:
+            if cluster.id == cluster_id:
+                return cluster
+        raise KeyError(f"no cluster {cluster_id}; the clusters are 0 to {len(self.clusters) - 1}")
+
+    def to_dict(self, points: bool = True) -> dict[str, Any]:
+        """Everything the report shows, as JSON-ready data."""
+        document: dict[str, Any] = {
+            "source": self.source,
+            "utterances": self.total,
+            "distinct_utterances": len(self.texts),
+            "noise": {"utterances": self.noise, "share": _share(self.noise, self.total)},
+            "clusters": [{k: v for k, v in asdict(c).items() if k != "members"} for c in self.clusters],
+            "coverage": {
+                "clustered_share": _share(self.total - self.noise, self.total),
+                "new_intent_share": _share(sum(c.size for c in self.clusters if c.kind == "new_intent"), self.total),
+                "coverage_gap_share": _share(
+                    sum(c.size for c in self.clusters if c.kind == "coverage_gap"), self.total
+                ),
+            },
+            "settings": self.settings,
+            "seconds": self.seconds,
+        }
+        if points:
+            xy = self.map_2d if self.map_2d is not None else np.zeros((len(self.texts), 2))
+            document["points"] = [
+                {"text": t, "count": n, "cluster": int(a), "x": round(float(x), 3), "y": round(float(y), 3)}
+                for t, n, a, (x, y) in zip(self.texts, self.counts, self.assignments.tolist(), xy, strict=True)
+            ]
+        return document
+
+
+class Discovery:
+    """Cluster utterances a model could not classify into candidate intents; see the module doc."""
+
+    def __init__(
+        self,
+        model: IntentClassifier | None = None,
+        *,
+        encoder: Encoder | None = None,
+        reducer: Any = None,
+        clusterer: Any = None,
+        labeller: Any = None,
+        known_intents: Any = None,
+        min_cluster_size: int = MIN_CLUSTER_SIZE,
+        examples: int = 5,
+        map_2d: bool = True,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.encoder = encoder
+        self.reducer = reducer
+        self.clusterer = clusterer
+        self.labeller = labeller or KeywordLabeller(representatives=examples)
+        self.known_intents = known_intents or (KnownIntents(model) if model is not None else None)
+        self.min_cluster_size = min_cluster_size
+        self.examples = examples
+        self.map_2d = map_2d
+        self.seed = seed
+
+    @property
+    def minimum_utterances(self) -> int:
+        return 2 * self.min_cluster_size
+
+    def fit(self, utterances: Utterances | Sequence[str]) -> DiscoveryResult:
+        """Cluster the pool; raise ``DiscoveryError`` when it is too small to cluster."""
+        pool = utterances if isinstance(utterances, Utterances) else utterances_from_texts(utterances)
+        if len(pool) < self.minimum_utterances:
+            raise DiscoveryError(
+                f"{pool.source} has {len(pool)} distinct utterance(s); discovery needs at least "
+                f"{self.minimum_utterances} (twice the minimum cluster size of {self.min_cluster_size})"
+            )
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        embeddings = self._encoder()(pool.texts)
+        seconds["encode"] = _lap(started)
+        reduced = (self.reducer or _umap(REDUCED_DIMENSIONS, len(pool), self.seed, metric="cosine")).fit_transform(
+            embeddings
+        )
+        seconds["reduce"] = _lap(started, seconds)
+        raw = np.asarray((self.clusterer or _hdbscan(self.min_cluster_size)).fit_predict(reduced))
+        assignments = _by_size(raw, pool.counts)
+        seconds["cluster"] = _lap(started, seconds)
+        clusters = self._describe(pool, embeddings, assignments)
+        seconds["label"] = _lap(started, seconds)
+        map_2d = None
+        if self.map_2d:
+            map_2d = reduced if reduced.shape[1] == 2 else _umap(2, len(pool), self.seed).fit_transform(reduced)
+            seconds["map"] = _lap(started, seconds)
+        seconds["total"] = round(time.perf_counter() - started, 2)
+        return DiscoveryResult(
+            pool.source, pool.texts, pool.counts, assignments, clusters, map_2d, self._settings(), seconds
+        )
+
+    def _encoder(self) -> Encoder:
+        if self.encoder is not None:
+            return self.encoder
+        if self.model is not None:
+            return self.model.embed
+        body = load_base_model(DEFAULT_BASE_MODEL)
+        return lambda texts: _encode(body, texts)
+
+    def _describe(self, pool: Utterances, embeddings: np.ndarray, assignments: np.ndarray) -> list[Cluster]:
+        labels = self.labeller.label(pool.texts, pool.counts, assignments, embeddings)
+        members = {cluster_id: np.flatnonzero(assignments == cluster_id) for cluster_id in labels}
+        matches: Sequence[IntentMatch | None] = [None] * len(labels)
+        if self.known_intents is not None and labels:
+            if self.encoder is None and self.model is not None:
+                model_space = [embeddings[rows] for rows in members.values()]
+            else:  # the clusters were found in another space: the model embeds their members itself
+                assert self.model is not None
+                model_space = [self.model.embed([pool.texts[i] for i in rows]) for rows in members.values()]
+            matches = self.known_intents.match(model_space)
+        rng = np.random.default_rng(self.seed)
+        clusters = []
+        for (cluster_id, label), match in zip(labels.items(), matches, strict=True):
+            rows = members[cluster_id]
+            others = [i for i in rows.tolist() if pool.texts[i] not in label.representative_examples]
+            sample = rng.choice(others, min(self.examples, len(others)), replace=False).tolist() if others else []
+            size = int(sum(pool.counts[i] for i in rows))
+            clusters.append(
+                Cluster(
+                    id=cluster_id,
+                    name=label.name,
+                    size=size,
+                    distinct=len(rows),
+                    share=_share(size, pool.total),
+                    keywords=label.keywords,
+                    representative_examples=label.representative_examples,
+                    random_examples=[pool.texts[i] for i in sample],
+                    nearest_intent=match.nearest_intent if match else None,
+                    similarity=match.similarity if match else None,
+                    kind=match.kind if match else "unknown",
+                    members=rows.tolist(),
+                )
+            )
+        return clusters
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "encoder": "custom" if self.encoder else ("model" if self.model else DEFAULT_BASE_MODEL),
+            "reducer": repr(self.reducer or f"UMAP({REDUCED_DIMENSIONS} dims, cosine)"),
+            "clusterer": repr(self.clusterer or f"HDBSCAN(min_cluster_size={self.min_cluster_size})"),
+            "labeller": type(self.labeller).__name__,
+            "seed": self.seed,
+        }
+
+
+def _umap(dimensions: int, n: int, seed: int, metric: str = "euclidean"):
+    import umap
+
+    return umap.UMAP(
+        n_components=dimensions,
+        n_neighbors=min(NEIGHBOURS, n - 1),
+        min_dist=0.0 if dimensions > 2 else 0.1,
+        metric=metric,
+        init="spectral" if n > dimensions + 1 else "random",
+        random_state=seed,
+    )
+
+
+def _hdbscan(min_cluster_size: int):
+    import hdbscan
+
+    return hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, cluster_selection_method="eom")
+
+
+def _by_size(assignments: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """Renumber clusters 0, 1, ... from the largest (in utterances); noise stays -1."""
+    sizes: dict[int, int] = {}
+    for cluster_id, count in zip(assignments.tolist(), counts, strict=True):
+        if cluster_id != NOISE:
+            sizes[cluster_id] = sizes.get(cluster_id, 0) + count
+    order = sorted(sizes, key=lambda c: (-sizes[c], c))
+    renumber = {old: new for new, old in enumerate(order)} | {NOISE: NOISE}
+    return np.array([renumber[c] for c in assignments.tolist()], dtype=int)
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def _lap(started: float, seconds: dict[str, float] | None = None) -> float:
+    return round(time.perf_counter() - started - sum((seconds or {}).values()), 2)

@@ -1,0 +1,66 @@
+"""The utterances to cluster: from a file, from the router's low-confidence store, or from a list.
+
+Duplicates collapse into one utterance with a count, so a phrase users send a hundred times is
+clustered once but weighs a hundred times in the coverage figures.
+
+    >>> pool = utterances_from_file("fallbacks.csv")                   # CSV/TSV, JSONL or Rasa NLU YAML
+    >>> pool = utterances_from_store(registry, model="atis", since=last_week)
+    >>> pool.texts, pool.counts
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from intent_router.data import load_dataset, normalize_text
+from intent_router.registry import Registry
+
+
+@dataclass(frozen=True)
+class Utterances:
+    """Distinct utterances in order of first appearance, each with how often it occurred."""
+
+    texts: list[str]
+    counts: list[int]
+    source: str = "<memory>"
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def total(self) -> int:
+        """How many utterances there were before duplicates collapsed."""
+        return sum(self.counts)
+
+
+def utterances_from_texts(texts: Iterable[str], source: str = "<memory>") -> Utterances:
+    """Normalise (as the classifier does), drop empty texts and collapse duplicates with a count."""
+    counts = Counter(text for text in (normalize_text(t) for t in texts) if text)
+    return Utterances(list(counts), list(counts.values()), source)
+
+
+def utterances_from_file(path: str | Path, format: str | None = None) -> Utterances:
+    """A CSV/TSV (one column of utterances, or text,label), JSONL (``{"text": ...}``) or Rasa NLU file.
+
+    Labels, if any, are ignored. Bad files raise ``intent_router.DataError`` naming the line.
+    """
+    dataset = load_dataset(path, format=format, labelled=False, deduplicate=False)
+    return utterances_from_texts(dataset.texts, str(path))
+
+
+def utterances_from_store(
+    registry: Registry,
+    model: str | None = None,
+    router: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Utterances:
+    """The router's low-confidence store: all of it, or one model's, one router's, or a time window's."""
+    texts = registry.low_confidence_texts(model=model, router=router, since=since, until=until)
+    filters = [f"{name}={value}" for name, value in [("model", model), ("router", router)] if value]
+    filters += [f"{name}={value.isoformat()}" for name, value in [("since", since), ("until", until)] if value]
+    return utterances_from_texts(texts, "low-confidence store" + (f" ({', '.join(filters)})" if filters else ""))

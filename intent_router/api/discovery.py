@@ -1,0 +1,89 @@
+"""``POST /v1/discover``: new-intent discovery over the low-confidence store (admin scope).
+
+Discovery is CPU work of seconds to a minute: it runs in a worker thread, one run at a time, never
+in the event loop. The HTML report and its JSON are stored in ``discovery-reports/`` beside the
+models folder; the response carries the clusters and where the report is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from . import auth
+from .schemas import MODEL_NAME
+
+router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
+one_run_at_a_time = asyncio.Lock()
+
+
+class DiscoverRequest(BaseModel):
+    model: str = Field(
+        pattern=MODEL_NAME, description="the model whose fallbacks are clustered and whose intents are known"
+    )
+    router: str | None = Field(None, description="only this router's fallbacks")
+    all_models: bool = Field(False, description="every model's fallbacks, not only this model's")
+    since: datetime | None = Field(None, description="from this time on (inclusive)")
+    until: datetime | None = Field(None, description="before this time")
+    min_cluster_size: int = Field(5, ge=2, le=1000)
+    seed: int = 0
+
+
+class ClusterInfo(BaseModel):
+    id: int
+    name: str
+    size: int
+    distinct: int
+    share: float
+    keywords: list[str]
+    representative_examples: list[str]
+    random_examples: list[str]
+    nearest_intent: str | None
+    similarity: float | None
+    kind: str
+
+
+class DiscoverResponse(BaseModel):
+    report: str = Field(description="path of the stored HTML report on the server; the JSON is beside it")
+    source: str
+    utterances: int
+    distinct_utterances: int
+    noise: dict[str, float]
+    clusters: list[ClusterInfo]
+    coverage: dict[str, float]
+    settings: dict[str, Any]
+    seconds: dict[str, float]
+
+
+@router.post("/discover", response_model=DiscoverResponse)
+async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
+    from clustering import Discovery, utterances_from_store, write_report
+
+    service = request.app.state.service
+    classifier = (await service.model(body.model)).classifier
+    await service.flush()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = Path(service.settings.models_dir).resolve().parent / "discovery-reports" / f"{body.model}-{stamp}.html"
+
+    def run() -> dict:
+        pool = utterances_from_store(
+            service.registry,
+            model=None if body.all_models else body.model,
+            router=body.router,
+            since=body.since,
+            until=body.until,
+        )
+        result = Discovery(classifier, min_cluster_size=body.min_cluster_size, seed=body.seed).fit(pool)
+        report = write_report(target, result, f"New-intent discovery: {body.model}")
+        return {"report": str(report), **result.to_dict(points=False)}
+
+    async with one_run_at_a_time:
+        try:
+            return DiscoverResponse.model_validate(await asyncio.to_thread(run))
+        except ValueError as error:  # DiscoveryError (too few utterances), or a model without centroids
+            raise HTTPException(422, str(error)) from None

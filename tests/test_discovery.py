@@ -1,0 +1,288 @@
+"""New-intent discovery (clustering/): real model, real UMAP and HDBSCAN, real SQLite, real files.
+
+The scene: a model fine-tuned on 4 HWU64 intents; a pool of utterances from 2 intents it never saw
+(alarm_set, weather_query) plus a few from the known ones. The hidden intents must come back as
+clusters of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import dataset_file
+
+from clustering import (
+    NEW_INTENT,
+    Discovery,
+    DiscoveryError,
+    export_clusters,
+    utterances_from_file,
+    utterances_from_store,
+    utterances_from_texts,
+    write_report,
+)
+from intent_router import DataError, IntentClassifier, load_dataset
+from intent_router.registry import Registry
+
+KNOWN = ["calendar_set", "play_music", "takeaway_order", "transport_ticket"]
+HIDDEN = ["alarm_set", "weather_query"]
+HOSTILE = ["<script>alert('x')</script>", "</script><script>alert(2)</script> set an alarm", "a & b <b>bold</b>"]
+
+
+def rows_of(intents: list[str], per_intent: int, skip: int = 0) -> list[tuple[str, str]]:
+    data = load_dataset(dataset_file("hwu64/train.csv"))
+    rows = []
+    for intent in intents:
+        texts = [e.text for e in data.examples if e.label == intent]
+        rows += [(text, intent) for text in texts[skip : skip + per_intent]]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def known_model() -> IntentClassifier:
+    train = rows_of(KNOWN, 16)
+    from intent_router import Dataset
+
+    return IntentClassifier(steps=6, seed=0).fit(Dataset.from_lists(*zip(*train, strict=True)))
+
+
+@pytest.fixture(scope="module")
+def pool_rows() -> list[tuple[str, str]]:
+    """30 utterances of each hidden intent, 6 of each known one the model did not train on."""
+    return rows_of(HIDDEN, 30) + rows_of(KNOWN, 6, skip=16)
+
+
+@pytest.fixture(scope="module")
+def result(known_model, pool_rows):
+    return Discovery(known_model, seed=0).fit([text for text, _ in pool_rows])
+
+
+def test_hidden_intents_come_back_as_clusters_of_their_own(result, pool_rows):
+    truth = dict(pool_rows)
+    for intent in HIDDEN:
+        homes = [
+            c
+            for c in result.clusters
+            if c.distinct >= 3 and Counter(truth[result.texts[i]] for i in c.members)[intent] >= 0.6 * c.distinct
+        ]
+        assert homes, f"{intent} has no cluster of its own: {[(c.name, c.size) for c in result.clusters]}"
+        best = max(homes, key=lambda c: c.size)
+        assert best.kind == NEW_INTENT, (best.name, best.nearest_intent, best.similarity)
+        assert best.nearest_intent in KNOWN and 0 <= best.similarity <= 1
+    assert result.noise / result.total < 0.5
+
+
+def test_unseen_phrasings_of_known_intents_are_coverage_gaps_of_them(known_model):
+    rows = rows_of(KNOWN, 25, skip=16)
+    truth = dict(rows)
+    found = Discovery(known_model, seed=0).fit([text for text, _ in rows])
+    assert found.clusters
+    for cluster in found.clusters:
+        majority, _ = Counter(truth[found.texts[i]] for i in cluster.members).most_common(1)[0]
+        assert (cluster.kind, cluster.nearest_intent) == ("coverage_gap", majority), cluster
+
+
+def test_each_cluster_has_a_name_keywords_examples_and_a_share(result):
+    assert len({c.name for c in result.clusters}) == len(result.clusters)
+    for cluster in result.clusters:
+        assert re.fullmatch(r"[a-z0-9_]+", cluster.name)
+        assert cluster.keywords and cluster.representative_examples
+        members = {result.texts[i] for i in cluster.members}
+        assert set(cluster.representative_examples + cluster.random_examples) <= members
+        assert cluster.share == pytest.approx(cluster.size / result.total, abs=1e-4)
+    sizes = [c.size for c in result.clusters]
+    assert sizes == sorted(sizes, reverse=True)
+    document = result.to_dict()
+    assert document["noise"]["utterances"] + sum(sizes) == result.total == len(document["points"])
+
+
+def test_the_same_seed_gives_the_same_clusters(known_model, pool_rows, result):
+    again = Discovery(known_model, seed=0).fit([text for text, _ in pool_rows])
+    assert again.assignments.tolist() == result.assignments.tolist()
+    assert [c.name for c in again.clusters] == [c.name for c in result.clusters]
+
+
+def test_duplicates_collapse_with_a_count():
+    pool = utterances_from_texts(["wake me at 7", " wake me at 7 ", "", "rain today?", "wake me at 7"])
+    assert pool.texts == ["wake me at 7", "rain today?"]
+    assert pool.counts == [3, 1] and pool.total == 4
+
+
+@pytest.mark.parametrize("texts", [[], ["set an alarm"], ["set an alarm"] * 40])
+def test_an_empty_or_one_utterance_pool_gives_a_clear_message(known_model, texts):
+    with pytest.raises(DiscoveryError, match=r"has [01] distinct utterance\(s\); discovery needs at least 10"):
+        Discovery(known_model).fit(texts)
+
+
+def test_the_report_escapes_hostile_text(known_model, pool_rows, tmp_path):
+    texts = [text for text, _ in pool_rows] + HOSTILE
+    found = Discovery(known_model, seed=0).fit(texts)
+    page = write_report(tmp_path / "report.html", found).read_text(encoding="utf-8")
+    assert page.count("<script") == 2 and page.count("</script>") == 2  # only the page's own two
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    embedded = re.search(r'<script type="application/json" id="discovery-data">(.*?)</script>', page, re.S)
+    data = json.loads(embedded.group(1))
+    assert set(HOSTILE) <= {p["text"] for p in data["points"]}
+    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8")) == data
+    assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
+    assert page.count("<circle") == len(found.texts)
+
+
+def test_utterances_are_read_from_csv_jsonl_and_rasa_files(tmp_path):
+    (tmp_path / "one.csv").write_text("text\nwake me up\nwake me up\nwill it rain\n", encoding="utf-8")
+    (tmp_path / "two.csv").write_text("text,intent\nwake me up,alarm\nwill it rain,weather\n", encoding="utf-8")
+    (tmp_path / "pool.jsonl").write_text('{"text": "wake me up"}\n{"text": "will it rain"}\n', encoding="utf-8")
+    (tmp_path / "nlu.yml").write_text(
+        "nlu:\n- intent: alarm\n  examples: |\n    - wake me up\n    - wake me at [7am](time)\n", encoding="utf-8"
+    )
+    assert utterances_from_file(tmp_path / "one.csv").counts == [2, 1]
+    assert utterances_from_file(tmp_path / "two.csv").texts == ["wake me up", "will it rain"]
+    assert utterances_from_file(tmp_path / "pool.jsonl").texts == ["wake me up", "will it rain"]
+    assert utterances_from_file(tmp_path / "nlu.yml").texts == ["wake me up", "wake me at 7am"]
+    (tmp_path / "latin1.csv").write_bytes("text\ncaf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.csv:2: error: bytes that are not UTF-8"):
+        utterances_from_file(tmp_path / "latin1.csv")
+
+
+@pytest.mark.parametrize("suffix", ["csv", "yml"])
+def test_exported_clusters_load_back_as_training_data(result, tmp_path, suffix):
+    chosen = [c.id for c in result.clusters[:2]]
+    path = export_clusters(result, tmp_path / f"new.{suffix}", clusters=chosen, names={chosen[0]: "wake_up"})
+    data = load_dataset(path)
+    assert set(data.labels) == {"wake_up", result.clusters[1].name}
+    assert len(data) == sum(result.cluster(i).distinct for i in chosen)
+    assert Counter(data.labels)["wake_up"] == result.clusters[0].distinct
+
+
+def test_the_store_is_read_whole_or_by_model_router_and_time(tmp_path):
+    registry = Registry(f"sqlite:///{tmp_path / 'store.db'}")
+    for text, model, router in [("a", "m1", "r1"), ("b", "m1", "r2"), ("a", "m2", "r1"), ("c", "m1", "r1")]:
+        registry.record_low_confidence(text, model, router, [("x", 0.3)], "low_confidence")
+    first = registry.list_low_confidence(limit=10)[-1].created_at
+    assert utterances_from_store(registry).counts == [2, 1, 1]
+    assert utterances_from_store(registry, model="m1").texts == ["a", "b", "c"]
+    assert utterances_from_store(registry, model="m1", router="r1").texts == ["a", "c"]
+    assert utterances_from_store(registry, until=first).total == 0
+    assert utterances_from_store(registry, since=first).total == 4
+    registry.close()
+
+
+def test_a_base_model_encoder_and_another_reducer_can_be_swapped_in(known_model, pool_rows):
+    from sklearn.decomposition import PCA
+
+    found = Discovery(known_model, reducer=PCA(10, random_state=0), map_2d=False).fit([text for text, _ in pool_rows])
+    assert found.map_2d is None
+    assert found.clusters and all(c.kind in ("new_intent", "coverage_gap") for c in found.clusters)
+    assert np.isin(found.assignments, [-1, *range(len(found.clusters))]).all()
+
+
+# -- the command line and the service ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def known_model_dir(known_model, tmp_path_factory) -> Path:
+    return known_model.save(tmp_path_factory.mktemp("discovery-models") / "hwu-4")
+
+
+@pytest.fixture(scope="module")
+def pool_csv(pool_rows, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pool") / "fallbacks.csv"
+    path.write_text("text\n" + "".join(f'"{text}"\n' for text, _ in pool_rows), encoding="utf-8")
+    return path
+
+
+def test_cli_discover_writes_the_report_and_exports_chosen_clusters(known_model_dir, pool_csv, tmp_path):
+    from test_cli import run
+
+    out = tmp_path / "report.html"
+    done = run("discover", "--model", known_model_dir, "--source", pool_csv, "--out", out,
+               "--export", tmp_path / "new.yml", "--clusters", "0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    first = report["clusters"][0]
+    assert first["name"] in done.stdout
+    exported = load_dataset(tmp_path / "new.yml")
+    assert set(exported.labels) == {first["name"]} and len(exported) == first["distinct"]
+
+
+def test_cli_discover_on_an_empty_store_says_so_in_one_line(known_model_dir, tmp_path):
+    from test_cli import run
+
+    done = run("discover", "--model", known_model_dir, "--database-url", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0
+    assert "low-confidence store (model=hwu-4) has 0 distinct utterance(s)" in done.stderr
+    unknown = run("discover", "--model", "no-such-model", "--models-dir", tmp_path)
+    assert unknown.returncode == 1 and "no-such-model" in unknown.stderr
+
+
+def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_report(
+    known_model_dir, pool_rows, tmp_path_factory
+):
+    import shutil
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from test_service import Server, cli
+
+    home = tmp_path_factory.mktemp("discovery-service")
+    shutil.copytree(known_model_dir, home / "models" / "hwu-4")
+    registry = Registry(f"sqlite:///{home / 'router.db'}")
+    for text, _ in pool_rows:
+        registry.record_low_confidence(text, "hwu-4", "assistant", [("play_music", 0.4)], "low_confidence")
+    registry.close()
+    admin = {"Authorization": f"Bearer {cli(home, 'keys', 'create', '--scope', 'admin')}"}
+    bot = {"Authorization": f"Bearer {cli(home, 'keys', 'create', '--scope', 'inference')}"}
+    server = Server(home, "--no-finetune-worker")
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as http:
+            assert http.post("/v1/discover", json={"model": "hwu-4"}, headers=bot).status_code == 403
+            with ThreadPoolExecutor(1) as pool:
+                running = pool.submit(http.post, "/v1/discover", json={"model": "hwu-4"}, headers=admin)
+                slowest = 0.0
+                while not running.done():
+                    started = time.perf_counter()
+                    assert http.get("/healthz").status_code == 200
+                    slowest = max(slowest, time.perf_counter() - started)
+                    time.sleep(0.2)
+                answer = running.result()
+            assert answer.status_code == 200, answer.text
+            assert slowest < 2.0, f"the event loop was blocked for {slowest:.1f} s"
+            body = answer.json()
+            assert body["utterances"] == len(pool_rows) and body["clusters"]
+            assert {"name", "kind", "nearest_intent", "similarity", "keywords"} <= set(body["clusters"][0])
+            report = Path(body["report"])
+            assert report.parent == home / "discovery-reports" and report.is_file()
+            assert report.with_suffix(".json").is_file()
+
+            empty = http.post("/v1/discover", json={"model": "hwu-4", "router": "nobody"}, headers=admin)
+            assert empty.status_code == 422 and "0 distinct utterance(s)" in empty.json()["detail"]
+            unknown = http.post("/v1/discover", json={"model": "nope"}, headers=admin)
+            assert unknown.status_code == 404 and "hwu-4" in unknown.text
+    finally:
+        server.stop()
+
+
+def test_a_model_saved_before_heads_kept_centroids_is_refused_with_the_fix(known_model):
+    from intent_router.head import LinearHead
+
+    old = IntentClassifier()
+    old.body_, old.labels_ = known_model.body_, known_model.labels_
+    old.head_ = LinearHead(known_model.head_.weight, known_model.head_.bias)
+    with pytest.raises(ValueError, match="fine-tune it again"):
+        Discovery(old)
+
+
+def test_heads_keep_their_intent_centroids_through_save_and_load(known_model, known_model_dir):
+    loaded = IntentClassifier.load(known_model_dir)
+    np.testing.assert_allclose(loaded.head_.centroids, known_model.head_.centroids)
+    norms = np.linalg.norm(loaded.head_.centroids, axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
