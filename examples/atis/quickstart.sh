@@ -9,7 +9,7 @@ atis=${ATIS_DIR:-$root/../shared/datasets/atis}
 port=${PORT:-8000}
 [ -f "$atis/atis_3class.csv" ] || { echo "no $atis/atis_3class.csv: set ATIS_DIR to the folder holding it" >&2; exit 1; }
 cd "$root"
-./install.sh
+INTENT_ROUTER_SKIP_RASA=1 ./install.sh  # the Rasa environment is for the Rasa component's tests
 export HF_HUB_OFFLINE=1
 router=.venv/bin/intent-router
 $router preview "$atis/atis_3class.csv" --rows 5
