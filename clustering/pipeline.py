@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from intent_router.base_models import DEFAULT_BASE_MODEL, load_base_model
-from intent_router.model import IntentClassifier, _encode
+from intent_router.model import IntentClassifier, encode
 
 from .known_intents import IntentMatch, KnownIntents
 from .labelling import NOISE, KeywordLabeller
@@ -183,7 +183,7 @@ class Discovery:
         if self.model is not None:
             return self.model.embed
         body = load_base_model(DEFAULT_BASE_MODEL)
-        return lambda texts: _encode(body, texts)
+        return lambda texts: encode(body, texts)
 
     def _describe(self, pool: Utterances, embeddings: np.ndarray, assignments: np.ndarray) -> list[Cluster]:
         labels = self.labeller.label(pool.texts, pool.counts, assignments, embeddings)

@@ -199,7 +199,7 @@ def plot(
     """Write an HTML map of the embeddings before and after fine-tuning, coloured by label."""
     import numpy as np
 
-    from .model import _encode
+    from .model import encode
     from .plot import write_embedding_plot
 
     with _reported_errors():
@@ -210,7 +210,7 @@ def plot(
             dataset = dataset.subset(sorted(keep.tolist()))
         base = _quiet(load_base_model, classifier.info_.get("base_model", DEFAULT_BASE_MODEL))
         with console.status("Embedding and projecting..."):
-            before = _encode(base, dataset.texts)
+            before = encode(base, dataset.texts)
             after = classifier.embed(dataset.texts)
             target = out or Path(f"{Path(model).name}-embeddings.html")
             write_embedding_plot(target, dataset.texts, dataset.labels, before, after, f"{model}: before / after")

@@ -99,7 +99,7 @@ class IntentClassifier:
 
         report("head", 0.0)
         head = LinearHead.fit(
-            _encode(body, train_part.texts), np.array(class_ids), len(labels), self.head_regularization
+            encode(body, train_part.texts), np.array(class_ids), len(labels), self.head_regularization
         )
         self.body_, self.head_, self.labels_ = body, head, labels
         report("head", 1.0)
@@ -135,12 +135,12 @@ class IntentClassifier:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Fine-tuned, unit-length embeddings, one row per text."""
         body, _, _ = self._fitted()
-        return _encode(body, texts)
+        return encode(body, texts)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """A confidence for every label, one row per text; columns follow ``labels_``."""
         body, head, _ = self._fitted()
-        return head.predict_proba(_encode(body, texts))
+        return head.predict_proba(encode(body, texts))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The most confident label of each text."""
@@ -201,7 +201,8 @@ def long_text_warnings(dataset: Dataset, body) -> list[Problem]:
     return [Problem(dataset.source, None, message, "warning")]
 
 
-def _encode(body, texts: Sequence[str]) -> np.ndarray:
+def encode(body, texts: Sequence[str]) -> np.ndarray:
+    """Unit-length embeddings of ``texts`` by a body (tuned or base), made as the classifier makes them."""
     vectors = body.encode(_clean(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True, normalize_embeddings=True)
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
