@@ -264,15 +264,7 @@ def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys)
 
 def test_a_dead_finetune_worker_fails_its_job_and_is_replaced(server, home, keys, train_csv):
     headers = keys["admin"]
-    dataset_id = next(
-        d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json() if d["examples"] >= 32
-    )
-    httpx.post(
-        f"{server.url}/v1/finetunes",
-        json={"name": "orphan", "train_dataset": dataset_id, "steps": 400},
-        headers=headers,
-    )
-    _wait_for_status(server, headers, "orphan", "finetuning")
+    _start_long_finetune(server, headers, "orphan")
     worker = _finetune_worker_pid(server)
     os.kill(worker, signal.SIGKILL)
     job = _wait_for_status(server, headers, "orphan", "failed")
@@ -281,6 +273,18 @@ def test_a_dead_finetune_worker_fails_its_job_and_is_replaced(server, home, keys
     while _finetune_worker_pid(server) in (None, worker):
         assert time.monotonic() < deadline, "no new fine-tune worker"
         time.sleep(0.5)
+
+
+def _start_long_finetune(server, headers, name: str) -> None:
+    """A fine-tune of an uploaded dataset, long enough to be caught midway; returns once it runs."""
+    dataset_id = next(
+        d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json() if d["examples"] >= 32
+    )
+    job = httpx.post(
+        f"{server.url}/v1/finetunes", json={"name": name, "train_dataset": dataset_id, "steps": 400}, headers=headers
+    )
+    assert job.status_code == 202, job.text
+    _wait_for_status(server, headers, name, "finetuning")
 
 
 def _wait_for_status(server, headers, name: str, status: str, timeout: float = 120) -> dict:
@@ -323,15 +327,7 @@ def test_a_job_killed_midway_is_failed_on_restart_and_leaves_no_model(server, ho
 
 def test_a_stopped_server_takes_its_finetune_worker_with_it(server, home, keys, train_csv):
     headers = keys["admin"]
-    dataset_id = next(
-        d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json() if d["examples"] >= 32
-    )
-    httpx.post(
-        f"{server.url}/v1/finetunes",
-        json={"name": "abandoned", "train_dataset": dataset_id, "steps": 400},
-        headers=headers,
-    )
-    _wait_for_status(server, headers, "abandoned", "finetuning")
+    _start_long_finetune(server, headers, "abandoned")
     worker = _finetune_worker_pid(server)
     assert worker is not None
     os.kill(server.process.pid, signal.SIGTERM)  # the server alone, as a service manager stops it
