@@ -110,7 +110,7 @@ def _table(result: DiscoveryResult, colours: dict[str, str], names: dict[int, st
     )
     header = (
         "<tr><th>cluster</th><th>suggested name</th><th>kind</th><th>utterances</th><th>share</th>"
-        "<th>nearest intent (confidence)</th><th>keywords</th></tr>"
+        "<th>nearest intent (cosine)</th><th>keywords</th></tr>"
     )
     return f"<table>\n{header}\n" + "\n".join(rows) + "\n</table>"
 

@@ -281,7 +281,7 @@ def discover(
         with console.status(f"Clustering {pool.total} utterances ({len(pool)} distinct)..."):
             result = Discovery(classifier, min_cluster_size=min_cluster_size, seed=seed).fit(pool)
             report = write_report(out, result, f"New-intent discovery: {Path(model).name}")
-        table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent", "keywords")
+        table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent (cosine)", "keywords")
         for c in result.clusters:
             nearest = f"{c.nearest_intent} ({c.similarity:.2f})"
             table.add_row(str(c.id), c.name, c.kind, str(c.size), f"{c.share:.1%}", nearest, ", ".join(c.keywords[:4]))
