@@ -37,6 +37,10 @@ HeaderOption = Annotated[
     typer.Option("--header/--no-header", help="Force whether a CSV/TSV's first row is a header; default: detect."),
 ]
 
+DatabaseUrl = Annotated[
+    str, typer.Option(envvar="INTENT_ROUTER_DATABASE_URL", help="Registry database (SQLAlchemy URL).")
+]
+
 
 def main() -> None:
     app()
@@ -242,9 +246,7 @@ def discover(
     seed: Annotated[int, typer.Option(help="Seed for UMAP and the random examples.")] = 0,
     format: FormatOption = None,
     models_dir: ModelsDir = Path("models"),
-    database_url: Annotated[
-        str, typer.Option(envvar="INTENT_ROUTER_DATABASE_URL", help="Registry database (SQLAlchemy URL).")
-    ] = "sqlite:///intent-router.db",
+    database_url: DatabaseUrl = "sqlite:///intent-router.db",
 ) -> None:
     """Cluster low-confidence utterances into candidate new intents and coverage gaps; write a report."""
     from datetime import UTC, datetime
@@ -306,11 +308,6 @@ def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
             config.get("created_at", "-"),
         )
     console.print(table)
-
-
-DatabaseUrl = Annotated[
-    str, typer.Option(envvar="INTENT_ROUTER_DATABASE_URL", help="Registry database (SQLAlchemy URL).")
-]
 
 
 @app.command()
