@@ -22,6 +22,11 @@ import numpy as np
 
 from intent_router.model import IntentClassifier
 
+
+class DiscoveryError(ValueError):
+    """The pool cannot be clustered as it is (too few utterances, say); the message says why."""
+
+
 NEW_INTENT = "new_intent"
 COVERAGE_GAP = "coverage_gap"
 
@@ -39,9 +44,9 @@ class KnownIntents:
     def __init__(self, model: IntentClassifier):
         head = model.head_
         if head is None or model.labels_ is None:
-            raise ValueError("new-intent discovery needs a fitted model: IntentClassifier.load(path)")
+            raise DiscoveryError("new-intent discovery needs a fitted model: IntentClassifier.load(path)")
         if head.centroids is None:
-            raise ValueError(
+            raise DiscoveryError(
                 "this model was saved before its head kept the intent centroids; "
                 "fine-tune it again to use it for new-intent discovery"
             )

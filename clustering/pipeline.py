@@ -31,7 +31,7 @@ import numpy as np
 from intent_router.base_models import DEFAULT_BASE_MODEL, load_base_model
 from intent_router.model import IntentClassifier, encode
 
-from .known_intents import IntentMatch, KnownIntents
+from .known_intents import DiscoveryError, IntentMatch, KnownIntents
 from .labelling import NOISE, KeywordLabeller
 from .sources import Utterances, utterances_from_texts
 
@@ -40,10 +40,6 @@ REDUCED_DIMENSIONS = 5
 NEIGHBOURS = 15
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
-
-
-class DiscoveryError(ValueError):
-    """The pool cannot be clustered as it is (too few utterances, say); the message says why."""
 
 
 @dataclass

@@ -62,7 +62,7 @@ class DiscoverResponse(BaseModel):
 
 @router.post("/discover", response_model=DiscoverResponse)
 async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
-    from clustering import Discovery, utterances_from_store, write_report
+    from clustering import Discovery, DiscoveryError, utterances_from_store, write_report
 
     service = request.app.state.service
     classifier = (await service.model(body.model)).classifier
@@ -84,6 +84,7 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
 
     async with one_run_at_a_time:
         try:
-            return DiscoverResponse.model_validate(await asyncio.to_thread(run))
-        except ValueError as error:  # DiscoveryError (too few utterances), or a model without centroids
+            found = await asyncio.to_thread(run)
+        except DiscoveryError as error:  # too few utterances, or a model without intent centroids
             raise HTTPException(422, str(error)) from None
+    return DiscoverResponse.model_validate(found)
