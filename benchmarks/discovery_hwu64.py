@@ -6,11 +6,14 @@
 Per seed: 16 of the 64 intents (a seeded choice) are held out; a model is fine-tuned on the train
 split of the other 48 (validated on their valid split, which fits its default threshold). The
 traffic is the whole test split plus the train-split utterances of the held-out intents, never
-seen by the model. Everything below the model's default threshold is the low-confidence pool, and
-discovery (the model's tuned embeddings, UMAP 5-d cosine, HDBSCAN min_cluster_size 5) runs on it.
+seen by the model. Everything the router would not pass is the pool: below the model's default
+confidence threshold, or further from every intent centroid than its default similarity threshold
+(``--similarity-percentile`` refits that on validation). Discovery (the model's tuned embeddings,
+UMAP 5-d cosine, HDBSCAN min_cluster_size 5) runs on the pool.
 
-Reports: capture (share of held-out-intent traffic that reaches the pool; also at the issue's
-baseline rule, a threshold at the 10th percentile of validation confidence), NMI and ARI of the
+Reports: capture (share of held-out-intent traffic that reaches the pool; also by the confidence
+rule alone, and at the issue's baseline rule, a threshold at the 10th percentile of validation
+confidence), the share of known-intent traffic that falls back too (the cost), NMI and ARI of the
 clusters against the true intents (over clustered points, and with noise as one group), the noise
 share, the share of held-out intents recovered as a cluster of their own (>= 60% of a cluster of
 >= 3 members from that intent), the accuracy of the new-intent / coverage-gap call (a cluster whose
@@ -34,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from clustering import NEW_INTENT, Discovery, utterances_from_texts  # noqa: E402
 from intent_router import Dataset, IntentClassifier, load_dataset  # noqa: E402
+from intent_router.model import SIMILARITY_PERCENTILE, fit_similarity_threshold  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "hwu64"
 HELD_OUT_SHARE = 0.25
@@ -41,6 +45,8 @@ PURITY, MIN_MEMBERS = 0.6, 3
 
 COLUMNS = [
     ("capture", "capture"),
+    ("known_fallback", "known traffic falling back"),
+    ("capture_confidence", "capture, confidence alone"),
     ("capture_p10", "capture at p10"),
     ("pool", "pool"),
     ("clusters", "clusters"),
@@ -72,7 +78,15 @@ def model_for(seed: int, train: Dataset, valid: Dataset, models: Path | None, st
     return model, seconds
 
 
-def run_seed(seed: int, train: Dataset, valid: Dataset, test: Dataset, models: Path | None, steps: int | None) -> dict:
+def run_seed(
+    seed: int,
+    train: Dataset,
+    valid: Dataset,
+    test: Dataset,
+    models: Path | None,
+    steps: int | None,
+    similarity_percentile: float | None,
+) -> dict:
     intents = sorted(set(train.labels))
     rng = np.random.default_rng(seed)
     held_out = set(rng.choice(intents, round(HELD_OUT_SHARE * len(intents)), replace=False).tolist())
@@ -83,8 +97,15 @@ def run_seed(seed: int, train: Dataset, valid: Dataset, test: Dataset, models: P
     traffic = test.texts + only(train, held_out, keep=True).texts
     truth = test.labels + only(train, held_out, keep=True).labels
     threshold = model.info_["default_threshold"]["value"]
-    confidence = model.predict_proba(traffic).max(axis=1)
-    low = confidence < threshold
+    head = model.head_
+    similarity_threshold = model.info_.get("default_similarity_threshold", {}).get("value")
+    if similarity_threshold is None or similarity_percentile is not None:  # a model fitted before the rule
+        percentile = SIMILARITY_PERCENTILE if similarity_percentile is None else similarity_percentile
+        similarity_threshold = fit_similarity_threshold(head, model.embed(known_valid.texts), percentile)["value"]
+    vectors = model.embed(traffic)
+    confidence = head.predict_proba(vectors).max(axis=1)
+    unsure = confidence < threshold
+    low = unsure | (head.centroid_similarity(vectors) < similarity_threshold)
     unseen = np.array([y in held_out for y in truth])
     pool = utterances_from_texts([t for t, is_low in zip(traffic, low, strict=True) if is_low], "hwu64 week")
     started = time.perf_counter()
@@ -109,7 +130,10 @@ def run_seed(seed: int, train: Dataset, valid: Dataset, test: Dataset, models: P
     return {
         "seed": seed,
         "threshold": threshold,
+        "similarity_threshold": similarity_threshold,
         "capture": float(low[unseen].mean()),
+        "known_fallback": float(low[~unseen].mean()),
+        "capture_confidence": float(unsure[unseen].mean()),
         "capture_p10": float((confidence < p10)[unseen].mean()),
         "pool": pool.total,
         "clusters": len(result.clusters),
@@ -134,14 +158,16 @@ def time_ten_thousand(model: IntentClassifier, train: Dataset, test: Dataset) ->
 
 
 def print_table(rows: list[dict]) -> None:
-    header = ["seed", "threshold"] + [title for _, title in COLUMNS]
+    header = ["seed", "threshold", "similarity threshold"] + [title for _, title in COLUMNS]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        cells = [str(row["seed"]), f"{row['threshold']:.3f}"] + [_cell(key, row[key]) for key, _ in COLUMNS]
+        cells = [str(row["seed"]), f"{row['threshold']:.3f}", f"{row['similarity_threshold']:.3f}"]
+        cells += [_cell(key, row[key]) for key, _ in COLUMNS]
         print("| " + " | ".join(cells) + " |")
     if len(rows) > 1:
-        mean = ["mean", f"{statistics.mean(r['threshold'] for r in rows):.3f}"]
+        thresholds = ("threshold", "similarity_threshold")
+        mean = ["mean"] + [f"{statistics.mean(r[key] for r in rows):.3f}" for key in thresholds]
         mean += [_cell(key, statistics.mean(r[key] for r in rows)) for key, _ in COLUMNS]
         print("| " + " | ".join(mean) + " |")
 
@@ -160,6 +186,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: scaled, at most 400)")
     parser.add_argument("--models", type=Path, default=None, help="save fitted models here and reuse them")
+    parser.add_argument(
+        "--similarity-percentile",
+        type=float,
+        default=None,
+        help=f"refit the similarity threshold at this validation percentile (default: {SIMILARITY_PERCENTILE})",
+    )
     parser.add_argument("--no-timing", action="store_true", help="skip timing discovery on 10,000 utterances")
     args = parser.parse_args()
     train = load_dataset(args.data / "train.csv")
@@ -167,7 +199,7 @@ def main() -> None:
     test = load_dataset(args.data / "test.csv", deduplicate=False)
     rows = []
     for seed in args.seeds:
-        rows.append(run_seed(seed, train, valid, test, args.models, args.steps))
+        rows.append(run_seed(seed, train, valid, test, args.models, args.steps, args.similarity_percentile))
         print(f"seed {seed} done: " + ", ".join(f"{k}={_cell(k, rows[-1][k])}" for k, _ in COLUMNS), flush=True)
     print_table(rows)
     if not args.no_timing:

@@ -77,6 +77,15 @@ class LinearHead:
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
+    def centroid_similarity(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """Each embedding's cosine to its nearest class centroid (None for a head without centroids).
+
+        Low means far from everything the model was trained on, however confident the softmax is.
+        """
+        if self.centroids is None:
+            return None
+        return (embeddings.astype(np.float32) @ self.centroids.T).max(axis=1)
+
     def save(self, path: str | Path) -> None:
         tensors = {"weight": self.weight, "bias": self.bias}
         if self.centroids is not None:

@@ -31,6 +31,8 @@ from .model_folder import read_model_folder, write_model_folder
 
 ENCODE_BATCH_SIZE = 64
 THRESHOLD_PRECISION = 0.95  # the default router threshold keeps validation precision at this level
+# The default similarity threshold: this share (in %) of validation utterances is nearer no intent centroid.
+SIMILARITY_PERCENTILE = 5.0
 
 
 class NotFittedError(RuntimeError):
@@ -106,9 +108,13 @@ class IntentClassifier:
 
         report("evaluating", 0.0)
         self.metrics_, default_threshold = None, {"value": 0.5, "fitted_on": 0}
+        similarity_threshold = {"value": 0.0, "fitted_on": 0}
         if len(validation):
-            probabilities, self.metrics_ = self._score(validation)
+            vectors = encode(body, validation.texts)
+            probabilities = head.predict_proba(vectors)
+            self.metrics_ = self._metrics(validation.labels, probabilities)
             default_threshold = _fit_threshold(probabilities, validation.labels, labels)
+            similarity_threshold = fit_similarity_threshold(head, vectors)
         report("evaluating", 1.0)
         self.info_ = {
             "base_model": self.base_model,
@@ -117,6 +123,7 @@ class IntentClassifier:
             "fine_tuning": tuning,
             "head_regularization": self.head_regularization,
             "default_threshold": default_threshold,
+            "default_similarity_threshold": similarity_threshold,
             "data": {
                 "train_source": train.source,
                 "train_examples": len(train_part),
@@ -149,13 +156,12 @@ class IntentClassifier:
 
     def evaluate(self, dataset: Dataset) -> dict:
         """Metrics of this model on labelled data (see ``classification_metrics``)."""
-        return self._score(dataset)[1]
+        return self._metrics(dataset.labels, self.predict_proba(dataset.texts))
 
-    def _score(self, dataset: Dataset) -> tuple[np.ndarray, dict]:
+    def _metrics(self, true_labels: list[str], probabilities: np.ndarray) -> dict:
         _, _, labels = self._fitted()
-        probabilities = self.predict_proba(dataset.texts)
         predicted = [labels[i] for i in probabilities.argmax(axis=1)]
-        return probabilities, classification_metrics(dataset.labels, predicted, probabilities, labels)
+        return classification_metrics(true_labels, predicted, probabilities, labels)
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -187,6 +193,21 @@ def _fit_threshold(probabilities: np.ndarray, true_labels: list[str], labels: li
     correct = np.array([p == y for p, y in zip(predicted, true_labels, strict=True)])
     value = confidence_threshold(probabilities.max(axis=1), correct, THRESHOLD_PRECISION)
     return {"value": round(value, 4), "fitted_on": len(true_labels), "target_precision": THRESHOLD_PRECISION}
+
+
+def fit_similarity_threshold(
+    head: LinearHead, validation_embeddings: np.ndarray, percentile: float = SIMILARITY_PERCENTILE
+) -> dict:
+    """The router's default centroid-similarity threshold: a low percentile of validation similarities.
+
+    Utterances of an intent the model never saw often get a confident softmax anyway (the fine-tuned
+    space has no room for them) but lie further from every intent's centroid than known traffic does.
+    """
+    similarities = head.centroid_similarity(validation_embeddings)
+    if similarities is None or not len(similarities):
+        return {"value": 0.0, "fitted_on": 0}
+    value = float(np.percentile(similarities, percentile))
+    return {"value": round(value, 4), "fitted_on": len(similarities), "percentile": percentile}
 
 
 def long_text_warnings(dataset: Dataset, body) -> list[Problem]:

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel
 
 from .batching import MicroBatcher
+from .head import LinearHead
 from .model import IntentClassifier
 from .model_folder import model_path
 from .redact import redact
@@ -85,8 +86,18 @@ class LoadedModel:
         return self.classifier.labels_ or []
 
     @property
+    def head(self) -> LinearHead:
+        assert self.classifier.head_ is not None  # loaded models are fitted
+        return self.classifier.head_
+
+    @property
     def default_threshold(self) -> float:
         return float(self.classifier.info_.get("default_threshold", {}).get("value", 0.5))
+
+    @property
+    def default_similarity_threshold(self) -> float:
+        """0 (the rule off) for models fitted before it existed."""
+        return float(self.classifier.info_.get("default_similarity_threshold", {}).get("value", 0.0))
 
 
 class Service:
@@ -171,10 +182,7 @@ class Service:
 
     async def classify(self, model: str, texts: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = await self.model(model)
-        vectors = await loaded.batcher.submit(texts)
-        head = loaded.classifier.head_
-        assert head is not None
-        return loaded.labels, head.predict_proba(vectors)
+        return loaded.labels, loaded.head.predict_proba(await loaded.batcher.submit(texts))
 
     def recall(self, kind: str, key: str, load: Callable[[], object]) -> object:
         """``load()``, remembered for ``cache_seconds``: keys and routers are read on every request."""
@@ -216,9 +224,17 @@ class Service:
     ) -> tuple[str, RouterConfig, RouteDecision]:
         """Route one utterance; fallbacks are written to the low-confidence store."""
         router_name, config = self.router(router)
-        labels, probabilities = await self.classify(config.model, [text])
         loaded = await self.model(config.model)
-        decision = decide(config, labels, probabilities[0], loaded.default_threshold)
+        vectors = await loaded.batcher.submit([text])
+        similarity = loaded.head.centroid_similarity(vectors)
+        decision = decide(
+            config,
+            loaded.labels,
+            loaded.head.predict_proba(vectors)[0],
+            loaded.default_threshold,
+            None if similarity is None else float(similarity[0]),
+            loaded.default_similarity_threshold,
+        )
         if decision.fallback:
             top = [[decision.intent, decision.confidence]] + [
                 [a["intent"], a["confidence"]] for a in decision.alternatives

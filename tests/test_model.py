@@ -48,6 +48,20 @@ def test_validation_metrics_are_recorded(fitted):
     assert fitted.info_["data"]["validation_split"] == {"kind": "automatic", "fraction": 0.2, "seed": 0}
 
 
+def test_the_default_similarity_threshold_passes_known_traffic_and_not_other_domains(fitted, small_split):
+    fitted_threshold = fitted.info_["default_similarity_threshold"]
+    assert fitted_threshold["fitted_on"] == fitted.info_["data"]["validation_examples"]
+    assert 0 < fitted_threshold["value"] < 1
+    _, held_out = small_split
+    head = fitted.head_
+    known = head.centroid_similarity(fitted.embed(held_out.texts))
+    assert (known >= fitted_threshold["value"]).mean() >= 0.8
+    elsewhere = head.centroid_similarity(
+        fitted.embed(["set an alarm for seven tomorrow", "play some jazz in the kitchen", "will it rain this weekend"])
+    )
+    assert elsewhere.max() < np.median(known)
+
+
 def test_save_then_load_gives_identical_probabilities(fitted, saved_model):
     loaded = IntentClassifier.load(saved_model)
     assert loaded.labels_ == fitted.labels_

@@ -196,7 +196,7 @@ def test_route_sends_confident_utterances_to_their_destination_and_records_fallb
         headers=keys["inference"],
     ).json()
     assert unsure["fallback"] is True and unsure["destination"] == "human"
-    assert unsure["reason"] in ("low_confidence", "ambiguous")
+    assert unsure["reason"] in ("low_confidence", "far_from_intents", "ambiguous")
 
     page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "atis"}, headers=keys["admin"]).json()
     newest = page["items"][0]
@@ -207,6 +207,23 @@ def test_route_sends_confident_utterances_to_their_destination_and_records_fallb
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'intent_router_fallbacks_total{model="atis-3",router="atis"}' in metrics
     assert "intent_router_request_seconds_bucket" in metrics
+
+
+def test_a_router_with_a_similarity_threshold_sends_unfamiliar_utterances_to_the_fallback(server, keys):
+    config = {"model": "atis-3", "default_destination": "nlu", "threshold": 0.0, "similarity_threshold": 0.999}
+    assert httpx.put(f"{server.url}/v1/routers/strict", json=config, headers=keys["admin"]).status_code == 200
+    body = {"text": "show me the cheapest fare from boston to denver", "router": "strict"}
+    route = httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).json()
+    assert route["reason"] == "far_from_intents" and route["fallback"] is True
+    assert route["intent"] == "atis_airfare" and 0 < route["similarity"] < 0.999
+
+    page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "strict"}, headers=keys["admin"]).json()
+    assert page["items"][0]["reason"] == "far_from_intents"
+
+    config["similarity_threshold"] = None  # the model's own default lets an in-domain utterance through
+    assert httpx.put(f"{server.url}/v1/routers/strict", json=config, headers=keys["admin"]).status_code == 200
+    route = httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).json()
+    assert route["reason"] == "confident" and route["destination"] == "nlu"
 
 
 def test_classify_can_record_unsure_inputs_in_the_low_confidence_store(server, keys):

@@ -71,9 +71,10 @@ class RouteResponse(BaseModel):
     confidence: float
     destination: str
     fallback: bool
-    reason: Literal["confident", "low_confidence", "ambiguous", "no_destination"]
+    reason: Literal["confident", "low_confidence", "far_from_intents", "ambiguous", "no_destination"]
     threshold: float
     alternatives: list[Alternative]
+    similarity: float | None = Field(None, description="cosine to the nearest intent centroid")
     router: str
     model: str
 
