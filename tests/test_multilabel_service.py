@@ -9,6 +9,8 @@ import httpx
 import pytest
 from server import Server, cli
 
+from intent_router.client import RouterClient
+
 FLIGHTS_AND_FARES = "show me flights and fares from boston to denver"
 
 
@@ -81,3 +83,10 @@ def test_route_with_no_intent_above_its_threshold_falls_back_and_is_recorded(ser
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert items[0]["text"] == "hello" and items[0]["reason"] == "low_confidence"
+
+
+def test_the_python_client_reads_the_accepted_intents(service):
+    server, key = service
+    with RouterClient(server.url, key["Authorization"].removeprefix("Bearer ")) as client:
+        route = client.route(FLIGHTS_AND_FARES, router="travel")
+    assert {i["intent"] for i in route.intents} == {"airfare", "flight"}
