@@ -53,28 +53,30 @@ def preview(
     format: FormatOption = None,
     header: HeaderOption = None,
     base_model: Annotated[str, typer.Option(help="Base model whose token window is checked.")] = DEFAULT_BASE_MODEL,
+    multilabel: Annotated[bool, typer.Option(help="Check it as train --multilabel would: counts per label.")] = False,
 ) -> None:
     """Show the first rows, the count per label and every warning, before training."""
     from .model import long_text_warnings
 
     with _reported_errors():
-        dataset = load_dataset(data, format=format, header=header)
+        dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         table = Table("line", "text", "label", title=f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
         for example in dataset.examples[:rows]:
             table.add_row(str(example.line), example.text, example.label)
         console.print(table)
         counts = Table("label", "examples", "share", title="Examples per label")
-        for label, count in dataset.label_counts().most_common():
+        for label, count in dataset.label_counts(multilabel).most_common():
             counts.add_row(label, str(count), f"{count / len(dataset):.1%}")
         console.print(counts)
         warnings = list(dataset.warnings) + long_text_warnings(dataset, _quiet(load_base_model, base_model))
         try:
-            warnings += check_trainable(dataset)
+            warnings += check_trainable(dataset, multilabel=multilabel)
         except DataError as err:
             _print_problems(err.problems)
             raise typer.Exit(1) from None
         _print_problems(warnings)
-        console.print(f"[green]Ready to train:[/] {len(dataset)} examples, {len(dataset.label_counts())} labels.")
+        labels = len(dataset.label_counts(multilabel))
+        console.print(f"[green]Ready to train:[/] {len(dataset)} examples, {labels} labels.")
 
 
 @app.command()

@@ -137,9 +137,10 @@ class IntentClassifier:
             self.thresholds_ = np.full(len(labels), 0.5)
             if len(validation):
                 validation_targets = _multi_hot(validation.label_sets, labels)
-                self.thresholds_ = label_thresholds(self.predict_proba(validation.texts), validation_targets)
+                fitted = label_thresholds(self.predict_proba(validation.texts), validation_targets)
+                self.thresholds_ = np.round(fitted, 4)  # as stored in intent_router.json
                 self.metrics_ = self.evaluate(validation)
-            values = {label: round(float(t), 4) for label, t in zip(labels, self.thresholds_, strict=True)}
+            values = {label: float(t) for label, t in zip(labels, self.thresholds_, strict=True)}
             thresholds = {"label_thresholds": values}
         else:
             thresholds = {"default_threshold": {"value": 0.5, "fitted_on": 0}}
@@ -214,6 +215,8 @@ class IntentClassifier:
         """Write the model folder atomically; ``SentenceTransformer(path)`` loads its tuned body."""
         body, head, labels = self._fitted()
         config = {"labels": labels, "multilabel": self.multilabel, **self.info_}
+        if self.multilabel and self.thresholds_ is not None:  # thresholds_ may have been changed since fit
+            config["label_thresholds"] = {y: float(t) for y, t in zip(labels, self.thresholds_, strict=True)}
         return write_model_folder(Path(path), body, head, config, self.metrics_, overwrite)
 
     @classmethod
