@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
-from .data import FORMATS, DataError, check_trainable, load_dataset, to_rasa_nlu
+from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu
 from .model_folder import ModelFolderError, list_models, model_path
 
 app = typer.Typer(
@@ -53,28 +53,30 @@ def preview(
     format: FormatOption = None,
     header: HeaderOption = None,
     base_model: Annotated[str, typer.Option(help="Base model whose token window is checked.")] = DEFAULT_BASE_MODEL,
+    multilabel: Annotated[bool, typer.Option(help="Check it as train --multilabel would: counts per label.")] = False,
 ) -> None:
     """Show the first rows, the count per label and every warning, before training."""
     from .model import long_text_warnings
 
     with _reported_errors():
-        dataset = load_dataset(data, format=format, header=header)
+        dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         table = Table("line", "text", "label", title=f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
         for example in dataset.examples[:rows]:
             table.add_row(str(example.line), example.text, example.label)
         console.print(table)
         counts = Table("label", "examples", "share", title="Examples per label")
-        for label, count in dataset.label_counts().most_common():
+        for label, count in dataset.label_counts(multilabel).most_common():
             counts.add_row(label, str(count), f"{count / len(dataset):.1%}")
         console.print(counts)
         warnings = list(dataset.warnings) + long_text_warnings(dataset, _quiet(load_base_model, base_model))
         try:
-            warnings += check_trainable(dataset)
+            warnings += check_trainable(dataset, multilabel=multilabel)
         except DataError as err:
             _print_problems(err.problems)
             raise typer.Exit(1) from None
         _print_problems(warnings)
-        console.print(f"[green]Ready to train:[/] {len(dataset)} examples, {len(dataset.label_counts())} labels.")
+        labels = len(dataset.label_counts(multilabel))
+        console.print(f"[green]Ready to train:[/] {len(dataset)} examples, {labels} labels.")
 
 
 @app.command()
@@ -118,6 +120,12 @@ def train(
     allow_rare_labels: Annotated[
         bool, typer.Option(help="Train on labels with a single example instead of stopping.")
     ] = False,
+    multilabel: Annotated[
+        bool,
+        typer.Option(
+            help="Each text has a set of labels (a+b; none: a row without a label), each predicted on its own."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model of that name.")] = False,
     format: FormatOption = None,
     header: HeaderOption = None,
@@ -130,9 +138,11 @@ def train(
         target = model_path(name, models_dir)
         if target.exists() and not overwrite:
             raise ModelFolderError(f"a model named {name!r} exists in {models_dir}; pass --overwrite to replace it")
-        dataset = load_dataset(data, format=format, header=header)
-        held_out = load_dataset(validation, format=format, header=header) if validation else None
-        classifier = IntentClassifier(base_model, steps=steps, seed=seed, allow_rare_labels=allow_rare_labels)
+        dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
+        held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None
+        classifier = IntentClassifier(
+            base_model, steps=steps, seed=seed, allow_rare_labels=allow_rare_labels, multilabel=multilabel
+        )
         with _progress_bar() as report:
             classifier.fit(dataset, held_out, progress=report)
         _print_problems([w for w in classifier.info_["warnings"]])
@@ -158,7 +168,7 @@ def evaluate(
     """Score a model on labelled data: accuracy, macro and per-label metrics, confusion matrix."""
     with _reported_errors():
         classifier = _load(model, models_dir)
-        dataset = load_dataset(data, format=format, header=header, deduplicate=False)
+        dataset = load_dataset(data, format=format, header=header, deduplicate=False, multilabel=classifier.multilabel)
         metrics = classifier.evaluate(dataset)
         if as_json:
             print(json.dumps(metrics, indent=2))
@@ -174,17 +184,22 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print every label's confidence as JSON lines.")] = False,
     models_dir: ModelsDir = Path("models"),
 ) -> None:
-    """Classify utterances: each label with its confidence."""
+    """Classify utterances: each label with its confidence (multilabel: the predicted set too)."""
     with _reported_errors():
         classifier = _load(model, models_dir)
         texts = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         probabilities = classifier.predict_proba(texts)
-        for text, row in zip(texts, probabilities, strict=True):
+        predictions = classifier.predict(texts)
+        for text, row, prediction in zip(texts, probabilities, predictions, strict=True):
             ranked = sorted(zip(classifier.labels_, row.tolist(), strict=True), key=lambda pair: -pair[1])
             if as_json:
-                print(json.dumps({"text": text, "label": ranked[0][0], "confidences": dict(ranked)}))
+                result = {"text": text, "label": prediction, "confidences": dict(ranked)}
+                if classifier.multilabel:
+                    result["labels"] = sorted(parse_labels(prediction))
+                print(json.dumps(result))
                 continue
-            table = Table("label", "confidence", title=text, title_justify="left")
+            title = f"{text}  ->  {prediction or '(no label)'}" if classifier.multilabel else text
+            table = Table("label", "confidence", title=title, title_justify="left")
             for label, confidence in ranked[:top]:
                 table.add_row(label, f"{confidence:.3f}")
             console.print(table)
@@ -493,7 +508,11 @@ class _progress_bar:
 
 def _print_metrics(metrics: dict, title: str) -> None:
     summary = Table("metric", "value", title=f"{title} ({metrics['examples']} examples)")
-    for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"):
+    multilabel = "hamming_loss" in metrics
+    keys = ["accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"]
+    if multilabel:  # accuracy is exact-set accuracy there too
+        keys[1:1] = ["micro_f1", "micro_precision", "micro_recall", "hamming_loss"]
+    for key in keys:
         value = metrics.get(key)
         summary.add_row(key, "-" if value is None else f"{value:.4f}")
     console.print(summary)
@@ -501,13 +520,21 @@ def _print_metrics(metrics: dict, title: str) -> None:
     for label, row in metrics["per_label"].items():
         per_label.add_row(label, *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")), str(row["support"]))
     console.print(per_label)
-    labels = metrics["confusion_matrix"]["labels"]
-    if len(labels) <= 12:
-        matrix = Table("true \\ predicted", *labels, title="Confusion matrix")
-        for label, row in zip(labels, metrics["confusion_matrix"]["matrix"], strict=True):
-            matrix.add_row(label, *(str(v) for v in row))
-        console.print(matrix)
+    if multilabel:
+        empty = metrics["empty_sets"]
+        console.print(f"Examples without a label: {empty['true']} true, {empty['predicted']} predicted.")
     else:
-        console.print(f"Confusion matrix: {len(labels)} labels, see the JSON output (--json) or metrics.json.")
+        _print_confusion_matrix(metrics["confusion_matrix"])
     if metrics.get("unknown_labels"):
         errors.print(f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}", style="yellow")
+
+
+def _print_confusion_matrix(confusion: dict) -> None:
+    labels = confusion["labels"]
+    if len(labels) > 12:
+        console.print(f"Confusion matrix: {len(labels)} labels, see the JSON output (--json) or metrics.json.")
+        return
+    matrix = Table("true \\ predicted", *labels, title="Confusion matrix")
+    for label, row in zip(labels, confusion["matrix"], strict=True):
+        matrix.add_row(label, *(str(v) for v in row))
+    console.print(matrix)

@@ -35,6 +35,7 @@ class Route:
     router: str
     model: str
     alternatives: list[dict] = field(default_factory=list)
+    intents: list[dict] = field(default_factory=list)  # every intent at or above its threshold
 
 
 class RouterClient:
@@ -59,17 +60,19 @@ class RouterClient:
         return Route(**self._call("POST", "/v1/route", json=body))
 
     def classify(self, model: str, inputs: list[str]) -> list[dict]:
-        """For each input: ``{"input", "prediction", "confidence", "labels": [{"label", "confidence"}, ...]}``."""
+        """For each input: ``{"input", "prediction", "confidence", "labels": [{"label", "confidence"}, ...]}``;
+        a multilabel model's also give each label's ``threshold`` and the ``predicted_labels``."""
         return self._call("POST", "/v1/classify", json={"model": model, "inputs": inputs})["classifications"]
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         return self._call("POST", "/v1/embed", json={"model": model, "texts": texts})["embeddings"]
 
-    def upload_dataset(self, path: str | Path, validation: str | Path | None = None) -> dict:
+    def upload_dataset(self, path: str | Path, validation: str | Path | None = None, multilabel: bool = False) -> dict:
+        """``multilabel``: rows without a label are valid (for ``finetune(..., multilabel=True)``)."""
         files = {"file": (Path(path).name, Path(path).read_bytes())}
         if validation:
             files["validation_file"] = (Path(validation).name, Path(validation).read_bytes())
-        return self._call("POST", "/v1/datasets", files=files)
+        return self._call("POST", "/v1/datasets", files=files, data={"multilabel": str(multilabel).lower()})
 
     def finetune(self, name: str, train_dataset: str, **options) -> dict:
         return self._call("POST", "/v1/finetunes", json={"name": name, "train_dataset": train_dataset, **options})

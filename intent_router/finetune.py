@@ -3,6 +3,11 @@
 Batches are grouped by label (several examples of several labels each), and every valid triplet in a
 batch contributes to the loss, so each example is seen once per pass instead of once per pair: this
 is what makes fine-tuning on a CPU take seconds to minutes rather than hours.
+
+Multilabel data is grouped by label set, and its triplets follow the sets (``LabelSetTripletLoss``):
+two examples are positives when their sets share a label, negatives when they share none, so
+``flight+airfare`` is pulled toward both ``flight`` and ``airfare``. Examples with no label (the
+empty set) are positives of each other.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from datasets import Dataset as HFDataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -53,8 +59,13 @@ def finetune_body(
     class_ids: Sequence[int],
     settings: FinetuneSettings,
     progress: ProgressCallback | None = None,
+    label_sets: np.ndarray | None = None,
 ) -> dict:
-    """Fine-tune ``body`` in place on texts and their class indices; return what was done."""
+    """Fine-tune ``body`` in place on texts and their class indices; return what was done.
+
+    ``label_sets`` (multilabel): a boolean matrix (n_classes, n_labels), the labels of each class;
+    the classes are then label sets and their triplets follow shared labels (``LabelSetTripletLoss``).
+    """
     steps = default_steps(len(texts), settings.batch_size) if settings.steps is None else settings.steps
     if steps == 0:
         return {**settings.to_dict(), "steps": 0, "seconds": 0.0}
@@ -64,11 +75,11 @@ def finetune_body(
         for name, parameter in body.named_parameters():
             if "word_embeddings" in name:
                 parameter.requires_grad = False
-    loss = losses.BatchAllTripletLoss(
-        body,
-        distance_metric=losses.BatchHardTripletLossDistanceFunction.cosine_distance,
-        margin=settings.margin,
-    )
+    distance = losses.BatchHardTripletLossDistanceFunction.cosine_distance
+    if label_sets is None:
+        loss = losses.BatchAllTripletLoss(body, distance_metric=distance, margin=settings.margin)
+    else:
+        loss = LabelSetTripletLoss(body, label_sets, distance_metric=distance, margin=settings.margin)
     train_data = HFDataset.from_dict({"sentence": list(texts), "label": list(class_ids)})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="intent-router-train-") as scratch:
@@ -99,6 +110,32 @@ def finetune_body(
     for parameter in body.parameters():
         parameter.requires_grad = True
     return {**settings.to_dict(), "steps": steps, "seconds": round(time.perf_counter() - started, 2)}
+
+
+class LabelSetTripletLoss(losses.BatchAllTripletLoss):
+    """Batch-all triplet loss over label sets: a positive shares a label with the anchor, a negative none.
+
+    The batch's labels are class indices into ``label_sets`` (n_classes, n_labels); a class with no
+    label counts as having a label of its own, "none".
+    """
+
+    def __init__(self, model, label_sets: np.ndarray, **kwargs):
+        super().__init__(model, **kwargs)
+        sets = np.asarray(label_sets, dtype=bool)
+        sets = np.hstack([sets, ~sets.any(axis=1, keepdims=True)])
+        shares = torch.from_numpy(sets.astype(np.float32))
+        self.shares = (shares @ shares.T) > 0  # (n_classes, n_classes): do two classes share a label?
+
+    def batch_all_triplet_loss(self, labels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        labels = labels.view(-1)
+        distances = self.distance_metric(embeddings)
+        shares = self.shares.to(labels.device)[labels][:, labels]  # (batch, batch)
+        not_self = ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        anchors, positives = (shares & not_self).nonzero(as_tuple=True)
+        triplets = distances[anchors, positives].unsqueeze(1) - distances[anchors] + self.triplet_margin
+        triplets = torch.relu(triplets * (~shares[anchors]).float())
+        hard = int((triplets > 1e-16).sum())
+        return triplets.sum() / (hard + 1e-16)
 
 
 class _Trainer(SentenceTransformerTrainer):

@@ -8,6 +8,9 @@ safetensors: a few tensors, nothing that runs code on load.
 It also keeps each class's **centroid**, the normalised mean of its training embeddings: new-intent
 discovery compares clusters with them (a softmax is confident even far from any training data; a
 cosine to the centroids is not).
+
+A multilabel model has a ``SigmoidHead`` instead: one logistic regression per label (one-vs-rest),
+each probability independent of the others, in the same file format.
 """
 
 from __future__ import annotations
@@ -96,3 +99,41 @@ class LinearHead:
     def load(cls, path: str | Path) -> LinearHead:
         tensors = load_file(str(path))
         return cls(tensors["weight"], tensors["bias"], tensors.get("centroids"))
+
+
+class SigmoidHead(LinearHead):
+    """``probabilities = sigmoid(embeddings @ weight.T + bias)``: one independent probability a label.
+
+    ``centroids``: each label's normalised mean embedding of the training examples that carry it.
+    """
+
+    @classmethod
+    def fit(  # type: ignore[override]
+        cls, embeddings: np.ndarray, targets: np.ndarray, n_classes: int, regularization: float = 10.0
+    ) -> SigmoidHead:
+        """Fit on embeddings (n, d) and a multi-hot target matrix (n, n_classes).
+
+        Each label's regression is class-weighted, as ``LinearHead``'s is: a label on 2% of the
+        examples still gets probabilities that a fitted threshold can separate.
+        """
+        if targets.shape != (len(embeddings), n_classes):
+            raise ValueError(f"targets {targets.shape} should be (examples, labels) = ({len(embeddings)}, {n_classes})")
+        targets = targets.astype(bool)
+        weight = np.zeros((n_classes, embeddings.shape[1]))
+        bias = np.zeros(n_classes)
+        centroids = np.zeros((n_classes, embeddings.shape[1]))
+        for k in range(n_classes):
+            positive = targets[:, k]
+            if positive.all() or not positive.any():  # one answer only: a bias that always gives it
+                bias[k] = 30.0 if positive.all() else -30.0
+            else:
+                model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=5000)
+                model.fit(embeddings, positive)
+                weight[k], bias[k] = model.coef_[0], model.intercept_[0]
+            if positive.any():
+                mean = embeddings[positive].mean(axis=0)
+                centroids[k] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return cls(weight, bias, centroids)
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.clip(self.logits(embeddings), -60, 60)))

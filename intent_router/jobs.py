@@ -115,14 +115,16 @@ def _progress(registry: Registry, job: Job, stage: str, fraction: float) -> str:
 
 def _datasets(registry: Registry, job: Job) -> tuple[Dataset, Dataset | None]:
     """The job's training data and its validation data (None: an automatic split)."""
-    train = _dataset(registry, job.train_dataset)
-    validation = _dataset(registry, job.validation_dataset) if job.validation_dataset else None
+    multilabel = bool(job.settings.get("multilabel", False))
+    train = _dataset(registry, job.train_dataset, multilabel)
+    validation = _dataset(registry, job.validation_dataset, multilabel) if job.validation_dataset else None
     return train, validation
 
 
-def _dataset(registry: Registry, dataset_id: str) -> Dataset:
+def _dataset(registry: Registry, dataset_id: str, multilabel: bool) -> Dataset:
     record = registry.get_dataset(dataset_id)
     content = registry.get_dataset_content(dataset_id)
     if record is None or content is None:
         raise DataError([Problem(dataset_id, None, "the dataset was deleted before the job ran")])
-    return parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)
+    text = content.decode("utf-8-sig")
+    return parse_dataset(text, format=record.format, source=record.filename, multilabel=multilabel)

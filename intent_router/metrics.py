@@ -69,3 +69,91 @@ def confidence_threshold(
     if len(meeting) == 0:
         return 1.0
     return float(max(floor, confidences[order][meeting[-1]]))
+
+
+def multilabel_metrics(
+    true_sets: Sequence[frozenset[str]],
+    predicted_sets: Sequence[frozenset[str]],
+    probabilities: np.ndarray | None,
+    model_labels: Sequence[str],
+) -> dict:
+    """Exact-set accuracy, micro and macro F1, Hamming loss and per-label figures of label sets.
+
+    ``accuracy`` is exact-set accuracy (an empty set is a prediction like any other). Hamming loss is
+    the share of wrong (example, label) decisions over the model's labels and any label of the truth.
+    Macro figures average the labels that occur in the truth or the predictions, as
+    ``classification_metrics`` does; labels unknown to the model count as misses there. ``loss`` is
+    the mean binary cross-entropy of the probabilities (columns: ``model_labels``; None: no loss).
+    """
+    if not true_sets:
+        raise ValueError("no examples to evaluate")
+    space = sorted(set(model_labels) | {label for s in true_sets for label in s})
+    true = _multi_hot(true_sets, space)
+    predicted = _multi_hot(predicted_sets, space)
+    occurring = [i for i, label in enumerate(space) if true[:, i].any() or predicted[:, i].any()]
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true[:, occurring], predicted[:, occurring], average=None, zero_division=0
+    )
+    micro = precision_recall_fscore_support(true, predicted, average="micro", zero_division=0)
+    loss = None
+    if probabilities is not None:
+        known = _multi_hot(true_sets, list(model_labels))
+        clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
+        loss = float(-np.mean(known * np.log(clipped) + (1 - known) * np.log(1 - clipped)))
+    return {
+        "examples": len(true_sets),
+        "accuracy": float(np.mean([t == p for t, p in zip(true_sets, predicted_sets, strict=True)])),
+        "loss": loss,
+        "hamming_loss": float(np.mean(true != predicted)),
+        "micro_precision": float(micro[0]),
+        "micro_recall": float(micro[1]),
+        "micro_f1": float(micro[2]),
+        "macro_precision": float(np.mean(precision)),
+        "macro_recall": float(np.mean(recall)),
+        "macro_f1": float(np.mean(f1)),
+        "per_label": {
+            space[i]: {
+                "precision": float(precision[j]),
+                "recall": float(recall[j]),
+                "f1": float(f1[j]),
+                "support": int(support[j]),
+            }
+            for j, i in enumerate(occurring)
+        },
+        "empty_sets": {"true": sum(not s for s in true_sets), "predicted": sum(not s for s in predicted_sets)},
+        "unknown_labels": sorted(set(space) - set(model_labels)),
+    }
+
+
+def label_thresholds(probabilities: np.ndarray, targets: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Each label's decision threshold: the one with the best F1 on validation (``probability >= it``).
+
+    The threshold sits halfway between the least probable example it accepts and the most probable
+    one it rejects, so a new example needs to look like the accepted ones. A label without a
+    positive validation example keeps ``default``.
+    """
+    thresholds = np.full(probabilities.shape[1], default)
+    for k in range(probabilities.shape[1]):
+        positive = targets[:, k].astype(bool)
+        if not positive.any():
+            continue
+        order = np.argsort(-probabilities[:, k])
+        scores, hits = probabilities[order, k], positive[order]
+        true_positives = np.cumsum(hits)
+        f1 = 2 * true_positives / (np.arange(1, len(scores) + 1) + positive.sum())
+        # Only cut between distinct scores: ties are accepted or rejected together.
+        cuttable = np.append(scores[:-1] > scores[1:], True)
+        best = int(np.argmax(np.where(cuttable, f1, -1.0)))
+        below = scores[best + 1] if best + 1 < len(scores) else 0.0
+        thresholds[k] = (scores[best] + below) / 2
+    return thresholds
+
+
+def _multi_hot(label_sets: Sequence[frozenset[str]], labels: Sequence[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(label_sets), len(labels)), dtype=bool)
+    for row, label_set in enumerate(label_sets):
+        for label in label_set:
+            if label in index:
+                matrix[row, index[label]] = True
+    return matrix

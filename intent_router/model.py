@@ -6,6 +6,14 @@
 ['airfare']
 >>> clf.save("models/atis")
 >>> clf = IntentClassifier.load("models/atis")
+
+With ``multilabel=True`` each text has a set of labels (zero, one or several): ``labels_`` are the
+single labels, ``predict_proba`` gives each one's independent probability (a sigmoid head), and
+``predict`` the labels at or above their thresholds (``thresholds_``, fitted on validation):
+
+>>> clf = IntentClassifier(multilabel=True).fit(load_dataset("train.csv", multilabel=True))
+>>> clf.predict(["flights and fares from boston to denver", "hello"])
+['airfare+flight', '']
 """
 
 from __future__ import annotations
@@ -23,10 +31,10 @@ import torch
 
 from . import __version__
 from .base_models import DEFAULT_BASE_MODEL, load_base_model
-from .data import Dataset, Problem, check_trainable, normalize_text, train_validation_split
+from .data import Dataset, Problem, check_trainable, label_key, normalize_text, parse_labels, train_validation_split
 from .finetune import FinetuneSettings, ProgressCallback, finetune_body
-from .head import LinearHead
-from .metrics import classification_metrics, confidence_threshold
+from .head import LinearHead, SigmoidHead
+from .metrics import classification_metrics, confidence_threshold, label_thresholds, multilabel_metrics
 from .model_folder import read_model_folder, write_model_folder
 
 ENCODE_BATCH_SIZE = 64
@@ -44,6 +52,10 @@ class IntentClassifier:
 
     Learned state lives in attributes ending in ``_``: ``labels_`` (class names, the columns of
     ``predict_proba``), ``metrics_`` (on the validation split) and ``info_`` (how it was trained).
+
+    ``multilabel=True``: ``labels_`` are single labels, ``predict_proba`` independent probabilities,
+    ``predict`` the canonical name of the predicted set (``'airfare+flight'``; ``''`` for no label),
+    ``thresholds_`` each label's decision threshold.
     """
 
     def __init__(
@@ -56,6 +68,7 @@ class IntentClassifier:
         seed: int = 0,
         validation_fraction: float = 0.2,
         allow_rare_labels: bool = False,
+        multilabel: bool = False,
         head_regularization: float = 10.0,
         device: str | None = None,
     ):
@@ -63,11 +76,13 @@ class IntentClassifier:
         self.settings = FinetuneSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
         self.validation_fraction = validation_fraction
         self.allow_rare_labels = allow_rare_labels
+        self.multilabel = multilabel
         self.head_regularization = head_regularization
         self.device = device
         self.body_ = None
         self.head_: LinearHead | None = None
         self.labels_: list[str] | None = None
+        self.thresholds_: np.ndarray | None = None
         self.metrics_: dict | None = None
         self.info_: dict = {}
 
@@ -82,7 +97,9 @@ class IntentClassifier:
         """Fine-tune on ``train``; score on ``validation`` or on an automatic stratified split."""
         report = progress or (lambda stage, fraction: None)
         started = time.perf_counter()
-        warnings = list(train.warnings) + check_trainable(train, allow_rare_labels=self.allow_rare_labels)
+        warnings = list(train.warnings) + check_trainable(
+            train, multilabel=self.multilabel, allow_rare_labels=self.allow_rare_labels
+        )
         if validation is None:
             train_part, validation = train_validation_split(train, self.validation_fraction, self.settings.seed)
             split = {"kind": "automatic", "fraction": self.validation_fraction, "seed": self.settings.seed}
@@ -95,26 +112,45 @@ class IntentClassifier:
         warnings += long_text_warnings(train, body)
         report("loading", 1.0)
 
-        labels = sorted(set(train_part.labels))
-        class_ids = [labels.index(label) for label in train_part.labels]
-        tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report)
+        classes = sorted(set(train_part.labels))  # label sets by canonical name
+        class_ids = [classes.index(label) for label in train_part.labels]
+        if self.multilabel:
+            labels = sorted({label for label_set in train_part.label_sets for label in label_set})
+            label_sets = _multi_hot([parse_labels(name) for name in classes], labels)
+            tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report, label_sets)
+        else:
+            labels = classes
+            tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report)
 
         report("head", 0.0)
-        head = LinearHead.fit(
-            encode(body, train_part.texts), np.array(class_ids), len(labels), self.head_regularization
-        )
+        embeddings = encode(body, train_part.texts)
+        if self.multilabel:
+            targets = _multi_hot(train_part.label_sets, labels)
+            head: LinearHead = SigmoidHead.fit(embeddings, targets, len(labels), self.head_regularization)
+        else:
+            head = LinearHead.fit(embeddings, np.array(class_ids), len(labels), self.head_regularization)
         self.body_, self.head_, self.labels_ = body, head, labels
         report("head", 1.0)
 
         report("evaluating", 0.0)
-        self.metrics_, default_threshold = None, {"value": 0.5, "fitted_on": 0}
-        similarity_threshold = {"value": 0.0, "fitted_on": 0}
+        self.metrics_ = None
+        thresholds: dict = {"default_similarity_threshold": {"value": 0.0, "fitted_on": 0}}
+        if self.multilabel:
+            self.thresholds_ = np.full(len(labels), 0.5)
+        else:
+            thresholds["default_threshold"] = {"value": 0.5, "fitted_on": 0}
         if len(validation):
             vectors = encode(body, validation.texts)
             probabilities = head.predict_proba(vectors)
-            self.metrics_ = self._metrics(validation.labels, probabilities)
-            default_threshold = _fit_threshold(probabilities, validation.labels, labels)
-            similarity_threshold = fit_similarity_threshold(head, vectors)
+            thresholds["default_similarity_threshold"] = fit_similarity_threshold(head, vectors)
+            if self.multilabel:
+                fitted = label_thresholds(probabilities, _multi_hot(validation.label_sets, labels))
+                self.thresholds_ = np.round(fitted, 4)  # as stored in intent_router.json
+            else:
+                thresholds["default_threshold"] = _fit_threshold(probabilities, validation.labels, labels)
+            self.metrics_ = self._metrics(validation, probabilities)
+        if self.thresholds_ is not None:
+            thresholds["label_thresholds"] = dict(zip(labels, self.thresholds_.tolist(), strict=True))
         report("evaluating", 1.0)
         self.info_ = {
             "base_model": self.base_model,
@@ -122,8 +158,7 @@ class IntentClassifier:
             "fit_seconds": round(time.perf_counter() - started, 2),
             "fine_tuning": tuning,
             "head_regularization": self.head_regularization,
-            "default_threshold": default_threshold,
-            "default_similarity_threshold": similarity_threshold,
+            **thresholds,
             "data": {
                 "train_source": train.source,
                 "train_examples": len(train_part),
@@ -150,33 +185,51 @@ class IntentClassifier:
         return head.predict_proba(encode(body, texts))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
-        """The most confident label of each text."""
+        """The most confident label of each text; multilabel: the canonical name of its predicted set."""
+        probabilities = self.predict_proba(texts)
+        if self.multilabel:
+            return [label_key(s) for s in self.predicted_sets(probabilities)]
         _, _, labels = self._fitted()
-        return [labels[i] for i in self.predict_proba(texts).argmax(axis=1)]
+        return [labels[i] for i in probabilities.argmax(axis=1)]
+
+    def predicted_sets(self, probabilities: np.ndarray) -> list[frozenset[str]]:
+        """Multilabel: each row's labels at or above their thresholds (rows of ``predict_proba``)."""
+        _, _, labels = self._fitted()
+        if self.thresholds_ is None:
+            raise NotFittedError("predicted sets need a multilabel model: IntentClassifier(multilabel=True)")
+        accepted = probabilities >= self.thresholds_
+        return [frozenset(label for label, yes in zip(labels, row, strict=True) if yes) for row in accepted]
 
     def evaluate(self, dataset: Dataset) -> dict:
-        """Metrics of this model on labelled data (see ``classification_metrics``)."""
-        return self._metrics(dataset.labels, self.predict_proba(dataset.texts))
+        """Metrics of this model on labelled data (``classification_metrics``; ``multilabel_metrics``)."""
+        return self._metrics(dataset, self.predict_proba(dataset.texts))
 
-    def _metrics(self, true_labels: list[str], probabilities: np.ndarray) -> dict:
+    def _metrics(self, dataset: Dataset, probabilities: np.ndarray) -> dict:
         _, _, labels = self._fitted()
+        if self.multilabel:
+            return multilabel_metrics(dataset.label_sets, self.predicted_sets(probabilities), probabilities, labels)
         predicted = [labels[i] for i in probabilities.argmax(axis=1)]
-        return classification_metrics(true_labels, predicted, probabilities, labels)
+        return classification_metrics(dataset.labels, predicted, probabilities, labels)
 
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model folder atomically; ``SentenceTransformer(path)`` loads its tuned body."""
         body, head, labels = self._fitted()
-        config = {"labels": labels, "multilabel": False, **self.info_}
+        config = {"labels": labels, "multilabel": self.multilabel, **self.info_}
+        if self.multilabel and self.thresholds_ is not None:  # thresholds_ may have been changed since fit
+            config["label_thresholds"] = {y: float(t) for y, t in zip(labels, self.thresholds_, strict=True)}
         return write_model_folder(Path(path), body, head, config, self.metrics_, overwrite)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> IntentClassifier:
         """Load a folder written by ``save``; a foreign or damaged folder raises ``ModelFolderError``."""
         body, head, config, metrics = read_model_folder(Path(path), device)
-        classifier = cls(config.get("base_model", DEFAULT_BASE_MODEL), device=device)
+        multilabel = bool(config.get("multilabel", False))
+        classifier = cls(config.get("base_model", DEFAULT_BASE_MODEL), multilabel=multilabel, device=device)
         classifier.body_, classifier.head_, classifier.labels_ = body, head, list(config["labels"])
+        if multilabel:
+            classifier.thresholds_ = np.array([config["label_thresholds"][label] for label in config["labels"]])
         classifier.metrics_ = metrics
         classifier.info_ = {k: v for k, v in config.items() if k not in ("labels", "multilabel")}
         return classifier
@@ -208,6 +261,10 @@ def fit_similarity_threshold(
         return {"value": 0.0, "fitted_on": 0}
     value = float(np.percentile(similarities, percentile))
     return {"value": round(value, 4), "fitted_on": len(similarities), "percentile": percentile}
+
+
+def _multi_hot(label_sets: Sequence[frozenset[str]], labels: list[str]) -> np.ndarray:
+    return np.array([[label in s for label in labels] for s in label_sets], dtype=bool).reshape(len(label_sets), -1)
 
 
 def long_text_warnings(dataset: Dataset, body) -> list[Problem]:

@@ -18,7 +18,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from .head import LinearHead
+from .head import LinearHead, SigmoidHead
 
 CONFIG_FILE = "intent_router.json"
 HEAD_FILE = "head.safetensors"
@@ -81,8 +81,18 @@ def read_model_folder(path: Path, device: str | None = None):
     labels = config.get("labels")
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise ModelFolderError(f"{config_path}: 'labels' must be a list of at least two label names")
+    multilabel = config.get("multilabel", False)
+    thresholds = config.get("label_thresholds")
+    if multilabel and (
+        not isinstance(thresholds, dict)
+        or set(thresholds) != set(labels)
+        or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in thresholds.values())
+    ):
+        raise ModelFolderError(
+            f"{config_path}: a multilabel model needs 'label_thresholds', a number in 0..1 for each of its labels"
+        )
     try:
-        head = LinearHead.load(path / HEAD_FILE)
+        head = (SigmoidHead if multilabel else LinearHead).load(path / HEAD_FILE)
     except Exception as err:
         raise ModelFolderError(f"cannot read {path / HEAD_FILE}: {err}") from err
     try:

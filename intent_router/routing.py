@@ -15,6 +15,17 @@ Rules, in order:
    both candidates in ``alternatives`` so the bot can ask which one was meant.
 4. ``no_destination``: the intent has no destination and there is no ``default_destination`` -> fallback.
 5. ``confident``: the intent's destination.
+
+A **multilabel** model (``label_thresholds`` given: each label's fitted decision threshold) can
+accept several intents at once. ``intents`` lists every intent at or above its threshold (the
+intent's override, else the router's ``threshold``, else the label's fitted threshold), most
+confident first, and the utterance goes to the destination of the first of them:
+1. ``low_confidence``: no intent reaches its threshold (the predicted set is empty) -> fallback.
+2. ``far_from_intents``: as above, the cosine to the nearest label centroid.
+3. ``no_destination``: the top accepted intent has no destination and there is no default -> fallback.
+4. ``confident``: the top accepted intent's destination; the others are in ``intents``.
+There is no ``ambiguous`` rule: two intents both above their thresholds are both meant, not a doubt.
+For a single-label model ``intents`` holds the top intent when it reaches its threshold.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ class RouteDecision:
     reason: str  # confident | low_confidence | far_from_intents | ambiguous | no_destination
     threshold: float
     alternatives: list[dict] = field(default_factory=list)
+    intents: list[dict] = field(default_factory=list)  # every intent at or above its threshold
     similarity: float | None = None  # cosine to the nearest intent centroid (None: the model keeps no centroids)
 
     def to_dict(self) -> dict:
@@ -62,21 +74,32 @@ def decide(
     labels: Sequence[str],
     probabilities: np.ndarray,
     default_threshold: float,
+    label_thresholds: Sequence[float] | np.ndarray | None = None,
+    *,
     similarity: float | None = None,
     default_similarity_threshold: float = 0.0,
 ) -> RouteDecision:
-    """Route one utterance given its confidence for every label (a row of ``predict_proba``) and its
-    cosine to the nearest intent centroid (None skips that rule)."""
-    order = np.argsort(-probabilities)
-    top, top_confidence = labels[order[0]], float(probabilities[order[0]])
+    """Route one utterance given its confidence for every label (a row of ``predict_proba``).
+
+    ``label_thresholds``: a multilabel model's fitted threshold for each label (the multilabel rules).
+    ``similarity``: its cosine to the nearest intent centroid (None skips that rule).
+    """
+    multilabel = label_thresholds is not None
+
+    def threshold_of(i: int) -> float:
+        fitted = default_threshold if label_thresholds is None else float(label_thresholds[i])
+        return config.intent_thresholds.get(labels[i], config.threshold if config.threshold is not None else fitted)
+
+    order = [int(i) for i in np.argsort(-probabilities)]
+    accepted = [i for i in order if probabilities[i] >= threshold_of(i)]
+    first = accepted[0] if multilabel and accepted else order[0]
+    top, top_confidence, threshold = labels[first], float(probabilities[first]), threshold_of(first)
     runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
-    threshold = config.intent_thresholds.get(
-        top, config.threshold if config.threshold is not None else default_threshold
-    )
     alternatives = [
         {"intent": labels[i], "confidence": round(float(probabilities[i]), 6)}
-        for i in order[1 : 1 + config.alternatives]
+        for i in [i for i in order if i != first][: config.alternatives]
     ]
+    intents = [{"intent": labels[i], "confidence": round(float(probabilities[i]), 6)} for i in accepted]
     destination = config.destinations.get(top, config.default_destination)
 
     similarity_threshold = (
@@ -84,16 +107,18 @@ def decide(
     )
     similarity = None if similarity is None else round(float(similarity), 6)
 
-    def fallback(reason: str) -> RouteDecision:
-        destination = config.fallback_destination
-        return RouteDecision(top, top_confidence, destination, True, reason, threshold, alternatives, similarity)
+    def decision(destination: str, reason: str) -> RouteDecision:
+        fell_back = reason != "confident"
+        return RouteDecision(
+            top, top_confidence, destination, fell_back, reason, threshold, alternatives, intents, similarity
+        )
 
     if top_confidence < threshold:
-        return fallback("low_confidence")
+        return decision(config.fallback_destination, "low_confidence")
     if similarity is not None and similarity < similarity_threshold:
-        return fallback("far_from_intents")
-    if top_confidence - runner_up < config.ambiguity_margin:
-        return fallback("ambiguous")
+        return decision(config.fallback_destination, "far_from_intents")
+    if not multilabel and top_confidence - runner_up < config.ambiguity_margin:
+        return decision(config.fallback_destination, "ambiguous")
     if destination is None:
-        return fallback("no_destination")
-    return RouteDecision(top, top_confidence, destination, False, "confident", threshold, alternatives, similarity)
+        return decision(config.fallback_destination, "no_destination")
+    return decision(destination, "confident")

@@ -99,6 +99,20 @@ class LoadedModel:
         """0 (the rule off) for models fitted before it existed."""
         return float(self.classifier.info_.get("default_similarity_threshold", {}).get("value", 0.0))
 
+    @property
+    def label_thresholds(self) -> np.ndarray | None:
+        """A multilabel model's fitted threshold for each label; None for a single-label model."""
+        return self.classifier.thresholds_ if self.classifier.multilabel else None
+
+    def unsure(self, probabilities: np.ndarray, below: float | None = None) -> np.ndarray:
+        """Which rows have no label at or above its threshold (``below``, else the model's own)."""
+        if below is not None:
+            thresholds: np.ndarray | float = below
+        else:
+            fitted = self.label_thresholds
+            thresholds = self.default_threshold if fitted is None else fitted
+        return np.asarray(~(probabilities >= thresholds).any(axis=1))
+
 
 class Service:
     def __init__(self, settings: ServiceSettings, on_inference_pass: Callable[[int], None] | None = None):
@@ -232,8 +246,9 @@ class Service:
             loaded.labels,
             loaded.head.predict_proba(vectors)[0],
             loaded.default_threshold,
-            None if similarity is None else float(similarity[0]),
-            loaded.default_similarity_threshold,
+            loaded.label_thresholds,
+            similarity=None if similarity is None else float(similarity[0]),
+            default_similarity_threshold=loaded.default_similarity_threshold,
         )
         if decision.fallback:
             top = [[decision.intent, decision.confidence]] + [
@@ -251,20 +266,20 @@ class Service:
         below: float | None,
         source: str,
     ) -> int:
-        """Write the texts whose top confidence is under ``below`` (None: the model's fitted threshold).
+        """Write the texts with no label at or above ``below`` (None: the model's fitted threshold, or
+        a multilabel model's threshold of each label), so a single-label model's top confidence is under it.
 
         For classify calls from clients that decide for themselves (the Rasa component): their unsure
         inputs reach the same low-confidence store as the router's fallbacks, tagged ``{"source": ...}``.
         """
-        threshold = (await self.model(model)).default_threshold if below is None else below
-        unsure = 0
-        for text, row in zip(texts, probabilities, strict=True):
+        unsure = (await self.model(model)).unsure(probabilities, below)
+        for text, row, is_unsure in zip(texts, probabilities, unsure, strict=True):
+            if not is_unsure:
+                continue
             order = np.argsort(-row)[:3]
-            if row[order[0]] < threshold:
-                top = [[labels[i], float(row[i])] for i in order]
-                self.record_later(text, model, None, top, "low_confidence", None, {"source": source})
-                unsure += 1
-        return unsure
+            top = [[labels[i], float(row[i])] for i in order]
+            self.record_later(text, model, None, top, "low_confidence", None, {"source": source})
+        return int(unsure.sum())
 
     def record_later(self, *row) -> None:
         """``record_low_confidence(*row)`` on the writer thread, off the response's path."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from intent_router import IntentClassifier, load_dataset
+from intent_router.data import Dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -51,3 +52,57 @@ def fitted(small_split) -> IntentClassifier:
 @pytest.fixture(scope="session")
 def saved_model(fitted, tmp_path_factory) -> Path:
     return fitted.save(tmp_path_factory.mktemp("models") / "atis-3")
+
+
+NO_INTENT_TRAIN = [
+    "hello",
+    "thanks a lot",
+    "good morning to you",
+    "tell me a joke",
+    "who are you",
+    "bye for now",
+    "i love pizza",
+    "play some music",
+    "set an alarm for seven",
+    "how old are you",
+    "what time is it",
+    "you are very helpful",
+    "good night",
+    "can you sing",
+    "turn off the lights",
+    "what is your favourite colour",
+]
+NO_INTENT_HELD_OUT = ["hi there", "thank you so much", "sing me a song", "switch the lights on"]
+
+
+@pytest.fixture(scope="session")
+def multilabel_split() -> tuple:
+    """ATIS flight, airfare, ground_service and flight+airfare (16 each) plus 16 chit-chat rows
+    with no label (the empty set); held out: the other flight+airfare rows and more chit-chat."""
+    data = load_dataset(dataset_file("atis/train.csv"), multilabel=True)
+    rng = np.random.default_rng(0)
+    train_rows: list[int] = []
+    held_out_rows: list[int] = []
+    for label in ("airfare", "airfare+flight", "flight", "ground_service"):
+        rows = [i for i, y in enumerate(data.labels) if y == label]
+        chosen = rng.choice(rows, PER_LABEL, replace=False).tolist()
+        train_rows += chosen
+        if label == "airfare+flight":
+            held_out_rows += sorted(set(rows) - set(chosen))
+    empty: list[list[str]] = [[] for _ in NO_INTENT_TRAIN]
+    train = Dataset.from_lists(
+        [data.texts[i] for i in sorted(train_rows)] + NO_INTENT_TRAIN,
+        [sorted(data.label_sets[i]) for i in sorted(train_rows)] + empty,
+    )
+    held_out = Dataset.from_lists(
+        [data.texts[i] for i in held_out_rows] + NO_INTENT_HELD_OUT,
+        [sorted(data.label_sets[i]) for i in held_out_rows] + [[] for _ in NO_INTENT_HELD_OUT],
+    )
+    return train, held_out
+
+
+@pytest.fixture(scope="session")
+def fitted_multilabel(multilabel_split) -> IntentClassifier:
+    """A real multilabel fine-tune of the bundled model on those 80 examples (a few steps)."""
+    train, _ = multilabel_split
+    return IntentClassifier(steps=6, seed=0, multilabel=True).fit(train)

@@ -154,3 +154,50 @@ def test_export_to_an_unknown_format_is_refused(small_csv):
 
     assert result.returncode == 1
     assert "the only export format is 'rasa'" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def multilabel_csv(multilabel_split, tmp_path_factory) -> Path:
+    """flight+airfare rows and rows with an empty label cell (no intent)."""
+    train, held_out = multilabel_split
+    folder = tmp_path_factory.mktemp("multilabel-data")
+    for name, data in (("train.csv", train), ("test.csv", held_out)):
+        with (folder / name).open("w", newline="") as handle:
+            csv.writer(handle).writerows([["text", "intent"], *([e.text, e.label] for e in data.examples)])
+    return folder
+
+
+def test_train_multilabel_end_to_end(multilabel_csv, tmp_path):
+    refused = run("train", multilabel_csv / "train.csv", "--name", "multi", "--models-dir", tmp_path)
+    assert refused.returncode == 1
+    assert "empty label" in refused.stderr and "multilabel" in refused.stderr
+
+    trained = run(
+        "train",
+        multilabel_csv / "train.csv",
+        "--name",
+        "multi",
+        "--multilabel",
+        "--steps",
+        "2",
+        "--models-dir",
+        tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "hamming_loss" in trained.stdout and "micro_f1" in trained.stdout
+    config = json.loads((tmp_path / "multi" / "intent_router.json").read_text())
+    assert config["multilabel"] is True
+    assert set(config["label_thresholds"]) == {"airfare", "flight", "ground_service"}
+
+    evaluated = run("evaluate", "multi", multilabel_csv / "test.csv", "--json", "--models-dir", tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["examples"] == 5 and metrics["empty_sets"]["true"] == 4
+    assert {"accuracy", "micro_f1", "macro_f1", "hamming_loss"} <= set(metrics)
+
+    predicted = run("predict", "multi", "flights and fares from boston to denver", "--json", "--models-dir", tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    answer = json.loads(predicted.stdout)
+    thresholds = config["label_thresholds"]
+    assert answer["labels"] == sorted(y for y, p in answer["confidences"].items() if p >= thresholds[y])
+    assert answer["label"] == "+".join(answer["labels"])

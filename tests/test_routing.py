@@ -66,15 +66,23 @@ def test_an_utterance_far_from_every_intent_falls_back_however_confident():
 def test_the_router_similarity_threshold_overrides_the_model_default_and_zero_turns_the_rule_off():
     confident = np.array([0.9, 0.05, 0.05])
     strict = CONFIG.model_copy(update={"similarity_threshold": 0.8})
-    assert decide(strict, LABELS, confident, 0.5, 0.7, default_similarity_threshold=0.55).reason == "far_from_intents"
+    assert (
+        decide(strict, LABELS, confident, 0.5, similarity=0.7, default_similarity_threshold=0.55).reason
+        == "far_from_intents"
+    )
     off = CONFIG.model_copy(update={"similarity_threshold": 0.0})
-    assert decide(off, LABELS, confident, 0.5, 0.1, default_similarity_threshold=0.55).reason == "confident"
+    assert decide(off, LABELS, confident, 0.5, similarity=0.1, default_similarity_threshold=0.55).reason == "confident"
 
 
 def test_low_confidence_is_reported_before_distance_and_a_model_without_centroids_skips_distance():
     unsure = np.array([0.55, 0.25, 0.2])
-    assert decide(CONFIG, LABELS, unsure, 0.5, 0.1, default_similarity_threshold=0.55).reason == "low_confidence"
-    decision = decide(CONFIG, LABELS, np.array([0.9, 0.05, 0.05]), 0.5, None, default_similarity_threshold=0.55)
+    assert (
+        decide(CONFIG, LABELS, unsure, 0.5, similarity=0.1, default_similarity_threshold=0.55).reason
+        == "low_confidence"
+    )
+    decision = decide(
+        CONFIG, LABELS, np.array([0.9, 0.05, 0.05]), 0.5, similarity=None, default_similarity_threshold=0.55
+    )
     assert decision.reason == "confident" and decision.similarity is None
 
 

@@ -42,7 +42,7 @@ async def read_upload(request: Request, upload: UploadFile) -> bytes:
     return content
 
 
-def parse_upload(filename: str, content: bytes, format: str | None, header: bool | None):
+def parse_upload(filename: str, content: bytes, format: str | None, header: bool | None, multilabel: bool = False):
     format = format or format_from_name(filename)
     if format is None:
         raise HTTPException(422, f"{filename}: unknown format; name it .csv, .tsv, .jsonl or .yml, or send format=")
@@ -54,7 +54,7 @@ def parse_upload(filename: str, content: bytes, format: str | None, header: bool
             422, [f"{filename}:{line}: error: bytes that are not UTF-8; save the file as UTF-8"]
         ) from None
     try:
-        return format, parse_dataset(text, format=format, source=filename, header=header)
+        return format, parse_dataset(text, format=format, source=filename, header=header, multilabel=multilabel)
     except DataError as err:
         raise HTTPException(422, [str(p) for p in err.problems]) from None
 
@@ -70,16 +70,19 @@ async def upload_dataset(
     validation_file: Annotated[UploadFile | None, File(description="optional validation data")] = None,
     format: Annotated[str | None, Form()] = None,
     header: Annotated[bool | None, Form()] = None,
+    multilabel: Annotated[
+        bool, Form(description="for multilabel fine-tunes: rows without a label are valid (the empty set)")
+    ] = False,
 ) -> DatasetUploadResponse:
     registry = request.app.state.service.registry
     stored = []
     for upload in [file] + ([validation_file] if validation_file else []):
         filename = Path(upload.filename or "upload.csv").name
         content = await read_upload(request, upload)
-        data_format, dataset = parse_upload(filename, content, format, header)
+        data_format, dataset = parse_upload(filename, content, format, header, multilabel)
         warnings = list(dataset.warnings)
         try:
-            warnings += check_trainable(dataset, allow_rare_labels=True)
+            warnings += check_trainable(dataset, multilabel=multilabel, allow_rare_labels=True)
         except DataError as err:
             warnings += [p for p in err.problems if p.severity == "warning"]
             warnings += err.problems if upload is file else []
@@ -89,7 +92,7 @@ async def upload_dataset(
             data_format,
             content,
             len(dataset),
-            dict(dataset.label_counts()),
+            dict(dataset.label_counts(multilabel)),
             [str(w) for w in warnings],
         )
         stored.append((record, dataset))
@@ -136,14 +139,20 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
 
     def check() -> None:  # parsing a large upload is CPU work: off the event loop
         content = registry.get_dataset_content(body.train_dataset)
-        dataset = parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)
-        check_trainable(dataset, allow_rare_labels=body.allow_rare_labels)
+        text = content.decode("utf-8-sig")
+        dataset = parse_dataset(text, format=record.format, source=record.filename, multilabel=body.multilabel)
+        check_trainable(dataset, multilabel=body.multilabel, allow_rare_labels=body.allow_rare_labels)
 
     try:
         await asyncio.to_thread(check)
     except DataError as err:
         raise HTTPException(422, [str(p) for p in err.problems if p.severity == "error"]) from None
-    settings = {"steps": body.steps, "seed": body.seed, "allow_rare_labels": body.allow_rare_labels}
+    settings = {
+        "steps": body.steps,
+        "seed": body.seed,
+        "allow_rare_labels": body.allow_rare_labels,
+        "multilabel": body.multilabel,
+    }
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)
     except NameTaken as err:

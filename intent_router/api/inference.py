@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 
+from ..data import label_key
 from . import auth
 from .schemas import (
     Classification,
@@ -40,15 +41,26 @@ async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
     if body.record_low_confidence:
         recording = body.record_low_confidence
         await service.record_unsure(body.model, body.inputs, labels, probabilities, recording.below, recording.source)
+    thresholds = (await service.model(body.model)).label_thresholds
     classifications = []
     for text, row in zip(body.inputs, probabilities, strict=True):
-        ranked = sorted(zip(labels, row.tolist(), strict=True), key=lambda pair: -pair[1])
+        ranked = sorted(range(len(labels)), key=lambda i: -row[i])
+        scores = [
+            LabelConfidence(
+                label=labels[i],
+                confidence=float(row[i]),
+                threshold=None if thresholds is None else float(thresholds[i]),
+            )
+            for i in ranked
+        ]
+        predicted = None if thresholds is None else [labels[i] for i in ranked if row[i] >= thresholds[i]]
         classifications.append(
             Classification(
                 input=text,
-                prediction=ranked[0][0],
-                confidence=ranked[0][1],
-                labels=[LabelConfidence(label=label, confidence=c) for label, c in ranked],
+                prediction=labels[ranked[0]] if predicted is None else label_key(predicted),
+                confidence=float(row[ranked[0]]),
+                labels=scores,
+                predicted_labels=predicted,
             )
         )
     return ClassifyResponse(model=body.model, classifications=classifications)

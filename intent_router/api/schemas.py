@@ -30,13 +30,17 @@ class ClassifyRequest(BaseModel):
 class LabelConfidence(BaseModel):
     label: str
     confidence: float
+    threshold: float | None = Field(None, description="multilabel: the label's decision threshold")
 
 
 class Classification(BaseModel):
     input: str
-    prediction: str
-    confidence: float
+    prediction: str = Field(description="the top label; multilabel: the predicted set's name, 'a+b' ('' for none)")
+    confidence: float = Field(description="the top label's confidence")
     labels: list[LabelConfidence] = Field(description="every label, most confident first")
+    predicted_labels: list[str] | None = Field(
+        None, description="multilabel: every label at or above its threshold, most confident first (may be empty)"
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -74,6 +78,7 @@ class RouteResponse(BaseModel):
     reason: Literal["confident", "low_confidence", "far_from_intents", "ambiguous", "no_destination"]
     threshold: float
     alternatives: list[Alternative]
+    intents: list[Alternative] = Field(description="every intent at or above its threshold, most confident first")
     similarity: float | None = Field(None, description="cosine to the nearest intent centroid")
     router: str
     model: str
@@ -103,6 +108,7 @@ class FinetuneRequest(BaseModel):
     steps: int | None = Field(None, ge=0, le=20000)
     seed: int = 0
     allow_rare_labels: bool = False
+    multilabel: bool = Field(False, description="each text has a set of labels, each predicted on its own")
 
 
 class Progress(BaseModel):

@@ -29,6 +29,7 @@ logger = logging.getLogger(f"rasa.{__name__}")  # under "rasa": Rasa's --verbose
 MODEL_FILE = "intent_router.json"
 ON_ERROR = ("empty", "raise")
 MAX_BATCH = 96  # texts per /v1/classify call: the service's default limit
+NO_INTENT: Tuple[Dict[str, Any], List[Dict[str, Any]]] = ({"name": None, "confidence": 0.0}, [])
 
 
 class IntentRouterError(RuntimeError):
@@ -56,6 +57,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             "steps": None,  # fine-tuning steps; None: the service scales them to the data
             "seed": 0,
             "allow_rare_labels": False,  # train on intents with a single example
+            "multilabel": False,  # flight+airfare is two labels, each predicted on its own
             "ranking_length": 10,  # intents in intent_ranking; 0: all of them
             "timeout": 3.0,  # seconds per classify attempt
             "retries": 1,  # further attempts after a failed classify call
@@ -119,17 +121,17 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         intents = {class_name(intent): intent for _, intent in examples}
         name = self.config["model"] or self.finetune(examples)
         info = self.call("GET", f"/v1/models/{name}")
-        self.model = {
-            "name": name,
-            "labels": info["labels"],
-            "intents": {label: intents.get(label, label) for label in info["labels"]},
-        }
+        # A multilabel model's labels are single intents; the sets it predicts keep Rasa's names too.
+        names = {**intents, **{label: intents.get(label, label) for label in info["labels"]}}
+        self.model = {"name": name, "labels": info["labels"], "intents": names}
         self.persist()
         return self._resource
 
     def finetune(self, examples: List[Tuple[str, str]]) -> str:
         """The name of a service model fine-tuned on these examples: an existing one, or a new fine-tune."""
         settings = {k: self.config[k] for k in ("base_model", "steps", "seed", "allow_rare_labels")}
+        if self.config["multilabel"]:  # only then: single-label models keep their names (and are reused)
+            settings["multilabel"] = True
         digest = hashlib.sha256(json.dumps([examples, settings], sort_keys=True).encode()).hexdigest()
         name = f"rasa-{digest[:12]}"
         if self.call("GET", f"/v1/models/{name}", missing_ok=True) is not None:
@@ -184,15 +186,15 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             rankings += self.classify(to_classify[start : start + MAX_BATCH])
         ranked = iter(rankings)
         for message, text in zip(messages, texts):
-            ranking = next(ranked, []) if text else []
-            intent = ranking[0] if ranking else {"name": None, "confidence": 0.0}
+            intent, ranking = next(ranked, NO_INTENT) if text else NO_INTENT
             length = self.config["ranking_length"]
             message.set(INTENT, intent, add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking[:length] if length else ranking, add_to_output=True)
         return messages
 
-    def classify(self, texts: List[str]) -> List[List[Dict[str, Any]]]:
-        """Each text's intents, most confident first; [] per text if the service fails and on_error is empty."""
+    def classify(self, texts: List[str]) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+        """Each text's intent and its intents, most confident first; no intent if the service fails
+        and on_error is empty. A multilabel model's intent is its predicted set (see ``predicted_set``)."""
         assert self.model is not None
         body: Dict[str, Any] = {"model": self.model["name"], "inputs": texts}
         if self.config["record_low_confidence"]:
@@ -210,15 +212,19 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
                 if not self.failing:
                     logger.error(f"{error}; predicting no intent until it answers again (on_error: empty)")
                 self.failing = True
-                return [[] for _ in texts]
+                return [NO_INTENT for _ in texts]
         if self.failing:
             logger.warning(f"intent-router at {self.url} answers again")
             self.failing = False
         intents = self.model["intents"]
-        return [
-            [{"name": intents.get(row["label"], row["label"]), "confidence": row["confidence"]} for row in c["labels"]]
-            for c in answer["classifications"]
-        ]
+        results = []
+        for c in answer["classifications"]:
+            ranking = [
+                {"name": intents.get(r["label"], r["label"]), "confidence": r["confidence"]} for r in c["labels"]
+            ]
+            multilabel = c.get("predicted_labels") is not None
+            results.append((predicted_set(c, intents) if multilabel else ranking[0], ranking))
+        return results
 
     def call(self, method: str, path: str, missing_ok: bool = False, timeout: float = 60.0, **kwargs: Any) -> Any:
         """One HTTP call to the service: its JSON, None for a 404 if ``missing_ok``, else IntentRouterError."""
@@ -239,6 +245,17 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         if response.status_code >= 400:
             raise IntentRouterError(f"intent-router: {method} {path} failed ({response.status_code}): {response.text}")
         return response.json()
+
+
+def predicted_set(classification: Dict[str, Any], intents: Dict[str, str]) -> Dict[str, Any]:
+    """A multilabel answer's predicted set as one intent (``flight+airfare``, Rasa's multi-intent name)
+    with the confidence of its least confident label; no intent when no label reaches its threshold."""
+    if not classification["predicted_labels"]:
+        return {"name": None, "confidence": 0.0}
+    confidences = {row["label"]: row["confidence"] for row in classification["labels"]}
+    name = classification["prediction"]
+    confidence = min(confidences[label] for label in classification["predicted_labels"])
+    return {"name": intents.get(name, name), "confidence": confidence}
 
 
 def class_name(intent: str) -> str:

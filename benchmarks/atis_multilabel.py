@@ -1,0 +1,111 @@
+"""ATIS as a multilabel problem: a single-label model against a multilabel one, on the same data.
+
+    python benchmarks/atis_multilabel.py                    # trains both (or reuses them), prints the table
+    python benchmarks/atis_multilabel.py --retrain          # fine-tune again even if the models exist
+    python benchmarks/atis_multilabel.py --json out.json
+
+Both train on ../shared/datasets/atis/train.csv with the defaults (automatic 20% validation split,
+default steps, seed 0, rare labels allowed: 4 label sets have one example) and are scored on every
+row of test.csv. The single-label model treats each label set (``airfare+flight``) as one class;
+the multilabel model predicts each label on its own with its fitted threshold. Scored: exact-set
+accuracy over all rows and over the multi-intent rows (a ``+`` label: 15), micro and macro F1 and
+Hamming loss of the sets. Models are saved in --models-dir and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from intent_router import IntentClassifier, load_dataset  # noqa: E402
+from intent_router.data import parse_labels  # noqa: E402
+from intent_router.metrics import multilabel_metrics  # noqa: E402
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "atis"
+
+
+def trained(name: str, multilabel: bool, args: argparse.Namespace) -> tuple[IntentClassifier, float | None]:
+    """The model from --models-dir, or fine-tuned now (and saved) with its fit time."""
+    path = args.models_dir / name
+    if path.is_dir() and not args.retrain:
+        return IntentClassifier.load(path), None
+    train = load_dataset(args.data_dir / "train.csv", multilabel=multilabel)
+    started = time.perf_counter()
+    classifier = IntentClassifier(multilabel=multilabel, allow_rare_labels=True).fit(train, progress=_Progress(name))
+    seconds = time.perf_counter() - started
+    classifier.save(path, overwrite=True)
+    return classifier, seconds
+
+
+def score(name: str, classifier: IntentClassifier, args: argparse.Namespace, seconds: float | None) -> dict:
+    test = load_dataset(args.data_dir / "test.csv", deduplicate=False, multilabel=True)
+    predicted = [parse_labels(name) for name in classifier.predict(test.texts)]
+    multi = [i for i, s in enumerate(test.label_sets) if len(s) > 1]
+    metrics = multilabel_metrics(test.label_sets, predicted, None, classifier.labels_ or [])
+    return {
+        "model": name,
+        "multilabel": classifier.multilabel,
+        "test_rows": len(test),
+        "exact_set_accuracy": metrics["accuracy"],
+        "exact_sets_right": sum(test.label_sets[i] == predicted[i] for i in range(len(test))),
+        "multi_intent_rows": len(multi),
+        "multi_intent_right": sum(test.label_sets[i] == predicted[i] for i in multi),
+        "micro_f1": metrics["micro_f1"],
+        "macro_f1": metrics["macro_f1"],
+        "hamming_loss": metrics["hamming_loss"],
+        "empty_sets_predicted": metrics["empty_sets"]["predicted"],
+        "fit_seconds": None if seconds is None else round(seconds, 1),
+        "multi_intent_predictions": [
+            {"text": test.texts[i], "true": sorted(test.label_sets[i]), "predicted": sorted(predicted[i])}
+            for i in multi
+        ],
+    }
+
+
+class _Progress:
+    """Prints each stage's start and every tenth of the fine-tuning: full-ATIS fits take minutes."""
+
+    def __init__(self, name: str):
+        self.name, self.shown = name, ("", -1)
+        self.started = time.perf_counter()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        step = (stage, int(fraction * 10))
+        if step != self.shown:
+            self.shown = step
+            print(f"{self.name}: {stage} {fraction:.0%} after {time.perf_counter() - self.started:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--models-dir", type=Path, default=Path("/tmp/multilabel-models"))
+    parser.add_argument("--retrain", action="store_true", help="fine-tune even if the models are saved")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    rows = []
+    for name, multilabel in (("atis-multilabel", True), ("atis-single-label", False)):
+        classifier, seconds = trained(name, multilabel, args)
+        rows.append(score(name, classifier, args, seconds))
+        print(json.dumps(rows[-1], indent=1), flush=True)
+    print()
+    print("| model | exact-set accuracy | multi-intent right | micro F1 | macro F1 | Hamming loss | empty sets | fit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        fit = "reused" if r["fit_seconds"] is None else f"{r['fit_seconds']:.0f} s"
+        print(
+            f"| {r['model']} | {r['exact_set_accuracy']:.2%} ({r['exact_sets_right']}/{r['test_rows']}) "
+            f"| {r['multi_intent_right']}/{r['multi_intent_rows']} | {r['micro_f1']:.4f} | {r['macro_f1']:.3f} "
+            f"| {r['hamming_loss']:.4f} | {r['empty_sets_predicted']} | {fit} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

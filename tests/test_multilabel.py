@@ -1,0 +1,131 @@
+"""Multilabel models: label sets in, independent probabilities and predicted sets out, per-label
+thresholds kept with the model; the metrics of sets; the router's multilabel rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from intent_router import IntentClassifier
+from intent_router.metrics import label_thresholds, multilabel_metrics
+from intent_router.model_folder import ModelFolderError
+from intent_router.routing import RouterConfig, decide
+
+
+def test_multilabel_metrics_on_a_hand_checked_case():
+    true = [frozenset({"a", "b"}), frozenset({"a"}), frozenset(), frozenset({"c"})]
+    predicted = [frozenset({"a"}), frozenset({"a"}), frozenset(), frozenset({"b"})]
+    metrics = multilabel_metrics(true, predicted, None, ["a", "b", "c"])
+    # exact sets: rows 2 and 3 right; label decisions: 12, wrong: b in row 1, b and c in row 4
+    assert metrics["accuracy"] == 0.5
+    assert metrics["hamming_loss"] == pytest.approx(3 / 12)
+    # a: tp 2; b: fn 1, fp 1; c: fn 1 -> micro P = 2/3, R = 2/4, F1 = 4/7
+    assert metrics["micro_precision"] == pytest.approx(2 / 3)
+    assert metrics["micro_recall"] == pytest.approx(0.5)
+    assert metrics["micro_f1"] == pytest.approx(4 / 7)
+    assert metrics["macro_f1"] == pytest.approx((1 + 0 + 0) / 3)
+    assert metrics["per_label"]["a"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert metrics["empty_sets"] == {"true": 1, "predicted": 1}
+    assert metrics["loss"] is None
+
+
+def test_a_label_the_model_does_not_know_counts_as_missed():
+    metrics = multilabel_metrics([frozenset({"new"})], [frozenset({"a"})], np.array([[0.9]]), ["a"])
+    assert metrics["unknown_labels"] == ["new"]
+    assert metrics["per_label"]["new"]["recall"] == 0.0
+    assert metrics["loss"] == pytest.approx(-np.log(0.1))
+
+
+def test_thresholds_cut_halfway_between_the_accepted_and_the_rejected():
+    probabilities = np.array([[0.9, 0.2], [0.7, 0.1], [0.4, 0.3], [0.1, 0.05]])
+    targets = np.array([[1, 0], [1, 0], [0, 0], [0, 0]], dtype=bool)
+    thresholds = label_thresholds(probabilities, targets)
+    assert thresholds[0] == pytest.approx((0.7 + 0.4) / 2)
+    assert thresholds[1] == 0.5  # no positive example: the default
+
+
+def test_multilabel_model_predicts_sets_and_the_empty_set(fitted_multilabel, multilabel_split):
+    _, held_out = multilabel_split
+    assert fitted_multilabel.labels_ == ["airfare", "flight", "ground_service"]
+    probabilities = fitted_multilabel.predict_proba(held_out.texts)
+    assert probabilities.shape == (len(held_out), 3)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    predicted = fitted_multilabel.predict(held_out.texts)
+    labels, thresholds = fitted_multilabel.labels_, fitted_multilabel.thresholds_
+    expected = ["+".join(y for y, p, t in zip(labels, row, thresholds, strict=True) if p >= t) for row in probabilities]
+    assert predicted == expected
+    assert predicted[0] == "airfare+flight" == held_out.labels[0]  # "flights and fares" rows
+    assert "" in predicted[1:]  # chit-chat: no label reaches its threshold
+    assert fitted_multilabel.evaluate(held_out)["accuracy"] >= 0.6
+
+
+def test_validation_metrics_and_thresholds_are_those_of_sets(fitted_multilabel):
+    metrics = fitted_multilabel.metrics_
+    assert {"accuracy", "micro_f1", "macro_f1", "hamming_loss", "per_label"} <= set(metrics)
+    thresholds = fitted_multilabel.info_["label_thresholds"]
+    assert set(thresholds) == {"airfare", "flight", "ground_service"}
+    assert all(0 < t < 1 for t in thresholds.values())
+
+
+def test_thresholds_are_saved_and_reloaded(fitted_multilabel, multilabel_split, tmp_path):
+    _, held_out = multilabel_split
+    path = fitted_multilabel.save(tmp_path / "multi")
+    config = json.loads((path / "intent_router.json").read_text())
+    assert config["multilabel"] is True
+    assert config["label_thresholds"] == fitted_multilabel.info_["label_thresholds"]
+    loaded = IntentClassifier.load(path)
+    assert loaded.multilabel
+    np.testing.assert_allclose(loaded.thresholds_, fitted_multilabel.thresholds_, atol=1e-4)
+    assert loaded.predict(held_out.texts) == fitted_multilabel.predict(held_out.texts)
+    np.testing.assert_allclose(
+        loaded.predict_proba(held_out.texts), fitted_multilabel.predict_proba(held_out.texts), atol=1e-5
+    )
+
+
+def test_a_multilabel_folder_without_thresholds_is_refused_with_the_fix(fitted_multilabel, tmp_path):
+    path = fitted_multilabel.save(tmp_path / "multi")
+    config = json.loads((path / "intent_router.json").read_text())
+    del config["label_thresholds"]["flight"]
+    (path / "intent_router.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="label_thresholds"):
+        IntentClassifier.load(path)
+
+
+MULTI_LABELS = ["airfare", "flight", "ground_service"]
+MULTI_CONFIG = RouterConfig(
+    model="atis-multi", destinations={"airfare": "fares-bot", "flight": "flights-bot"}, fallback_destination="human"
+)
+FITTED = np.array([0.5, 0.6, 0.4])
+
+
+def test_multilabel_routes_every_intent_above_its_threshold_to_the_top_ones_destination():
+    decision = decide(MULTI_CONFIG, MULTI_LABELS, np.array([0.8, 0.9, 0.1]), 0.5, FITTED)
+    assert (decision.intent, decision.destination, decision.reason) == ("flight", "flights-bot", "confident")
+    assert [i["intent"] for i in decision.intents] == ["flight", "airfare"]  # no 'ambiguous' for two sure intents
+
+
+def test_multilabel_uses_each_labels_own_threshold():
+    # ground_service (0.45) passes its 0.4; flight (0.55) misses its 0.6 though it is more probable
+    decision = decide(MULTI_CONFIG, MULTI_LABELS, np.array([0.1, 0.55, 0.45]), 0.5, FITTED)
+    assert [i["intent"] for i in decision.intents] == ["ground_service"]
+    assert (decision.intent, decision.reason, decision.destination) == ("ground_service", "no_destination", "human")
+    assert decision.threshold == 0.4
+
+
+def test_multilabel_with_an_empty_set_falls_back_as_low_confidence():
+    decision = decide(MULTI_CONFIG, MULTI_LABELS, np.array([0.3, 0.5, 0.1]), 0.5, FITTED)
+    assert (decision.intent, decision.fallback, decision.reason, decision.intents) == (
+        "flight",
+        True,
+        "low_confidence",
+        [],
+    )
+
+
+def test_a_routers_threshold_overrides_the_fitted_ones():
+    config = MULTI_CONFIG.model_copy(update={"threshold": 0.85, "intent_thresholds": {"airfare": 0.7}})
+    decision = decide(config, MULTI_LABELS, np.array([0.8, 0.84, 0.1]), 0.5, FITTED)
+    assert [i["intent"] for i in decision.intents] == ["airfare"]
+    assert decision.destination == "fares-bot"
