@@ -138,12 +138,19 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         content = registry.get_dataset_content(body.train_dataset)
         dataset = parse_dataset(content.decode("utf-8-sig"), format=record.format, source=record.filename)
         check_trainable(dataset, allow_rare_labels=body.allow_rare_labels)
+        if body.clean_text:
+            dataset.cleaned()  # a row that cleaning empties is refused now, not when the job runs
 
     try:
         await asyncio.to_thread(check)
     except DataError as err:
         raise HTTPException(422, [str(p) for p in err.problems if p.severity == "error"]) from None
-    settings = {"steps": body.steps, "seed": body.seed, "allow_rare_labels": body.allow_rare_labels}
+    settings = {
+        "steps": body.steps,
+        "seed": body.seed,
+        "allow_rare_labels": body.allow_rare_labels,
+        "clean_text": body.clean_text,
+    }
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)
     except NameTaken as err:

@@ -102,6 +102,7 @@ class FinetuneRequest(BaseModel):
     steps: int | None = Field(None, ge=0, le=20000)
     seed: int = 0
     allow_rare_labels: bool = False
+    clean_text: bool = Field(False, description="remove markup, links and stray symbols at training and inference")
 
 
 class Progress(BaseModel):
