@@ -29,6 +29,19 @@ TRAIN = {"en": "atis/train.csv", "de": "multiatis/train_de.csv", "es": "multiati
 TEST = {"en": "atis/test.csv", "de": "multiatis/test_de.csv", "es": "multiatis/test_es.csv"}
 
 
+class Progress:
+    """Prints each stage and every tenth of fine-tuning, with the time: a fit takes many minutes."""
+
+    def __init__(self):
+        self.started, self.last = time.perf_counter(), ("", -1)
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        step = (stage, int(fraction * 10))
+        if step != self.last:
+            self.last = step
+            print(f"  {time.perf_counter() - self.started:7.0f} s  {stage} {fraction:.0%}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default="multilingual-small")
@@ -56,7 +69,7 @@ def main() -> None:
             seed=args.seed,
             allow_rare_labels=True,  # four ATIS label sets have one training example
             clean_text=args.clean_text,
-        ).fit(load_dataset(DATA / TRAIN[args.train]))
+        ).fit(load_dataset(DATA / TRAIN[args.train]), progress=Progress())
         fit_seconds = round(time.perf_counter() - started, 1)
         if folder is not None:
             classifier.save(folder)
