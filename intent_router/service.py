@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel
 
 from .batching import MicroBatcher
+from .data import normalize_text
 from .head import LinearHead
 from .model import IntentClassifier
 from .model_folder import model_path
@@ -73,6 +74,26 @@ class UnknownRouter(LookupError):
         self.name, self.available = name, available
         what = f"no router named {name!r}" if name else "name a router"
         super().__init__(f"{what}; available: {', '.join(available) or 'none yet (configure one)'}")
+
+
+class EmptiedText(ValueError):
+    """A text with words only in markup, links or symbols, sent to a model trained with ``clean_text``."""
+
+    def __init__(self, model: str, index: int):
+        self.model, self.index = model, index
+        super().__init__(
+            f"text {index} of the request is empty once cleaned: model {model!r} removes markup, links and "
+            "symbols (clean_text); send the words of the user's utterance"
+        )
+
+
+def _check_not_emptied(loaded: LoadedModel, texts: list[str]) -> None:
+    """Refuse what would get a meaningless prediction; the HTTP API already refuses blank texts."""
+    if not loaded.classifier.clean_text:
+        return
+    for i, text in enumerate(texts):
+        if not normalize_text(text, clean=True):
+            raise EmptiedText(loaded.name, i)
 
 
 @dataclass
@@ -192,10 +213,13 @@ class Service:
     # -- inference ------------------------------------------------------------------------------
 
     async def embed(self, model: str, texts: list[str]) -> np.ndarray:
-        return await (await self.model(model)).batcher.submit(texts)
+        loaded = await self.model(model)
+        _check_not_emptied(loaded, texts)
+        return await loaded.batcher.submit(texts)
 
     async def classify(self, model: str, texts: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = await self.model(model)
+        _check_not_emptied(loaded, texts)
         return loaded.labels, loaded.head.predict_proba(await loaded.batcher.submit(texts))
 
     def recall(self, kind: str, key: str, load: Callable[[], object]) -> object:
@@ -239,7 +263,7 @@ class Service:
         """Route one utterance; fallbacks are written to the low-confidence store."""
         router_name, config = self.router(router)
         loaded = await self.model(config.model)
-        vectors = await loaded.batcher.submit([text])
+        vectors = await self.embed(config.model, [text])
         similarity = loaded.head.centroid_similarity(vectors)
         decision = decide(
             config,

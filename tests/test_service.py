@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 from server import Server, cli
+
+from intent_router import IntentClassifier
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +165,32 @@ def test_a_finetune_of_untrainable_data_is_refused_with_the_reason(server, keys)
     )
     assert taken.status_code == 409
     assert "atis-3" in taken.text
+
+
+def test_a_clean_text_model_cleans_requests_and_refuses_a_text_cleaning_empties(server, home, keys, small_split):
+    train, _ = small_split
+    folder = IntentClassifier(steps=0, clean_text=True).fit(train).save(home / "models" / "atis-clean")
+    try:
+        classify = partial(httpx.post, f"{server.url}/v1/classify", headers=keys["inference"])
+        plain = classify(json={"model": "atis-clean", "inputs": ["show me fares to denver"]})
+        marked = classify(json={"model": "atis-clean", "inputs": ["<b>show me fares to denver</b> https://a.example"]})
+        assert plain.status_code == marked.status_code == 200, marked.text
+        assert marked.json()["classifications"][0]["labels"] == plain.json()["classifications"][0]["labels"]
+        refused = classify(json={"model": "atis-clean", "inputs": ["fares", "<p>&nbsp;</p>"]})
+        assert refused.status_code == 422
+        assert "text 1 of the request is empty once cleaned" in refused.json()["detail"]
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_finetune_with_clean_text_refuses_rows_that_cleaning_empties(server, keys, train_csv):
+    data = train_csv.read_bytes() + b"<br/>&nbsp;,atis_airfare\n"
+    upload = httpx.post(f"{server.url}/v1/datasets", files={"file": ("html.csv", data)}, headers=keys["admin"])
+    assert upload.status_code == 201, upload.text
+    request = {"name": "html", "train_dataset": upload.json()["dataset"]["id"], "clean_text": True}
+    answer = httpx.post(f"{server.url}/v1/finetunes", json=request, headers=keys["admin"])
+    assert answer.status_code == 422
+    assert "html.csv:50: error: text '<br/>&nbsp;' is empty after cleaning" in answer.text
 
 
 def test_route_sends_confident_utterances_to_their_destination_and_records_fallbacks(server, keys):

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from .. import __version__
 from ..model_folder import ModelFolderError
-from ..service import Service, ServiceSettings, UnknownModel, UnknownRouter
+from ..service import EmptiedText, Service, ServiceSettings, UnknownModel, UnknownRouter
 from . import admin, discovery, inference
 
 
@@ -87,6 +87,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.exception_handler(UnknownRouter)
     async def unknown_router(request: Request, error: UnknownRouter) -> JSONResponse:
         return JSONResponse({"detail": str(error), "available": error.available}, status_code=404)
+
+    @app.exception_handler(EmptiedText)
+    async def emptied_text(request: Request, error: EmptiedText) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(ModelFolderError)
     async def broken_model(request: Request, error: ModelFolderError) -> JSONResponse:

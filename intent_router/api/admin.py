@@ -142,6 +142,8 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         text = content.decode("utf-8-sig")
         dataset = parse_dataset(text, format=record.format, source=record.filename, multilabel=body.multilabel)
         check_trainable(dataset, multilabel=body.multilabel, allow_rare_labels=body.allow_rare_labels)
+        if body.clean_text:
+            dataset.cleaned()  # a row that cleaning empties is refused now, not when the job runs
 
     try:
         await asyncio.to_thread(check)
@@ -152,6 +154,7 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         "seed": body.seed,
         "allow_rare_labels": body.allow_rare_labels,
         "multilabel": body.multilabel,
+        "clean_text": body.clean_text,
     }
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)

@@ -109,6 +109,7 @@ class FinetuneRequest(BaseModel):
     seed: int = 0
     allow_rare_labels: bool = False
     multilabel: bool = Field(False, description="each text has a set of labels, each predicted on its own")
+    clean_text: bool = Field(False, description="remove markup, links and stray symbols at training and inference")
 
 
 class Progress(BaseModel):
