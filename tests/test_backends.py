@@ -68,7 +68,6 @@ def test_the_cascade_hands_unsure_and_unknown_inputs_to_the_transformer(saved_mo
         (lambda p: (p / "onnx" / "model-int8.onnx").unlink(), "has no onnx/model-int8.onnx.*intent-router optimize"),
         (lambda p: (p / "onnx" / "model-int8.onnx").write_bytes(b"\x00not onnx"), "cannot load the onnx-int8 model"),
         (lambda p: (p / "student.safetensors").write_bytes(b"broken"), "cannot read the static student"),
-        (lambda p: (p / "tokenizer.json").write_text("{"), "cannot read the fast tokenizer"),
     ],
 )
 def test_a_missing_or_damaged_backend_file_gives_a_clear_error(saved_model, tmp_path, damage, message):
@@ -77,6 +76,13 @@ def test_a_missing_or_damaged_backend_file_gives_a_clear_error(saved_model, tmp_
     with pytest.raises(ModelFolderError, match=message):
         IntentClassifier.load(copy, backend="cascade")
     assert IntentClassifier.load(copy, backend="torch").predict(["fares to denver"])  # torch still works
+
+
+def test_a_damaged_tokenizer_gives_a_clear_error_on_onnx(saved_model, tmp_path):
+    copy = shutil.copytree(saved_model, tmp_path / "copy")
+    (copy / "tokenizer.json").write_text("{")
+    with pytest.raises(ModelFolderError, match="cannot read the fast tokenizer .*tokenizer.json"):
+        IntentClassifier.load(copy, backend="onnx")
 
 
 def test_an_unknown_backend_is_refused_with_the_choices(saved_model):
