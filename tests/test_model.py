@@ -81,7 +81,7 @@ def test_given_validation_set_is_used_instead_of_a_split_and_progress_is_reporte
     assert classifier.metrics_["examples"] == 30
     assert classifier.info_["data"]["train_examples"] == len(train)
     assert classifier.info_["fine_tuning"]["steps"] == 2
-    assert [stage for stage, _ in calls if _ == 1.0] == ["loading", "fine-tuning", "head", "evaluating"]
+    assert [stage for stage, _ in calls if _ == 1.0] == ["loading", "fine-tuning", "head", "evaluating", "optimizing"]
     tuning = [f for stage, f in calls if stage == "fine-tuning"]
     assert tuning == sorted(tuning) and tuning[-1] == 1.0
 
