@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("models"), help="for the in-process figure")
     parser.add_argument("--texts", type=Path, default=DEFAULT_TEXTS)
     parser.add_argument("--requests", type=int, default=400, help="route requests per concurrency level")
+    parser.add_argument("--backend", default=None, help="for the in-process figure: the server's --backend")
     args = parser.parse_args()
 
     headers = {"Authorization": f"Bearer {args.key}"}
@@ -84,7 +85,7 @@ def main() -> None:
     _, seconds = latencies(args.url, headers, "/v1/classify", bodies, 1)
     http_rate = sum(len(b) for b in batches) / seconds
 
-    classifier = IntentClassifier.load(args.models_dir / args.model)
+    classifier = IntentClassifier.load(args.models_dir / args.model, backend=args.backend)
     classifier.predict_proba(batches[0])
     started = time.perf_counter()
     for batch in batches:

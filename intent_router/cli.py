@@ -16,6 +16,7 @@ from rich.table import Table
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
 from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu
 from .model_folder import ModelFolderError, list_models, model_path
+from .optimize import BACKENDS
 
 app = typer.Typer(
     help="Fine-tune a sentence-embedding intent classifier from labelled utterances, and use it.",
@@ -35,6 +36,14 @@ FormatOption = Annotated[
 HeaderOption = Annotated[
     bool | None,
     typer.Option("--header/--no-header", help="Force whether a CSV/TSV's first row is a header; default: detect."),
+]
+
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="INTENT_ROUTER_BACKEND",
+        help="Inference backend: torch, onnx, onnx-int8 or cascade; default: the model's own (fitted at training).",
+    ),
 ]
 
 DatabaseUrl = Annotated[
@@ -162,8 +171,47 @@ def train(
         )
         if classifier.metrics_:
             _print_metrics(classifier.metrics_, "Validation")
+        _print_backends(classifier.info_["inference"])
         saved = _quiet(classifier.save, target, overwrite=overwrite)
         console.print(f"[green]Saved[/] {name!r} to {saved}")
+
+
+@app.command()
+def optimize(
+    model: Annotated[str, typer.Argument(help="Model name (in --models-dir) or folder.")],
+    data: Annotated[Path, typer.Option("--data", help="The training data the model was fitted on.")],
+    validation: Annotated[
+        Path | None, typer.Option(help="The validation file it was fitted with; default: its automatic split.")
+    ] = None,
+    format: FormatOption = None,
+    header: HeaderOption = None,
+    models_dir: ModelsDir = Path("models"),
+) -> None:
+    """Build the ONNX, int8 and cascade backends of a model saved before they existed (training does it)."""
+    from .data import train_validation_split
+
+    with _reported_errors():
+        path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+        classifier = _load(model, models_dir, backend="torch")
+        dataset = load_dataset(data, format=format, header=header)
+        split = classifier.info_.get("data", {}).get("validation_split", {})
+        if validation is not None:
+            train_part, held_out = dataset, load_dataset(validation, format=format, header=header)
+        elif split.get("kind") == "automatic":
+            train_part, held_out = train_validation_split(dataset, split["fraction"], split["seed"])
+        else:
+            raise ValueError(f"{model} was validated on {split.get('source', 'a given file')}: pass it as --validation")
+        expected = classifier.info_.get("data", {}).get("validation_checksum")
+        if expected and held_out.checksum() != expected:
+            raise ValueError(
+                f"this validation split is not the one {model} was fitted with (checksum differs): pass the same "
+                "--data file (and --validation, if it had one)"
+            )
+        with console.status("exporting, quantising, distilling the static student"):
+            _quiet(classifier.optimize, train_part, held_out)
+        _print_backends(classifier.info_["inference"])
+        _quiet(classifier.save, path, overwrite=True)
+        console.print(f"[green]Saved[/] the backends into {path}")
 
 
 @app.command()
@@ -174,10 +222,11 @@ def evaluate(
     format: FormatOption = None,
     header: HeaderOption = None,
     models_dir: ModelsDir = Path("models"),
+    backend: BackendOption = None,
 ) -> None:
     """Score a model on labelled data: accuracy, macro and per-label metrics, confusion matrix."""
     with _reported_errors():
-        classifier = _load(model, models_dir)
+        classifier = _load(model, models_dir, backend)
         dataset = load_dataset(data, format=format, header=header, deduplicate=False, multilabel=classifier.multilabel)
         metrics = classifier.evaluate(dataset)
         if as_json:
@@ -193,10 +242,11 @@ def predict(
     top: Annotated[int, typer.Option(help="Labels shown per text (JSON always has all).")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print every label's confidence as JSON lines.")] = False,
     models_dir: ModelsDir = Path("models"),
+    backend: BackendOption = None,
 ) -> None:
     """Classify utterances: each label with its confidence (multilabel: the predicted set too)."""
     with _reported_errors():
-        classifier = _load(model, models_dir)
+        classifier = _load(model, models_dir, backend)
         texts = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         probabilities = classifier.predict_proba(texts)
         predictions = classifier.predict(texts)
@@ -348,6 +398,7 @@ def serve(
     finetune_worker: Annotated[
         bool, typer.Option(help="Run queued fine-tunes in a worker process next to the server.")
     ] = True,
+    backend: BackendOption = None,
 ) -> None:
     """Start the router service (HTTP API under /v1, OpenAPI at /docs)."""
     import uvicorn
@@ -358,8 +409,15 @@ def serve(
 
     with _reported_errors():
         settings = ServiceSettings.from_env().model_copy(
-            update={"models_dir": models_dir.resolve(), "database_url": database_url, "config_file": config}
+            update={
+                "models_dir": models_dir.resolve(),
+                "database_url": database_url,
+                "config_file": config,
+                "backend": backend,
+            }
         )
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         os.environ.update(settings.to_env())
         settings.models_dir.mkdir(parents=True, exist_ok=True)
         registry = Registry(database_url)
@@ -444,11 +502,23 @@ def list_keys(database_url: DatabaseUrl = "sqlite:///intent-router.db") -> None:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _load(model: str, models_dir: Path):
+def _load(model: str, models_dir: Path, backend: str | None = None):
     from .model import IntentClassifier
 
     path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
-    return _quiet(IntentClassifier.load, path)
+    return _quiet(IntentClassifier.load, path, backend=backend)
+
+
+def _print_backends(inference: dict) -> None:
+    accuracy = inference.get("validation_accuracy") or {}
+    figures = ", ".join(f"{name} {value:.2%}" for name, value in accuracy.items())
+    cascade = inference.get("cascade", {})
+    console.print(
+        f"Inference backend: [bold]{inference['default_backend']}[/] "
+        f"(validation accuracy: {figures or 'not measured'}; "
+        f"the cascade hands {cascade.get('validation_handed_over', 1.0):.0%} of validation inputs to "
+        f"{cascade.get('transformer', 'torch')})"
+    )
 
 
 def _quiet(function, *args, **kwargs):

@@ -24,20 +24,23 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from . import __version__
+from .backends import ONNX_FILES, BackendError, Encoder, OnnxEncoder, Tokenizer, TorchEncoder
 from .base_models import DEFAULT_BASE_MODEL, load_base_model
 from .data import Dataset, Problem, check_trainable, label_key, normalize_text, parse_labels, train_validation_split
 from .finetune import FinetuneSettings, ProgressCallback, finetune_body
 from .head import LinearHead, SigmoidHead
 from .metrics import classification_metrics, confidence_threshold, label_thresholds, multilabel_metrics
-from .model_folder import read_model_folder, write_model_folder
+from .model_folder import ModelFolderError, read_model_folder, write_model_folder
+from .optimize import BACKENDS, Optimized, optimize
+from .student import Cascade, StaticStudent
 
 ENCODE_BATCH_SIZE = 64
+STUDENT_FILE = "student.safetensors"
 THRESHOLD_PRECISION = 0.95  # the default router threshold keeps validation precision at this level
 # The default similarity threshold: this share (in %) of validation utterances is nearer no intent centroid.
 SIMILARITY_PERCENTILE = 5.0
@@ -56,6 +59,7 @@ class IntentClassifier:
     ``multilabel=True``: ``labels_`` are single labels, ``predict_proba`` independent probabilities,
     ``predict`` the canonical name of the predicted set (``'airfare+flight'``; ``''`` for no label),
     ``thresholds_`` each label's decision threshold.
+    ``backend_`` names the inference backend in use (``torch`` after ``fit``; see ``load``).
     """
 
     def __init__(
@@ -87,6 +91,10 @@ class IntentClassifier:
         self.thresholds_: np.ndarray | None = None
         self.metrics_: dict | None = None
         self.info_: dict = {}
+        self.backend_ = "torch"
+        self.encoder_: Encoder | None = None  # what embeds: the torch body or an ONNX session
+        self.cascade_: Cascade | None = None  # set when backend_ == "cascade"
+        self.optimized_: Optimized | None = None  # the backends' files, until saved
 
     # -- training -------------------------------------------------------------------------------
 
@@ -128,13 +136,14 @@ class IntentClassifier:
             tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report)
 
         report("head", 0.0)
-        embeddings = encode(body, train_part.texts, self.clean_text)
+        train_vectors = encode(body, train_part.texts, self.clean_text)
         if self.multilabel:
             targets = _multi_hot(train_part.label_sets, labels)
-            head: LinearHead = SigmoidHead.fit(embeddings, targets, len(labels), self.head_regularization)
+            head: LinearHead = SigmoidHead.fit(train_vectors, targets, len(labels), self.head_regularization)
         else:
-            head = LinearHead.fit(embeddings, np.array(class_ids), len(labels), self.head_regularization)
+            head = LinearHead.fit(train_vectors, np.array(class_ids), len(labels), self.head_regularization)
         self.body_, self.head_, self.labels_ = body, head, labels
+        self.backend_, self.encoder_, self.cascade_ = "torch", TorchEncoder(body), None
         report("head", 1.0)
 
         report("evaluating", 0.0)
@@ -157,6 +166,22 @@ class IntentClassifier:
         if self.thresholds_ is not None:
             thresholds["label_thresholds"] = dict(zip(labels, self.thresholds_.tolist(), strict=True))
         report("evaluating", 1.0)
+
+        self.optimized_ = None
+        if not self.multilabel:  # the ONNX and cascade backends are built for single-label models
+            report("optimizing", 0.0)
+            known = [i for i, label in enumerate(validation.labels) if label in labels]
+            self.optimized_ = optimize(
+                body,
+                head,
+                prepare_texts(train_part.texts, self.clean_text),
+                train_vectors,
+                np.array(class_ids),
+                prepare_texts([validation.texts[i] for i in known], self.clean_text),
+                np.array([labels.index(validation.labels[i]) for i in known]),
+                self.head_regularization,
+            )
+            report("optimizing", 1.0)
         self.info_ = {
             "base_model": self.base_model,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -165,6 +190,7 @@ class IntentClassifier:
             "head_regularization": self.head_regularization,
             "clean_text": self.clean_text,
             **thresholds,
+            **({"inference": self.optimized_.info} if self.optimized_ else {}),
             "data": {
                 "train_source": train.source,
                 "train_examples": len(train_part),
@@ -181,14 +207,17 @@ class IntentClassifier:
     # -- inference ------------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Fine-tuned, unit-length embeddings, one row per text."""
-        body, _, _ = self._fitted()
-        return encode(body, texts, self.clean_text)
+        """Fine-tuned, unit-length embeddings, one row per text (from the loaded backend's transformer)."""
+        encoder, _, _ = self._fitted()
+        return encoder.encode(prepare_texts(texts, self.clean_text))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """A confidence for every label, one row per text; columns follow ``labels_``."""
-        body, head, _ = self._fitted()
-        return head.predict_proba(encode(body, texts, self.clean_text))
+        encoder, head, _ = self._fitted()
+        prepared = prepare_texts(texts, self.clean_text)
+        if self.cascade_ is not None:
+            return self.cascade_.predict_proba(prepared)
+        return head.predict_proba(encoder.encode(prepared))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The most confident label of each text; multilabel: the canonical name of its predicted set."""
@@ -220,17 +249,67 @@ class IntentClassifier:
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the model folder atomically; ``SentenceTransformer(path)`` loads its tuned body."""
-        body, head, labels = self._fitted()
-        config = {"labels": labels, "multilabel": self.multilabel, **self.info_}
+        """Write the model folder atomically; ``SentenceTransformer(path)`` loads its tuned body.
+
+        The ONNX exports and the static student built by ``fit`` (or ``optimize``) are saved with it.
+        """
+        _, head, labels = self._fitted()
+        if self.body_ is None:
+            raise NotFittedError(
+                f"a model loaded with backend={self.backend_!r} has no torch body to save: load it "
+                "with backend='torch' to save it"
+            )
+        files, info = {}, dict(self.info_)
+        if self.optimized_ is not None:
+            files = {ONNX_FILES[name]: content for name, content in self.optimized_.onnx_models.items()}
+            files[STUDENT_FILE] = self.optimized_.student.to_bytes()
+            info["inference"] = self.optimized_.info
+        else:  # the backends' files are not in memory: a saved default could not be loaded
+            info.pop("inference", None)
+        config = {"labels": labels, "multilabel": self.multilabel, **info}
         if self.multilabel and self.thresholds_ is not None:  # thresholds_ may have been changed since fit
             config["label_thresholds"] = {y: float(t) for y, t in zip(labels, self.thresholds_, strict=True)}
-        return write_model_folder(Path(path), body, head, config, self.metrics_, overwrite)
+        return write_model_folder(Path(path), self.body_, head, config, self.metrics_, overwrite, files)
+
+    def optimize(self, train: Dataset, validation: Dataset) -> IntentClassifier:
+        """Build the ONNX and cascade backends for a model fitted before they existed (then ``save``)."""
+        body, head, labels = self.body_, self.head_, self.labels_
+        if body is None or head is None or labels is None:
+            raise NotFittedError("optimize needs the torch body: IntentClassifier.load(path, backend='torch')")
+        if self.multilabel:
+            raise ValueError("multilabel models run on torch only: the ONNX and cascade backends are single-label")
+        train_part = [i for i, label in enumerate(train.labels) if label in labels]
+        known = [i for i, label in enumerate(validation.labels) if label in labels]
+        texts = prepare_texts([train.texts[i] for i in train_part], self.clean_text)
+        self.optimized_ = optimize(
+            body,
+            head,
+            texts,
+            encode(body, texts, self.clean_text),
+            np.array([labels.index(train.labels[i]) for i in train_part]),
+            prepare_texts([validation.texts[i] for i in known], self.clean_text),
+            np.array([labels.index(validation.labels[i]) for i in known]),
+            self.head_regularization,
+        )
+        self.info_["inference"] = self.optimized_.info
+        return self
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> IntentClassifier:
-        """Load a folder written by ``save``; a foreign or damaged folder raises ``ModelFolderError``."""
-        body, head, config, metrics = read_model_folder(Path(path), device)
+    def load(cls, path: str | Path, device: str | None = None, backend: str | None = None) -> IntentClassifier:
+        """Load a folder written by ``save``; a foreign or damaged folder raises ``ModelFolderError``.
+
+        ``backend``: ``torch``, ``onnx``, ``onnx-int8`` or ``cascade``; None takes the model's default
+        (``info_["inference"]["default_backend"]``, fitted on its validation split; torch for models
+        saved before backends existed).
+        """
+        path = Path(path)
+        _, _, config, _ = read_model_folder(path, load_body=False)
+        inference = config.get("inference") or {}
+        chosen = backend or inference.get("default_backend") or "torch"
+        if chosen not in BACKENDS:
+            raise ValueError(f"unknown backend {chosen!r}: choose one of {', '.join(BACKENDS)}")
+        transformer = (inference.get("cascade") or {}).get("transformer", "torch") if chosen == "cascade" else chosen
+        body, head, config, metrics = read_model_folder(path, device, load_body=transformer == "torch")
         multilabel = bool(config.get("multilabel", False))
         classifier = cls(
             config.get("base_model", DEFAULT_BASE_MODEL),
@@ -243,12 +322,55 @@ class IntentClassifier:
             classifier.thresholds_ = np.array([config["label_thresholds"][label] for label in config["labels"]])
         classifier.metrics_ = metrics
         classifier.info_ = {k: v for k, v in config.items() if k not in ("labels", "multilabel")}
+        classifier.backend_ = chosen
+        classifier.encoder_ = (
+            TorchEncoder(body) if body is not None else _onnx_encoder(path, transformer, head, inference)
+        )
+        if chosen == "cascade":
+            classifier.cascade_ = _cascade(path, classifier.encoder_, head, inference)
         return classifier
 
-    def _fitted(self) -> tuple[Any, LinearHead, list[str]]:
-        if self.body_ is None or self.head_ is None or self.labels_ is None:
+    def _fitted(self) -> tuple[Encoder, LinearHead, list[str]]:
+        if self.encoder_ is None or self.head_ is None or self.labels_ is None:
             raise NotFittedError("this classifier is not trained: call fit(...) or IntentClassifier.load(path)")
-        return self.body_, self.head_, self.labels_
+        return self.encoder_, self.head_, self.labels_
+
+
+def _onnx_encoder(path: Path, backend: str, head: LinearHead, inference: dict) -> OnnxEncoder:
+    file = path / ONNX_FILES[backend]
+    if not file.is_file():
+        raise ModelFolderError(
+            f"{path} has no {ONNX_FILES[backend]}: it was saved before the ONNX backends existed. Build them with "
+            f"`intent-router optimize {path.name} --data TRAIN.csv`, or load it with backend='torch'"
+        )
+    try:
+        encoder = OnnxEncoder(file, Tokenizer.from_folder(path, int(inference.get("max_seq_length", 256))), backend)
+        dimension = encoder.encode(["dimension check"]).shape[1]
+    except BackendError as err:
+        raise ModelFolderError(
+            f"{err}. Rebuild it with `intent-router optimize {path.name} --data TRAIN.csv`, "
+            "or load the model with backend='torch'"
+        ) from err
+    if dimension != head.dimension:
+        raise ModelFolderError(
+            f"{file} gives {dimension}-dimensional embeddings, but the head expects "
+            f"{head.dimension}: rebuild it with `intent-router optimize {path.name}`"
+        )
+    return encoder
+
+
+def _cascade(path: Path, transformer: Encoder, head: LinearHead, inference: dict) -> Cascade:
+    file = path / STUDENT_FILE
+    if not file.is_file() or "threshold" not in (inference.get("cascade") or {}):
+        raise ModelFolderError(
+            f"{path} has no static student ({STUDENT_FILE}) or cascade threshold: build it with "
+            f"`intent-router optimize {path.name} --data TRAIN.csv`, or choose another backend"
+        )
+    try:
+        student = StaticStudent.load(file, Tokenizer.from_folder(path, int(inference.get("max_seq_length", 256))))
+    except Exception as err:  # safetensors, shape and tokenizer errors all mean a damaged file
+        raise ModelFolderError(f"cannot read the static student {file}: {err}") from err
+    return Cascade(student, transformer, head, float(inference["cascade"]["threshold"]))
 
 
 def _fit_threshold(probabilities: np.ndarray, true_labels: list[str], labels: list[str]) -> dict:

@@ -33,9 +33,18 @@ class ModelFolderError(RuntimeError):
 
 
 def write_model_folder(
-    path: Path, body, head: LinearHead, config: dict, metrics: dict | None, overwrite: bool = False
+    path: Path,
+    body,
+    head: LinearHead,
+    config: dict,
+    metrics: dict | None,
+    overwrite: bool = False,
+    files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write into a hidden sibling folder, then rename it into place: readers never see half a model."""
+    """Write into a hidden sibling folder, then rename it into place: readers never see half a model.
+
+    ``files``: more files by relative path (the ONNX exports, the static student).
+    """
     path = path.resolve()
     if path.exists() and not overwrite:
         raise ModelFolderError(f"{path} already exists; choose another name or overwrite it")
@@ -44,6 +53,9 @@ def write_model_folder(
     try:
         body.save(str(staging))
         head.save(staging / HEAD_FILE)
+        for relative, content in (files or {}).items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_bytes(content)
         _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **config})
         _write_json(staging / METRICS_FILE, metrics)
         _fsync_tree(staging)
@@ -59,8 +71,11 @@ def write_model_folder(
     return path
 
 
-def read_model_folder(path: Path, device: str | None = None):
-    """Return (body, head, config, metrics); raise ``ModelFolderError`` saying what is wrong."""
+def read_model_folder(path: Path, device: str | None = None, load_body: bool = True):
+    """Return (body, head, config, metrics); raise ``ModelFolderError`` saying what is wrong.
+
+    ``load_body=False`` leaves the torch body unloaded (None), for the ONNX backends.
+    """
     from sentence_transformers import SentenceTransformer
 
     if not path.is_dir():
@@ -95,18 +110,22 @@ def read_model_folder(path: Path, device: str | None = None):
         head = (SigmoidHead if multilabel else LinearHead).load(path / HEAD_FILE)
     except Exception as err:
         raise ModelFolderError(f"cannot read {path / HEAD_FILE}: {err}") from err
+    if head.n_classes != len(labels):
+        raise ModelFolderError(f"{path}: the head has {head.n_classes} classes, but the model has {len(labels)} labels")
+    metrics_path = path / METRICS_FILE
+    metrics = _read_json(metrics_path) if metrics_path.is_file() else None
+    if not load_body:
+        return None, head, config, metrics
     try:
         body = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
     except Exception as err:
         raise ModelFolderError(f"cannot load the tuned body in {path}: {type(err).__name__}: {err}") from err
     dimension = body.get_embedding_dimension()
-    if head.n_classes != len(labels) or head.dimension != dimension:
+    if head.dimension != dimension:
         raise ModelFolderError(
             f"{path}: the head has {head.n_classes} classes of dimension {head.dimension}, but the model "
             f"has {len(labels)} labels and {dimension}-dimensional embeddings"
         )
-    metrics_path = path / METRICS_FILE
-    metrics = _read_json(metrics_path) if metrics_path.is_file() else None
     return body, head, config, metrics
 
 

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ class ServiceSettings(BaseModel):
     models_dir: Path = Path("models")
     database_url: str = "sqlite:///intent-router.db"
     config_file: Path | None = None
+    backend: str | None = None  # None: each model's own default backend (fitted at training)
     max_batch: int = 96
     max_text_chars: int = 2000
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -100,7 +102,8 @@ def _check_not_emptied(loaded: LoadedModel, texts: list[str]) -> None:
 class LoadedModel:
     name: str
     classifier: IntentClassifier
-    batcher: MicroBatcher
+    batcher: MicroBatcher  # embed passes
+    classify_batcher: MicroBatcher  # classify passes: through the cascade's student when it is the backend
 
     @property
     def labels(self) -> list[str]:
@@ -173,23 +176,23 @@ class Service:
             path = Path(record.path) if record else self._local_model(name)
             if path is None:
                 raise UnknownModel(name, self.available_models())
-            classifier = await asyncio.get_running_loop().run_in_executor(self.executor, IntentClassifier.load, path)
+            classifier = await asyncio.get_running_loop().run_in_executor(
+                self.executor, partial(IntentClassifier.load, path, backend=self.settings.backend)
+            )
             loaded = LoadedModel(
-                name,
-                classifier,
-                MicroBatcher(
-                    classifier.embed,
-                    self.executor,
-                    self.settings.max_batch,
-                    self.settings.batch_wait_ms,
-                    self.on_inference_pass,
-                ),
+                name, classifier, self._batcher(classifier.embed), self._batcher(classifier.predict_proba)
             )
             self.models[name] = loaded
             while len(self.models) > self.settings.model_cache_size:
                 _, evicted = self.models.popitem(last=False)
                 await evicted.batcher.close()
+                await evicted.classify_batcher.close()
             return loaded
+
+    def _batcher(self, compute: Callable[[list[str]], np.ndarray]) -> MicroBatcher:
+        return MicroBatcher(
+            compute, self.executor, self.settings.max_batch, self.settings.batch_wait_ms, self.on_inference_pass
+        )
 
     def _local_model(self, name: str) -> Path | None:
         """A model folder copied into models_dir by hand (not fine-tuned by this service)."""
@@ -209,6 +212,7 @@ class Service:
         loaded = self.models.pop(name, None)
         if loaded:
             await loaded.batcher.close()
+            await loaded.classify_batcher.close()
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -220,7 +224,7 @@ class Service:
     async def classify(self, model: str, texts: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = await self.model(model)
         _check_not_emptied(loaded, texts)
-        return loaded.labels, loaded.head.predict_proba(await loaded.batcher.submit(texts))
+        return loaded.labels, await loaded.classify_batcher.submit(texts)
 
     def recall(self, kind: str, key: str, load: Callable[[], object]) -> object:
         """``load()``, remembered for ``cache_seconds``: keys and routers are read on every request."""
@@ -332,6 +336,7 @@ class Service:
         await self.flush()
         for loaded in self.models.values():
             await loaded.batcher.close()
+            await loaded.classify_batcher.close()
         self.executor.shutdown(wait=False)
         self.writer.shutdown(wait=True)
         self.registry.close()

@@ -1,0 +1,203 @@
+"""Inference backends: the tuned body run by torch, or exported to ONNX and run by onnxruntime.
+
+    torch       sentence-transformers on the saved body (model.safetensors)
+    onnx        the same network exported to onnx/model.onnx: transformer, mean pooling, normalisation
+    onnx-int8   onnx/model-int8.onnx: the export with its weights quantised to int8 (dynamic quantisation)
+
+Every backend has one method, ``encode(texts) -> (n, d) unit vectors``; the classifier's head and
+``embed`` use whichever backend is loaded. The ONNX backends tokenise with the folder's own fast
+tokenizer (``tokenizer.json``), sort texts by length, pad each batch to its longest text and cut at
+the model's ``max_seq_length``, so a batch of short utterances costs short sequences. They do not
+load the torch body at all. ONNX files hold only the graph and its weights: nothing runs on load.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+TRANSFORMER_BACKENDS = ("torch", "onnx", "onnx-int8")
+ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model-int8.onnx"}
+ENCODE_BATCH_SIZE = 64
+OPSET = 17
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot be built or loaded; the message says how to fix it."""
+
+
+class Encoder(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class TorchEncoder:
+    """The sentence-transformers body itself."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.body.encode(
+            list(texts), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True, normalize_embeddings=True
+        )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+
+
+class Tokenizer:
+    """A fast tokenizer cut at ``max_length`` tokens and padded to each batch's longest text."""
+
+    def __init__(self, tokenizer, pad_token: str, max_length: int):
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise BackendError(f"the tokenizer has no padding token {pad_token!r}")
+        tokenizer.enable_truncation(max_length)
+        self.unpadded = tokenizer.from_str(tokenizer.to_str())  # for the static student's token lists
+        tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @classmethod
+    def from_folder(cls, folder: Path, max_length: int) -> Tokenizer:
+        """The model folder's ``tokenizer.json``; the torch body is not loaded."""
+        from tokenizers import Tokenizer as FastTokenizer
+
+        try:
+            tokenizer = FastTokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as err:
+            raise BackendError(f"cannot read the fast tokenizer {folder / 'tokenizer.json'}: {err}") from err
+        return cls(tokenizer, _pad_token(folder), max_length)
+
+    @classmethod
+    def from_body(cls, body) -> Tokenizer:
+        """A copy of a loaded body's own fast tokenizer."""
+        from tokenizers import Tokenizer as FastTokenizer
+
+        source = body.tokenizer
+        if not getattr(source, "is_fast", False):
+            raise BackendError("the body has no fast tokenizer (tokenizer.json); use backend='torch'")
+        copy = FastTokenizer.from_str(source.backend_tokenizer.to_str())
+        return cls(copy, source.pad_token or "[PAD]", body.max_seq_length)
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask), both (n, longest) int64."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids without special tokens or padding (for the static student)."""
+        return [e.ids for e in self.unpadded.encode_batch(list(texts), add_special_tokens=False)]
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+
+class OnnxEncoder:
+    """An exported body run by onnxruntime with as many threads as torch uses."""
+
+    def __init__(self, model: bytes | str | Path, tokenizer: Tokenizer, name: str = "onnx"):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as err:
+            where = "" if isinstance(model, bytes) else f" {model}"
+            raise BackendError(f"cannot load the {name} model{where}: {type(err).__name__}: {err}") from err
+        self.tokenizer = tokenizer
+        self.name = name
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        vectors: np.ndarray | None = None
+        for start in range(0, len(texts), ENCODE_BATCH_SIZE):
+            rows = order[start : start + ENCODE_BATCH_SIZE]
+            batch = self.encode_ids(*self.tokenizer([texts[i] for i in rows]))
+            if vectors is None:
+                vectors = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+            vectors[rows] = batch
+        return vectors if vectors is not None else np.empty((0, 0), dtype=np.float32)
+
+    def encode_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+def export_onnx(body) -> dict[str, bytes]:
+    """The tuned body as ONNX, fp32 and dynamic int8: ``{"onnx": bytes, "onnx-int8": bytes}``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    network = PooledBody(body).eval()
+    example = torch.ones((2, 8), dtype=torch.long)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32, int8 = Path(scratch) / "model.onnx", Path(scratch) / "model-int8.onnx"
+        with torch.no_grad():
+            torch.onnx.export(
+                network,
+                (example, example),
+                str(fp32),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["embedding"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "tokens"},
+                    "attention_mask": {0: "batch", 1: "tokens"},
+                    "embedding": {0: "batch"},
+                },
+                opset_version=OPSET,
+                dynamo=False,  # the TorchScript exporter: no onnxscript rewrite, a plain static graph
+            )
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+        return {"onnx": fp32.read_bytes(), "onnx-int8": int8.read_bytes()}
+
+
+class PooledBody(torch.nn.Module):
+    """transformer -> mean (or CLS) pooling -> unit length, as one module to export."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.transformer = body[0].auto_model
+        self.pooling = _pooling_mode(body)
+        self.takes_token_types = getattr(self.transformer.config, "type_vocab_size", 0) > 0
+
+    def forward(self, input_ids, attention_mask):
+        extra = {"token_type_ids": torch.zeros_like(input_ids)} if self.takes_token_types else {}
+        tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+        if self.pooling == "cls":
+            pooled = tokens[:, 0]
+        else:
+            weights = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=1)
+
+
+def _pooling_mode(body) -> str:
+    modes = [getattr(module, "pooling_mode", None) for module in body]
+    mode = next((m for m in modes if m is not None), None)
+    if isinstance(mode, list | tuple):
+        mode = mode[0] if len(mode) == 1 else None
+    if mode not in ("mean", "cls"):
+        raise BackendError(
+            f"the body pools with {mode!r}; ONNX export supports mean and CLS pooling: use backend='torch'"
+        )
+    return str(mode)
+
+
+def _pad_token(folder: Path) -> str:
+    config = folder / "tokenizer_config.json"
+    try:
+        token = json.loads(config.read_text(encoding="utf-8")).get("pad_token") if config.is_file() else None
+    except (OSError, ValueError):
+        token = None
+    if isinstance(token, dict):  # older files store an AddedToken as a dict
+        token = token.get("content")
+    return token if isinstance(token, str) else "[PAD]"

@@ -1,0 +1,81 @@
+"""Build every inference backend of a trained model, score each on the validation split, pick the default.
+
+Run at the end of ``fit`` (and by ``intent-router optimize`` for folders saved before backends
+existed). The default is the fastest backend whose validation accuracy is within
+``ACCURACY_TOLERANCE`` of torch's, in the order the benchmark measures (``benchmarks/inference_speed.py``):
+cascade, onnx-int8, onnx, torch. The cascade hands its unsure inputs to the fastest transformer
+backend that keeps accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backends import Encoder, OnnxEncoder, Tokenizer, TorchEncoder, export_onnx
+from .head import LinearHead
+from .student import Cascade, StaticStudent, distill_student, fit_cascade_threshold
+
+BACKENDS = ("torch", "onnx", "onnx-int8", "cascade")
+FASTEST_FIRST = ("cascade", "onnx-int8", "onnx", "torch")
+ACCURACY_TOLERANCE = 0.005  # half a point of validation accuracy
+
+
+@dataclass
+class Optimized:
+    """What ``optimize`` built: the files to save and the figures for ``intent_router.json``."""
+
+    onnx_models: dict[str, bytes]
+    student: StaticStudent
+    info: dict = field(default_factory=dict)
+
+
+def optimize(
+    body,
+    head: LinearHead,
+    train_texts: Sequence[str],
+    train_vectors: np.ndarray,
+    train_class_ids: np.ndarray,
+    validation_texts: Sequence[str],
+    validation_class_ids: np.ndarray,
+    regularization: float,
+) -> Optimized:
+    """Export, quantise and distil; score every backend on the validation texts (cleaned, class indices)."""
+    onnx_models = export_onnx(body)
+    tokenizer = Tokenizer.from_body(body)
+    fp32 = OnnxEncoder(onnx_models["onnx"], tokenizer, "onnx")
+    encoders: dict[str, Encoder] = {
+        "torch": TorchEncoder(body),
+        "onnx": fp32,
+        "onnx-int8": OnnxEncoder(onnx_models["onnx-int8"], tokenizer, "onnx-int8"),
+    }
+    student = distill_student(
+        fp32, tokenizer, train_texts, train_vectors, train_class_ids, head.n_classes, regularization, validation_texts
+    )
+    info: dict = {"max_seq_length": tokenizer.max_length, "validation_examples": len(validation_texts)}
+    if not len(validation_texts):  # nothing to measure on: keep the reference backend
+        info.update(default_backend="torch", validation_accuracy={}, cascade={"transformer": "torch", "threshold": 1.0})
+        return Optimized(onnx_models, student, info)
+
+    predictions = {name: head.predict_proba(e.encode(validation_texts)).argmax(axis=1) for name, e in encoders.items()}
+    accuracy = {name: float(np.mean(p == validation_class_ids)) for name, p in predictions.items()}
+    transformer = _fastest(accuracy, accuracy["torch"])
+    threshold = fit_cascade_threshold(student.predict_proba(validation_texts), predictions[transformer])
+    cascade = Cascade(student, encoders[transformer], head, threshold)
+    accuracy["cascade"] = float(np.mean(cascade.predict_proba(validation_texts).argmax(axis=1) == validation_class_ids))
+    info.update(
+        default_backend=_fastest(accuracy, accuracy["torch"]),
+        validation_accuracy={name: round(value, 4) for name, value in accuracy.items()},
+        cascade={
+            "transformer": transformer,
+            "threshold": round(threshold, 4),
+            "validation_handed_over": round(cascade.handed_over / len(validation_texts), 4),
+        },
+    )
+    return Optimized(onnx_models, student, info)
+
+
+def _fastest(accuracy: dict[str, float], reference: float) -> str:
+    return next(name for name in FASTEST_FIRST if name in accuracy and accuracy[name] >= reference - ACCURACY_TOLERANCE)

@@ -1,0 +1,202 @@
+"""The static student and the cascade: a token-vector table that answers the easy inputs alone.
+
+The student embeds a text as the unit-length mean of its tokens' vectors (Model2Vec-style), which
+costs a tokenisation and a table lookup: tens of thousands of texts a second on one core. Its table
+holds the tokens of the training and validation texts (not the whole vocabulary: a forward pass per
+vocabulary token costs minutes on a shared CPU), distilled from the tuned body in two steps:
+
+1. each token's vector is the body's embedding of that token alone (``[CLS] t [SEP]``);
+2. the vectors are then fitted, for a few passes, so that each training text's mean points where
+   the body embeds that text (cosine loss).
+
+It has its own linear head, fitted on its embeddings of the training texts. A text with a token the
+table lacks gets no opinion from it (uniform confidences). The **cascade** asks the student first
+and hands the inputs it is unsure of (top confidence below ``threshold``, or an unknown token) to the
+transformer; the threshold is fitted on the validation split so that the student's answers above
+it agree with the transformer's on at least ``AGREEMENT`` of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save
+
+from .backends import Encoder, Tokenizer
+from .head import LinearHead
+
+AGREEMENT = 0.995  # the student's answers kept by the cascade agree this often with the transformer's
+DISTILL_BATCH = 2048
+FIT_PASSES = 8
+FIT_BATCH = 64
+FIT_LEARNING_RATE = 0.01
+
+
+class StaticStudent:
+    """``encode(texts)``: unit mean token vectors; ``predict_proba`` through its own head.
+
+    ``token_ids`` (k,): the vocabulary ids the table covers; ``vectors`` (k, d): their vectors.
+    """
+
+    def __init__(self, token_ids: np.ndarray, vectors: np.ndarray, head: LinearHead, tokenizer: Tokenizer):
+        if vectors.ndim != 2 or token_ids.shape != (vectors.shape[0],) or vectors.shape[1] != head.dimension:
+            raise ValueError(
+                f"student table {vectors.shape} with {token_ids.shape} ids does not fit a head of dimension "
+                f"{head.dimension}"
+            )
+        if len(token_ids) and (token_ids.min() < 0 or token_ids.max() >= tokenizer.vocabulary_size):
+            raise ValueError(f"student token ids fall outside the tokenizer's {tokenizer.vocabulary_size} tokens")
+        self.token_ids = token_ids.astype(np.int64)
+        self.vectors = vectors.astype(np.float32)
+        self.head = head
+        self.tokenizer = tokenizer
+        self.rows = np.full(tokenizer.vocabulary_size, -1, dtype=np.int64)  # vocabulary id -> table row
+        self.rows[self.token_ids] = np.arange(len(token_ids))
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(unit vectors (n, d), covered (n,)): covered is False for a text with a token not in the table."""
+        token_ids = self.tokenizer.token_ids(texts)
+        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int64)
+        flat = np.fromiter((i for ids in token_ids for i in ids), dtype=np.int64, count=int(lengths.sum()))
+        rows = self.rows[flat]
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        unknown = np.zeros(len(texts), dtype=bool)
+        present = lengths > 0
+        if len(flat):
+            unknown[present] = np.minimum.reduceat(rows, starts[present]) < 0
+        sums = np.zeros((len(texts), self.vectors.shape[1]), dtype=np.float32)
+        if present.any():
+            sums[present] = np.add.reduceat(self.vectors[np.maximum(rows, 0)], starts[present], axis=0)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return sums / np.maximum(norms, 1e-12), present & ~unknown
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Confidences from its head; uniform (no opinion) for texts it does not cover."""
+        vectors, covered = self.encode(texts)
+        probabilities = self.head.predict_proba(vectors)
+        probabilities[~covered] = 1.0 / self.head.n_classes
+        return probabilities
+
+    def to_bytes(self) -> bytes:
+        """safetensors: the table in float16 (half the size; the mean of many tokens hides the rounding)."""
+        tensors: dict[str, np.ndarray] = {
+            "token_ids": self.token_ids,
+            "vectors": self.vectors.astype(np.float16),
+            "weight": self.head.weight,
+            "bias": self.head.bias,
+        }
+        return save(tensors)
+
+    @classmethod
+    def load(cls, path: Path, tokenizer: Tokenizer) -> StaticStudent:
+        tensors = load_file(str(path))
+        head = LinearHead(tensors["weight"], tensors["bias"])
+        return cls(tensors["token_ids"], tensors["vectors"].astype(np.float32), head, tokenizer)
+
+
+def distill_student(
+    teacher,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    teacher_vectors: np.ndarray,
+    class_ids: np.ndarray,
+    n_classes: int,
+    regularization: float,
+    more_texts: Sequence[str] = (),
+) -> StaticStudent:
+    """A student of ``teacher`` (an ``OnnxEncoder``) fitted on the training texts and their embeddings.
+
+    Its table covers the tokens of ``texts`` and ``more_texts`` (the validation texts, so that the
+    cascade's threshold is fitted on texts it can answer).
+    """
+    text_ids = tokenizer.token_ids(texts)
+    known = np.unique(np.fromiter((i for ids in text_ids + tokenizer.token_ids(more_texts) for i in ids), np.int64))
+    vectors = _token_vectors(teacher, tokenizer, known)
+    placeholder = LinearHead(np.zeros((n_classes, vectors.shape[1])), np.zeros(n_classes))
+    student = StaticStudent(known, vectors, placeholder, tokenizer)
+    rows = [student.rows[ids].tolist() for ids in text_ids]
+    student.vectors = _fit_to_sentences(vectors, rows, teacher_vectors)
+    student.head = LinearHead.fit(student.encode(texts)[0], class_ids, n_classes, regularization)
+    return student
+
+
+def _token_vectors(teacher, tokenizer: Tokenizer, token_ids: np.ndarray) -> np.ndarray:
+    specials = tokenizer.unpadded.encode("", add_special_tokens=True).ids  # e.g. [CLS] [SEP]
+    prefix, suffix = specials[:1], specials[1:]
+    rows = []
+    for start in range(0, len(token_ids), DISTILL_BATCH):
+        ids = token_ids[start : start + DISTILL_BATCH, None]
+        input_ids = np.hstack(
+            [
+                np.full((len(ids), len(prefix)), prefix, np.int64),
+                ids,
+                np.full((len(ids), len(suffix)), suffix, np.int64),
+            ]
+        ).astype(np.int64)
+        rows.append(teacher.encode_ids(input_ids, np.ones_like(input_ids)))
+    return np.vstack(rows).astype(np.float32)
+
+
+def _fit_to_sentences(vectors: np.ndarray, token_ids: list[list[int]], targets: np.ndarray) -> np.ndarray:
+    """Move the table so each text's mean token vector points at the teacher's embedding of it."""
+    keep = [i for i, ids in enumerate(token_ids) if ids]
+    if not keep:
+        return vectors
+    generator = torch.Generator().manual_seed(0)
+    table = torch.nn.EmbeddingBag.from_pretrained(torch.from_numpy(vectors), freeze=False, mode="mean")
+    optimizer = torch.optim.Adam(table.parameters(), lr=FIT_LEARNING_RATE)
+    target = torch.from_numpy(np.ascontiguousarray(targets[keep], dtype=np.float32))
+    for _ in range(FIT_PASSES):
+        for batch in torch.randperm(len(keep), generator=generator).split(FIT_BATCH):
+            ids = [torch.tensor(token_ids[keep[i]]) for i in batch.tolist()]
+            offsets = torch.tensor([0] + [len(x) for x in ids[:-1]]).cumsum(0)
+            predicted = table(torch.cat(ids), offsets)
+            loss = 1 - torch.nn.functional.cosine_similarity(predicted, target[batch]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return table.weight.detach().numpy().copy()
+
+
+class Cascade:
+    """The student answers when its top confidence reaches ``threshold``; the transformer answers the rest."""
+
+    def __init__(self, student: StaticStudent, transformer: Encoder, head: LinearHead, threshold: float):
+        self.student = student
+        self.transformer = transformer
+        self.head = head
+        self.threshold = threshold
+        self.handed_over = 0  # inputs passed to the transformer so far
+        self.answered = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings always come from the transformer: the student's space is its own."""
+        return self.transformer.encode(texts)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        probabilities = self.student.predict_proba(texts)
+        unsure = np.flatnonzero(probabilities.max(axis=1) < self.threshold)
+        if len(unsure):
+            vectors = self.transformer.encode([texts[int(i)] for i in unsure])
+            probabilities[unsure] = self.head.predict_proba(vectors)
+        self.answered += len(texts)
+        self.handed_over += len(unsure)
+        return probabilities
+
+
+def fit_cascade_threshold(student_probabilities: np.ndarray, transformer_predictions: np.ndarray) -> float:
+    """The lowest student confidence above which its answers agree with the transformer's ``AGREEMENT`` of the time.
+
+    Never below 0.5; 1.0 (everything handed over) when no threshold keeps the agreement.
+    """
+    confidence = student_probabilities.max(axis=1)
+    agrees = student_probabilities.argmax(axis=1) == transformer_predictions
+    order = np.argsort(-confidence, kind="stable")
+    agreement = np.cumsum(agrees[order]) / np.arange(1, len(order) + 1)
+    keeps = np.flatnonzero(agreement >= AGREEMENT)
+    if not len(keeps):
+        return 1.0
+    return float(max(confidence[order[keeps[-1]]], 0.5))

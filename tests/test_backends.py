@@ -1,0 +1,124 @@
+"""Inference backends on a real fine-tuned model: real ONNX Runtime sessions, the real static student."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+from server import Server, cli
+
+from intent_router import IntentClassifier
+from intent_router.model_folder import ModelFolderError
+from intent_router.optimize import BACKENDS
+
+# Top-1 agreement with torch on the 296 held-out ATIS rows, and the least mean cosine of the embeddings.
+AGREEMENT = {"onnx": 0.99, "onnx-int8": 0.95, "cascade": 0.95}
+MEAN_COSINE = {"onnx": 0.9999, "onnx-int8": 0.95, "cascade": 0.95}
+
+
+@pytest.fixture(scope="module")
+def torch_model(saved_model) -> IntentClassifier:
+    return IntentClassifier.load(saved_model, backend="torch")
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8", "cascade"])
+def test_each_backend_loads_from_the_folder_and_agrees_with_torch(saved_model, small_split, torch_model, backend):
+    _, held_out = small_split
+    classifier = IntentClassifier.load(saved_model, backend=backend)
+
+    agreement = np.mean(np.array(classifier.predict(held_out.texts)) == np.array(torch_model.predict(held_out.texts)))
+    cosines = (classifier.embed(held_out.texts) * torch_model.embed(held_out.texts)).sum(axis=1)
+
+    assert classifier.backend_ == backend
+    assert agreement >= AGREEMENT[backend], f"{backend} agrees with torch on {agreement:.1%}"
+    assert cosines.mean() >= MEAN_COSINE[backend] and np.allclose(np.linalg.norm(classifier.embed(["a"])), 1, atol=1e-4)
+    np.testing.assert_allclose(classifier.predict_proba(held_out.texts[:5]).sum(axis=1), 1, atol=1e-5)
+
+
+def test_the_onnx_backends_do_not_load_the_torch_body(saved_model):
+    assert IntentClassifier.load(saved_model, backend="onnx-int8").body_ is None
+
+
+def test_the_default_backend_was_fitted_on_validation_and_is_used_by_load(saved_model, fitted):
+    inference = fitted.info_["inference"]
+    accuracy = inference["validation_accuracy"]
+
+    assert inference["default_backend"] in BACKENDS
+    assert set(accuracy) == set(BACKENDS)
+    assert accuracy[inference["default_backend"]] >= accuracy["torch"] - 0.005
+    assert IntentClassifier.load(saved_model).backend_ == inference["default_backend"]
+
+
+def test_the_cascade_hands_unsure_and_unknown_inputs_to_the_transformer(saved_model):
+    classifier = IntentClassifier.load(saved_model, backend="cascade")
+    assert classifier.cascade_ is not None
+
+    classifier.predict(["zyxwv qqqq", "show me the cheapest fare from boston to denver"])
+
+    assert classifier.cascade_.answered == 2
+    assert classifier.cascade_.handed_over >= 1  # the made-up words are not in the student's table
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "onnx" / "model-int8.onnx").unlink(), "has no onnx/model-int8.onnx.*intent-router optimize"),
+        (lambda p: (p / "onnx" / "model-int8.onnx").write_bytes(b"\x00not onnx"), "cannot load the onnx-int8 model"),
+        (lambda p: (p / "student.safetensors").write_bytes(b"broken"), "cannot read the static student"),
+    ],
+)
+def test_a_missing_or_damaged_backend_file_gives_a_clear_error(saved_model, tmp_path, damage, message):
+    copy = shutil.copytree(saved_model, tmp_path / "copy")
+    damage(copy)
+    with pytest.raises(ModelFolderError, match=message):
+        IntentClassifier.load(copy, backend="cascade")
+    assert IntentClassifier.load(copy, backend="torch").predict(["fares to denver"])  # torch still works
+
+
+def test_a_damaged_tokenizer_gives_a_clear_error_on_onnx(saved_model, tmp_path):
+    copy = shutil.copytree(saved_model, tmp_path / "copy")
+    (copy / "tokenizer.json").write_text("{")
+    with pytest.raises(ModelFolderError, match="cannot read the fast tokenizer .*tokenizer.json"):
+        IntentClassifier.load(copy, backend="onnx")
+
+
+def test_an_unknown_backend_is_refused_with_the_choices(saved_model):
+    with pytest.raises(ValueError, match="onnx-int8"):
+        IntentClassifier.load(saved_model, backend="tensorrt")
+
+
+def test_a_model_saved_without_backends_loads_on_torch(saved_model, tmp_path):
+    copy = shutil.copytree(saved_model, tmp_path / "old")
+    shutil.rmtree(copy / "onnx")
+    config = json.loads((copy / "intent_router.json").read_text())
+    del config["inference"]
+    (copy / "intent_router.json").write_text(json.dumps(config))
+
+    assert IntentClassifier.load(copy).backend_ == "torch"
+    with pytest.raises(ModelFolderError, match="intent-router optimize"):
+        IntentClassifier.load(copy, backend="onnx")
+
+
+def test_the_service_serves_with_the_backend_chosen_at_start(saved_model, torch_model, small_split, tmp_path):
+    _, held_out = small_split
+    shutil.copytree(saved_model, tmp_path / "models" / "atis-3")
+    key = cli(tmp_path, "keys", "create", "--scope", "inference", "--name", "bot")
+    server = Server(tmp_path, "--no-finetune-worker", "--backend", "onnx-int8")
+    try:
+        texts = held_out.texts[:20]
+        answer = httpx.post(
+            f"{server.url}/v1/classify",
+            json={"model": "atis-3", "inputs": texts},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        served = [item["prediction"] for item in answer.json()["classifications"]]
+        assert np.mean(np.array(served) == np.array(torch_model.predict(texts))) >= 0.9
+    finally:
+        server.stop()
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "error" not in log.lower(), log
