@@ -53,9 +53,11 @@ def test_training_and_inference_clean_alike_and_the_choice_is_saved(small_split,
 
     folder = from_dirty.save(tmp_path / "clean")
     assert json.loads((folder / "intent_router.json").read_text())["clean_text"] is True
-    reloaded = IntentClassifier.load(folder)
+    reloaded = IntentClassifier.load(folder, backend="torch")
     assert reloaded.clean_text is True
     assert np.allclose(reloaded.predict_proba(dirty(held_out).texts[:20]), expected, atol=1e-5)
+    fastest = IntentClassifier.load(folder)  # the model's default backend cleans the same way
+    assert fastest.predict(dirty(held_out).texts[:20]) == from_clean.predict(texts)
 
 
 def test_a_model_trained_without_cleaning_keeps_the_markup(fitted, saved_model):
