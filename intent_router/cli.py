@@ -171,7 +171,8 @@ def train(
         )
         if classifier.metrics_:
             _print_metrics(classifier.metrics_, "Validation")
-        _print_backends(classifier.info_["inference"])
+        if "inference" in classifier.info_:  # multilabel models run on torch only
+            _print_backends(classifier.info_["inference"])
         saved = _quiet(classifier.save, target, overwrite=overwrite)
         console.print(f"[green]Saved[/] {name!r} to {saved}")
 

@@ -36,6 +36,7 @@ class Route:
     model: str
     alternatives: list[dict] = field(default_factory=list)
     intents: list[dict] = field(default_factory=list)  # every intent at or above its threshold
+    similarity: float | None = None  # cosine to the nearest intent centroid
 
 
 class RouterClient:
@@ -57,7 +58,9 @@ class RouterClient:
         self, text: str, router: str | None = None, conversation_id: str | None = None, metadata: dict | None = None
     ) -> Route:
         body = {"text": text, "router": router, "conversation_id": conversation_id, "metadata": metadata}
-        return Route(**self._call("POST", "/v1/route", json=body))
+        answer = self._call("POST", "/v1/route", json=body)
+        # Fields a newer service adds are left out rather than breaking an older client.
+        return Route(**{k: v for k, v in answer.items() if k in Route.__dataclass_fields__})
 
     def classify(self, model: str, inputs: list[str]) -> list[dict]:
         """For each input: ``{"input", "prediction", "confidence", "labels": [{"label", "confidence"}, ...]}``;
