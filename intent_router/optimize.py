@@ -4,7 +4,7 @@ Run at the end of ``fit`` (and by ``intent-router optimize`` for folders saved b
 existed). The default is the fastest backend whose validation accuracy is within
 ``ACCURACY_TOLERANCE`` of torch's, in the order the benchmark measures (``benchmarks/inference_speed.py``):
 cascade, onnx-int8, onnx, torch. The cascade hands its unsure inputs to the fastest transformer
-backend that keeps accuracy.
+backend that keeps accuracy, and is the default only when it hands over at most half of validation.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from .student import Cascade, StaticStudent, distill_student, fit_cascade_thresh
 BACKENDS = ("torch", "onnx", "onnx-int8", "cascade")
 FASTEST_FIRST = ("cascade", "onnx-int8", "onnx", "torch")
 ACCURACY_TOLERANCE = 0.005  # half a point of validation accuracy
+# A cascade that hands most inputs to its transformer is that transformer plus the student's cost.
+CASCADE_MAX_HANDED_OVER = 0.5
 
 
 @dataclass
@@ -65,13 +67,17 @@ def optimize(
     threshold = fit_cascade_threshold(student.predict_proba(validation_texts), predictions[transformer])
     cascade = Cascade(student, encoders[transformer], head, threshold)
     accuracy["cascade"] = float(np.mean(cascade.predict_proba(validation_texts).argmax(axis=1) == validation_class_ids))
+    handed_over = cascade.handed_over / len(validation_texts)
+    eligible = {
+        name: value for name, value in accuracy.items() if name != "cascade" or handed_over <= CASCADE_MAX_HANDED_OVER
+    }
     info.update(
-        default_backend=_fastest(accuracy, accuracy["torch"]),
+        default_backend=_fastest(eligible, accuracy["torch"]),
         validation_accuracy={name: round(value, 4) for name, value in accuracy.items()},
         cascade={
             "transformer": transformer,
             "threshold": round(threshold, 4),
-            "validation_handed_over": round(cascade.handed_over / len(validation_texts), 4),
+            "validation_handed_over": round(handed_over, 4),
         },
     )
     return Optimized(onnx_models, student, info)
