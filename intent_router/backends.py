@@ -58,6 +58,7 @@ class Tokenizer:
             raise BackendError(f"the tokenizer has no padding token {pad_token!r}")
         tokenizer.enable_truncation(max_length)
         self.unpadded = tokenizer.from_str(tokenizer.to_str())  # for the static student's token lists
+        self.unpadded.no_padding()  # a tokenizer.json may carry its own padding setting
         tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
         self.tokenizer = tokenizer
         self.max_length = max_length

@@ -179,7 +179,6 @@ class IntentClassifier:
                 np.array(class_ids),
                 prepare_texts([validation.texts[i] for i in known], self.clean_text),
                 np.array([labels.index(validation.labels[i]) for i in known]),
-                self.head_regularization,
             )
             report("optimizing", 1.0)
         self.info_ = {
@@ -289,7 +288,6 @@ class IntentClassifier:
             np.array([labels.index(train.labels[i]) for i in train_part]),
             prepare_texts([validation.texts[i] for i in known], self.clean_text),
             np.array([labels.index(validation.labels[i]) for i in known]),
-            self.head_regularization,
         )
         self.info_["inference"] = self.optimized_.info
         return self

@@ -4,7 +4,8 @@ Run at the end of ``fit`` (and by ``intent-router optimize`` for folders saved b
 existed). The default is the fastest backend whose validation accuracy is within
 ``ACCURACY_TOLERANCE`` of torch's, in the order the benchmark measures (``benchmarks/inference_speed.py``):
 cascade, onnx-int8, onnx, torch. The cascade hands its unsure inputs to the fastest transformer
-backend that keeps accuracy, and is the default only when it hands over at most half of validation.
+backend that keeps accuracy; its threshold is the lowest that keeps its own validation accuracy
+within half that tolerance, and it is the default only when it hands over at most a quarter of validation.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from .student import Cascade, StaticStudent, distill_student, fit_cascade_thresh
 BACKENDS = ("torch", "onnx", "onnx-int8", "cascade")
 FASTEST_FIRST = ("cascade", "onnx-int8", "onnx", "torch")
 ACCURACY_TOLERANCE = 0.005  # half a point of validation accuracy
-# A cascade that hands most inputs to its transformer is that transformer plus the student's cost.
-CASCADE_MAX_HANDED_OVER = 0.5
+# The cascade's threshold is fitted on the validation split it is then scored on, so its figure there
+# is optimistic: it is fitted to lose at most half the tolerance (on ATIS, a threshold fitted to the
+# whole 0.5 point handed over 12% and lost 0.78 point on the test set).
+CASCADE_FIT_TOLERANCE = ACCURACY_TOLERANCE / 2
+# The cascade is the default only when it is much faster than its transformer (about 4x or more):
+# below that its gain does not pay for the accuracy it risks on new data (on ATIS it hands over
+# 36% of validation and lost 0.56 point on the test set; onnx-int8 lost 0.11).
+CASCADE_MAX_HANDED_OVER = 0.25
 
 
 @dataclass
@@ -42,7 +49,6 @@ def optimize(
     train_class_ids: np.ndarray,
     validation_texts: Sequence[str],
     validation_class_ids: np.ndarray,
-    regularization: float,
 ) -> Optimized:
     """Export, quantise and distil; score every backend on the validation texts (cleaned, class indices)."""
     onnx_models = export_onnx(body)
@@ -53,8 +59,9 @@ def optimize(
         "onnx": fp32,
         "onnx-int8": OnnxEncoder(onnx_models["onnx-int8"], tokenizer, "onnx-int8"),
     }
+    # The quantised body distils the token table: faster, and the vectors are fitted to torch's afterwards.
     student = distill_student(
-        fp32, tokenizer, train_texts, train_vectors, train_class_ids, head.n_classes, regularization, validation_texts
+        encoders["onnx-int8"], tokenizer, train_texts, train_vectors, train_class_ids, head.n_classes
     )
     info: dict = {"max_seq_length": tokenizer.max_length, "validation_examples": len(validation_texts)}
     if not len(validation_texts):  # nothing to measure on: keep the reference backend
@@ -64,9 +71,15 @@ def optimize(
     predictions = {name: head.predict_proba(e.encode(validation_texts)).argmax(axis=1) for name, e in encoders.items()}
     accuracy = {name: float(np.mean(p == validation_class_ids)) for name, p in predictions.items()}
     transformer = _fastest(accuracy, accuracy["torch"])
-    threshold = fit_cascade_threshold(student.predict_proba(validation_texts), predictions[transformer])
-    cascade = Cascade(student, encoders[transformer], head, threshold)
-    accuracy["cascade"] = float(np.mean(cascade.predict_proba(validation_texts).argmax(axis=1) == validation_class_ids))
+    cascade, accuracy["cascade"] = _fit_cascade(
+        student,
+        encoders[transformer],
+        head,
+        validation_texts,
+        validation_class_ids,
+        predictions[transformer],
+        accuracy["torch"] - CASCADE_FIT_TOLERANCE,
+    )
     handed_over = cascade.handed_over / len(validation_texts)
     eligible = {
         name: value for name, value in accuracy.items() if name != "cascade" or handed_over <= CASCADE_MAX_HANDED_OVER
@@ -76,11 +89,37 @@ def optimize(
         validation_accuracy={name: round(value, 4) for name, value in accuracy.items()},
         cascade={
             "transformer": transformer,
-            "threshold": round(threshold, 4),
+            "threshold": round(cascade.threshold, 4),
             "validation_handed_over": round(handed_over, 4),
         },
     )
     return Optimized(onnx_models, student, info)
+
+
+def _fit_cascade(
+    student: StaticStudent,
+    transformer: Encoder,
+    head: LinearHead,
+    texts: Sequence[str],
+    class_ids: np.ndarray,
+    transformer_predictions: np.ndarray,
+    least_accuracy: float,
+) -> tuple[Cascade, float]:
+    """The cascade with the lowest threshold whose measured validation accuracy is ``least_accuracy``.
+
+    The threshold is fitted on the transformer's predictions for the whole validation split, but
+    the cascade encodes only what it hands over, and int8 results shift slightly with the batch
+    they are in; so the cascade is measured as it runs, and the threshold raised until it holds.
+    """
+    student_probabilities = student.predict_proba(texts)
+    target = least_accuracy
+    while True:
+        threshold = fit_cascade_threshold(student_probabilities, transformer_predictions, class_ids, target)
+        cascade = Cascade(student, transformer, head, threshold)
+        accuracy = float(np.mean(cascade.predict_proba(texts).argmax(axis=1) == class_ids))
+        if accuracy >= least_accuracy or threshold >= 1.0:
+            return cascade, accuracy
+        target += 1 / len(texts)  # one more right answer asked of the fit
 
 
 def _fastest(accuracy: dict[str, float], reference: float) -> str:

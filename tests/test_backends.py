@@ -13,6 +13,7 @@ from server import Server, cli
 from intent_router import IntentClassifier
 from intent_router.model_folder import ModelFolderError
 from intent_router.optimize import BACKENDS
+from intent_router.student import fit_cascade_threshold
 
 # Top-1 agreement with torch on the 296 held-out ATIS rows, and the least mean cosine of the embeddings.
 AGREEMENT = {"onnx": 0.99, "onnx-int8": 0.95, "cascade": 0.95}
@@ -52,14 +53,38 @@ def test_the_default_backend_was_fitted_on_validation_and_is_used_by_load(saved_
     assert IntentClassifier.load(saved_model).backend_ == inference["default_backend"]
 
 
-def test_the_cascade_hands_unsure_and_unknown_inputs_to_the_transformer(saved_model):
+def test_the_cascade_answers_confident_inputs_itself_and_hands_the_rest_to_the_transformer(saved_model, small_split):
+    _, held_out = small_split
     classifier = IntentClassifier.load(saved_model, backend="cascade")
-    assert classifier.cascade_ is not None
+    cascade = classifier.cascade_
+    assert cascade is not None
+    student = cascade.student.predict_proba(held_out.texts)
+    transformer = cascade.head.predict_proba(cascade.transformer.encode(held_out.texts))
+    cascade.threshold = float(np.median(student.max(axis=1)))  # about half of them unsure
+    unsure = student.max(axis=1) < cascade.threshold
 
-    classifier.predict(["zyxwv qqqq", "show me the cheapest fare from boston to denver"])
+    predicted = classifier.predict_proba(held_out.texts).argmax(axis=1)
 
-    assert classifier.cascade_.answered == 2
-    assert classifier.cascade_.handed_over >= 1  # the made-up words are not in the student's table
+    assert cascade.answered == len(held_out.texts) and cascade.handed_over == unsure.sum() > 0
+    np.testing.assert_array_equal(predicted[~unsure], student[~unsure].argmax(axis=1))
+    assert np.mean(predicted[unsure] == transformer[unsure].argmax(axis=1)) >= 0.95  # int8 shifts with the batch
+
+
+def test_the_student_covers_words_no_training_text_has(saved_model):
+    student = IntentClassifier.load(saved_model, backend="cascade").cascade_.student
+    vectors, covered = student.encode(["zyxwv qqqq", "show me the cheapest fare from boston to denver", ""])
+    assert covered.tolist() == [True, True, False]  # the whole vocabulary; an empty text has no tokens
+    assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1, atol=1e-5)
+
+
+def test_the_cascade_threshold_is_the_lowest_that_keeps_the_accuracy():
+    # Student confidences 0.9 .. 0.5, right on the three most confident; the transformer is right on all.
+    student = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.4, 0.6], [0.55, 0.45]])
+    truth, transformer = np.array([0, 0, 0, 0, 1]), np.array([0, 0, 0, 0, 1])
+
+    assert fit_cascade_threshold(student, transformer, truth, 1.0) == 0.7
+    assert fit_cascade_threshold(student, transformer, truth, 0.8) == 0.6  # one wrong answer allowed
+    assert fit_cascade_threshold(student, np.array([1, 1, 1, 1, 0]), truth, 1.0) == 1.0  # nothing keeps it
 
 
 @pytest.mark.parametrize(
