@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from intent_router import IntentClassifier
-from intent_router.metrics import label_thresholds, multilabel_metrics
+from intent_router.data import train_validation_split
+from intent_router.metrics import f1_thresholds, label_thresholds, multilabel_metrics
 from intent_router.model_folder import ModelFolderError
 from intent_router.routing import RouterConfig, decide
 
@@ -38,12 +39,25 @@ def test_a_label_the_model_does_not_know_counts_as_missed():
     assert metrics["loss"] == pytest.approx(-np.log(0.1))
 
 
-def test_thresholds_cut_halfway_between_the_accepted_and_the_rejected():
+def test_f1_thresholds_cut_halfway_between_the_accepted_and_the_rejected():
     probabilities = np.array([[0.9, 0.2], [0.7, 0.1], [0.4, 0.3], [0.1, 0.05]])
     targets = np.array([[1, 0], [1, 0], [0, 0], [0, 0]], dtype=bool)
-    thresholds = label_thresholds(probabilities, targets)
+    thresholds = f1_thresholds(probabilities, targets)
     assert thresholds[0] == pytest.approx((0.7 + 0.4) / 2)
     assert thresholds[1] == 0.5  # no positive example: the default
+    np.testing.assert_allclose(label_thresholds(probabilities, targets), thresholds)  # already every set right
+
+
+def test_thresholds_are_fitted_for_exact_sets_not_for_each_labels_f1():
+    # label b has no positive example: it keeps 0.5, so row 2 (b at 0.7) is wrong whatever a does
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.1], [0.3, 0.7], [0.35, 0.1], [0.1, 0.1]])
+    targets = np.array([[1, 0], [1, 0], [1, 0], [0, 0], [0, 0]], dtype=bool)
+    # a's best F1 accepts row 2's 0.3 and so row 3's 0.35 (tp 3, fp 1: 6/7 against 4/5): 3 sets right
+    np.testing.assert_allclose(f1_thresholds(probabilities, targets), [(0.3 + 0.1) / 2, 0.5])
+    # for exact sets row 2 is lost anyway: cut between 0.8 and 0.35 and get rows 0, 1, 3 and 4 right
+    thresholds = label_thresholds(probabilities, targets)
+    np.testing.assert_allclose(thresholds, [(0.8 + 0.35) / 2, 0.5])
+    assert ((probabilities >= thresholds) == targets).all(axis=1).sum() == 4
 
 
 def test_multilabel_model_predicts_sets_and_the_empty_set(fitted_multilabel, multilabel_split):
@@ -59,6 +73,17 @@ def test_multilabel_model_predicts_sets_and_the_empty_set(fitted_multilabel, mul
     assert predicted[0] == "airfare+flight" == held_out.labels[0]  # "flights and fares" rows
     assert "" in predicted[1:]  # chit-chat: no label reaches its threshold
     assert fitted_multilabel.evaluate(held_out)["accuracy"] >= 0.6
+
+
+def test_fitted_thresholds_get_at_least_as_many_validation_sets_right_as_f1_ones(fitted_multilabel, multilabel_split):
+    train, _ = multilabel_split
+    _, validation = train_validation_split(train, 0.2, 0)  # the split fit() made
+    probabilities = fitted_multilabel.predict_proba(validation.texts)
+    targets = np.array([[y in s for y in fitted_multilabel.labels_] for s in validation.label_sets])
+    right = ((probabilities >= fitted_multilabel.thresholds_) == targets).all(axis=1)
+    assert right.mean() == pytest.approx(fitted_multilabel.metrics_["accuracy"])
+    f1_right = ((probabilities >= f1_thresholds(probabilities, targets)) == targets).all(axis=1)
+    assert right.sum() >= f1_right.sum()
 
 
 def test_validation_metrics_and_thresholds_are_those_of_sets(fitted_multilabel):
