@@ -22,6 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from progress import Progress  # noqa: E402  (benchmarks/progress.py)
+
 from intent_router import IntentClassifier, load_dataset  # noqa: E402
 from intent_router.data import parse_labels  # noqa: E402
 from intent_router.metrics import multilabel_metrics  # noqa: E402
@@ -36,7 +38,7 @@ def trained(name: str, multilabel: bool, args: argparse.Namespace) -> tuple[Inte
         return IntentClassifier.load(path), None
     train = load_dataset(args.data_dir / "train.csv", multilabel=multilabel)
     started = time.perf_counter()
-    classifier = IntentClassifier(multilabel=multilabel, allow_rare_labels=True).fit(train, progress=_Progress(name))
+    classifier = IntentClassifier(multilabel=multilabel, allow_rare_labels=True).fit(train, progress=Progress(name))
     seconds = time.perf_counter() - started
     classifier.save(path, overwrite=True)
     return classifier, seconds
@@ -65,20 +67,6 @@ def score(name: str, classifier: IntentClassifier, args: argparse.Namespace, sec
             for i in multi
         ],
     }
-
-
-class _Progress:
-    """Prints each stage's start and every tenth of the fine-tuning: full-ATIS fits take minutes."""
-
-    def __init__(self, name: str):
-        self.name, self.shown = name, ("", -1)
-        self.started = time.perf_counter()
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        step = (stage, int(fraction * 10))
-        if step != self.shown:
-            self.shown = step
-            print(f"{self.name}: {stage} {fraction:.0%} after {time.perf_counter() - self.started:.0f} s", flush=True)
 
 
 def main() -> None:

@@ -22,24 +22,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from progress import Progress  # noqa: E402  (benchmarks/progress.py)
+
 from intent_router import IntentClassifier, load_dataset  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 TRAIN = {"en": "atis/train.csv", "de": "multiatis/train_de.csv", "es": "multiatis/train_es.csv"}
 TEST = {"en": "atis/test.csv", "de": "multiatis/test_de.csv", "es": "multiatis/test_es.csv"}
-
-
-class Progress:
-    """Prints each stage and every tenth of fine-tuning, with the time: a fit takes many minutes."""
-
-    def __init__(self):
-        self.started, self.last = time.perf_counter(), ("", -1)
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        step = (stage, int(fraction * 10))
-        if step != self.last:
-            self.last = step
-            print(f"  {time.perf_counter() - self.started:7.0f} s  {stage} {fraction:.0%}", flush=True)
 
 
 def main() -> None:
@@ -69,7 +58,7 @@ def main() -> None:
             seed=args.seed,
             allow_rare_labels=True,  # four ATIS label sets have one training example
             clean_text=args.clean_text,
-        ).fit(load_dataset(DATA / TRAIN[args.train]), progress=Progress())
+        ).fit(load_dataset(DATA / TRAIN[args.train]), progress=Progress(args.train))
         fit_seconds = round(time.perf_counter() - started, 1)
         if folder is not None:
             classifier.save(folder)
