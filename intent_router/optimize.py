@@ -1,11 +1,13 @@
 """Build every inference backend of a trained model, score each on the validation split, pick the default.
 
 Run at the end of ``fit`` (and by ``intent-router optimize`` for folders saved before backends
-existed). The default is the fastest backend whose validation accuracy is within
+existed). The default is the fastest transformer backend whose validation accuracy is within
 ``ACCURACY_TOLERANCE`` of torch's, in the order the benchmark measures (``benchmarks/inference_speed.py``):
-cascade, onnx-int8, onnx, torch. The cascade hands its unsure inputs to the fastest transformer
-backend that keeps accuracy; its threshold is the lowest that keeps its own validation accuracy
-within half that tolerance, and it is the default only when it hands over at most a quarter of validation.
+onnx-int8, onnx, torch. The cascade hands its unsure inputs to that backend; its threshold is the
+lowest that keeps its own validation accuracy within half that tolerance. It is built and scored
+but never the default: on held-out test sets it lost more than its validation figure promised
+(full ATIS: -0.56 point at 35% handed over; German ATIS: -0.89 point at 12%, where validation said
+-0.24), so it is there for users who choose speed over that risk (``backend="cascade"``).
 """
 
 from __future__ import annotations
@@ -20,16 +22,12 @@ from .head import LinearHead
 from .student import Cascade, StaticStudent, distill_student, fit_cascade_threshold
 
 BACKENDS = ("torch", "onnx", "onnx-int8", "cascade")
-FASTEST_FIRST = ("cascade", "onnx-int8", "onnx", "torch")
+FASTEST_FIRST = ("onnx-int8", "onnx", "torch")  # the transformer backends a default is chosen from
 ACCURACY_TOLERANCE = 0.005  # half a point of validation accuracy
 # The cascade's threshold is fitted on the validation split it is then scored on, so its figure there
 # is optimistic: it is fitted to lose at most half the tolerance (on ATIS, a threshold fitted to the
 # whole 0.5 point handed over 12% and lost 0.78 point on the test set).
 CASCADE_FIT_TOLERANCE = ACCURACY_TOLERANCE / 2
-# The cascade is the default only when it is much faster than its transformer (about 4x or more):
-# below that its gain does not pay for the accuracy it risks on new data (on ATIS it hands over
-# 36% of validation and lost 0.56 point on the test set; onnx-int8 lost 0.11).
-CASCADE_MAX_HANDED_OVER = 0.25
 
 
 @dataclass
@@ -81,11 +79,8 @@ def optimize(
         accuracy["torch"] - CASCADE_FIT_TOLERANCE,
     )
     handed_over = cascade.handed_over / len(validation_texts)
-    eligible = {
-        name: value for name, value in accuracy.items() if name != "cascade" or handed_over <= CASCADE_MAX_HANDED_OVER
-    }
     info.update(
-        default_backend=_fastest(eligible, accuracy["torch"]),
+        default_backend=transformer,
         validation_accuracy={name: round(value, 4) for name, value in accuracy.items()},
         cascade={
             "transformer": transformer,

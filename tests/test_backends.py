@@ -47,7 +47,7 @@ def test_the_default_backend_was_fitted_on_validation_and_is_used_by_load(saved_
     inference = fitted.info_["inference"]
     accuracy = inference["validation_accuracy"]
 
-    assert inference["default_backend"] in BACKENDS
+    assert inference["default_backend"] in BACKENDS and inference["default_backend"] != "cascade"  # only by name
     assert set(accuracy) == set(BACKENDS)
     assert accuracy[inference["default_backend"]] >= accuracy["torch"] - 0.005
     assert IntentClassifier.load(saved_model).backend_ == inference["default_backend"]
