@@ -3,8 +3,8 @@
     python benchmarks/inference_speed.py --model models/atis            # all backends, 2 threads
     python benchmarks/inference_speed.py --model models/atis --json speed.json --backends torch cascade
 
-The model must have its backends (trained by this version, or `intent-router optimize NAME --data
-TRAIN.csv`). Each backend runs in a fresh child process, one after another, so its peak memory is
+The model must have its backends: training builds the ONNX ones; the cascade needs `intent-router
+optimize NAME --data TRAIN.csv --cascade` (or leave it out with `--backends torch onnx onnx-int8`). Each backend runs in a fresh child process, one after another, so its peak memory is
 its own; each child:
   loads the model with that backend and the test set (ATIS test: 893 rows, duplicates kept);
   classifies the whole set once to warm up;

@@ -184,11 +184,18 @@ def optimize(
     validation: Annotated[
         Path | None, typer.Option(help="The validation file it was fitted with; default: its automatic split.")
     ] = None,
+    cascade: Annotated[
+        bool,
+        typer.Option(
+            "--cascade",
+            help="Also distil the static student of the cascade backend (training does not build it).",
+        ),
+    ] = False,
     format: FormatOption = None,
     header: HeaderOption = None,
     models_dir: ModelsDir = Path("models"),
 ) -> None:
-    """Build the ONNX, int8 and cascade backends of a model saved before they existed (training does it)."""
+    """Build a model's ONNX and int8 backends again (training builds them), and with --cascade its cascade."""
     from .data import train_validation_split
 
     with _reported_errors():
@@ -208,8 +215,9 @@ def optimize(
                 f"this validation split is not the one {model} was fitted with (checksum differs): pass the same "
                 "--data file (and --validation, if it had one)"
             )
-        with console.status("exporting, quantising, distilling the static student"):
-            _quiet(classifier.optimize, train_part, held_out)
+        work = "exporting, quantising" + (", distilling the static student" if cascade else "")
+        with console.status(work):
+            _quiet(classifier.optimize, train_part, held_out, cascade=cascade)
         _print_backends(classifier.info_["inference"])
         _quiet(classifier.save, path, overwrite=True)
         console.print(f"[green]Saved[/] the backends into {path}")
@@ -513,12 +521,16 @@ def _load(model: str, models_dir: Path, backend: str | None = None):
 def _print_backends(inference: dict) -> None:
     accuracy = inference.get("validation_accuracy") or {}
     figures = ", ".join(f"{name} {value:.2%}" for name, value in accuracy.items())
-    cascade = inference.get("cascade", {})
+    cascade = inference.get("cascade")
+    handed = (
+        f"; the cascade hands {cascade.get('validation_handed_over', 1.0):.0%} of validation inputs to "
+        f"{cascade.get('transformer', 'torch')}"
+        if cascade
+        else ""
+    )
     console.print(
         f"Inference backend: [bold]{inference['default_backend']}[/] "
-        f"(validation accuracy: {figures or 'not measured'}; "
-        f"the cascade hands {cascade.get('validation_handed_over', 1.0):.0%} of validation inputs to "
-        f"{cascade.get('transformer', 'torch')})"
+        f"(validation accuracy: {figures or 'not measured'}{handed})"
     )
 
 

@@ -168,14 +168,13 @@ class IntentClassifier:
         report("evaluating", 1.0)
 
         self.optimized_ = None
-        if not self.multilabel:  # the ONNX and cascade backends are built for single-label models
+        if not self.multilabel:  # the ONNX backends are built for single-label models
             report("optimizing", 0.0)
             known = [i for i, label in enumerate(validation.labels) if label in labels]
             self.optimized_ = optimize(
                 body,
                 head,
                 prepare_texts(train_part.texts, self.clean_text),
-                train_vectors,
                 np.array(class_ids),
                 prepare_texts([validation.texts[i] for i in known], self.clean_text),
                 np.array([labels.index(validation.labels[i]) for i in known]),
@@ -250,7 +249,8 @@ class IntentClassifier:
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the model folder atomically; ``SentenceTransformer(path)`` loads its tuned body.
 
-        The ONNX exports and the static student built by ``fit`` (or ``optimize``) are saved with it.
+        The ONNX exports built by ``fit`` (or ``optimize``) are saved with it, and the static student
+        if ``optimize(..., cascade=True)`` built one.
         """
         _, head, labels = self._fitted()
         if self.body_ is None:
@@ -261,7 +261,8 @@ class IntentClassifier:
         files, info = {}, dict(self.info_)
         if self.optimized_ is not None:
             files = {ONNX_FILES[name]: content for name, content in self.optimized_.onnx_models.items()}
-            files[STUDENT_FILE] = self.optimized_.student.to_bytes()
+            if self.optimized_.student is not None:
+                files[STUDENT_FILE] = self.optimized_.student.to_bytes()
             info["inference"] = self.optimized_.info
         else:  # the backends' files are not in memory: a saved default could not be loaded
             info.pop("inference", None)
@@ -270,8 +271,12 @@ class IntentClassifier:
             config["label_thresholds"] = {y: float(t) for y, t in zip(labels, self.thresholds_, strict=True)}
         return write_model_folder(Path(path), self.body_, head, config, self.metrics_, overwrite, files)
 
-    def optimize(self, train: Dataset, validation: Dataset) -> IntentClassifier:
-        """Build the ONNX and cascade backends for a model fitted before they existed (then ``save``)."""
+    def optimize(self, train: Dataset, validation: Dataset, cascade: bool = False) -> IntentClassifier:
+        """Build the ONNX backends again, and the cascade's static student if asked (then ``save``).
+
+        For a model fitted before the backends existed, or to add the cascade, which ``fit`` does not
+        build. ``train`` and ``validation`` must be the parts the model was fitted and validated on.
+        """
         body, head, labels = self.body_, self.head_, self.labels_
         if body is None or head is None or labels is None:
             raise NotFittedError("optimize needs the torch body: IntentClassifier.load(path, backend='torch')")
@@ -284,10 +289,10 @@ class IntentClassifier:
             body,
             head,
             texts,
-            encode(body, texts, self.clean_text),
             np.array([labels.index(train.labels[i]) for i in train_part]),
             prepare_texts([validation.texts[i] for i in known], self.clean_text),
             np.array([labels.index(validation.labels[i]) for i in known]),
+            cascade=cascade,
         )
         self.info_["inference"] = self.optimized_.info
         return self
@@ -361,8 +366,8 @@ def _cascade(path: Path, transformer: Encoder, head: LinearHead, inference: dict
     file = path / STUDENT_FILE
     if not file.is_file() or "threshold" not in (inference.get("cascade") or {}):
         raise ModelFolderError(
-            f"{path} has no static student ({STUDENT_FILE}) or cascade threshold: build it with "
-            f"`intent-router optimize {path.name} --data TRAIN.csv`, or choose another backend"
+            f"{path} has no static student ({STUDENT_FILE}): training does not build the cascade; build it with "
+            f"`intent-router optimize {path.name} --data TRAIN.csv --cascade`, or choose another backend"
         )
     try:
         student = StaticStudent.load(file, Tokenizer.from_folder(path, int(inference.get("max_seq_length", 256))))

@@ -3,11 +3,14 @@
 Run at the end of ``fit`` (and by ``intent-router optimize`` for folders saved before backends
 existed). The default is the fastest transformer backend whose validation accuracy is within
 ``ACCURACY_TOLERANCE`` of torch's, in the order the benchmark measures (``benchmarks/inference_speed.py``):
-onnx-int8, onnx, torch. The cascade hands its unsure inputs to that backend; its threshold is the
-lowest that keeps its own validation accuracy within half that tolerance. It is built and scored
-but never the default: on held-out test sets it lost more than its validation figure promised
-(full ATIS: -0.56 point at 35% handed over; German ATIS: -0.89 point at 12%, where validation said
--0.24), so it is there for users who choose speed over that risk (``backend="cascade"``).
+onnx-int8, onnx, torch.
+
+The cascade is built only on request (``cascade=True``; ``intent-router optimize NAME --cascade``):
+its static student costs a pass over the whole vocabulary and a table on disk, and it is never the
+default, because on held-out test sets it lost more than its validation figure promised (full ATIS:
+-0.56 point at 35% handed over; German ATIS: -0.89 point at 12%, where validation said -0.24). It
+hands its unsure inputs to the default backend; its threshold is the lowest that keeps its own
+validation accuracy within half the tolerance.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class Optimized:
     """What ``optimize`` built: the files to save and the figures for ``intent_router.json``."""
 
     onnx_models: dict[str, bytes]
-    student: StaticStudent
+    student: StaticStudent | None  # only when the cascade was asked for
     info: dict = field(default_factory=dict)
 
 
@@ -43,12 +46,16 @@ def optimize(
     body,
     head: LinearHead,
     train_texts: Sequence[str],
-    train_vectors: np.ndarray,
     train_class_ids: np.ndarray,
     validation_texts: Sequence[str],
     validation_class_ids: np.ndarray,
+    cascade: bool = False,
 ) -> Optimized:
-    """Export, quantise and distil; score every backend on the validation texts (cleaned, class indices)."""
+    """Export and quantise (and distil the cascade's student); score each backend on the validation texts.
+
+    The training texts are used only by the student; texts come cleaned, class ids are indices into
+    the head's labels.
+    """
     onnx_models = export_onnx(body)
     tokenizer = Tokenizer.from_body(body)
     fp32 = OnnxEncoder(onnx_models["onnx"], tokenizer, "onnx")
@@ -58,36 +65,39 @@ def optimize(
         "onnx-int8": OnnxEncoder(onnx_models["onnx-int8"], tokenizer, "onnx-int8"),
     }
     # The quantised body distils the token table: faster, and the vectors are fitted to torch's afterwards.
-    student = distill_student(
-        encoders["onnx-int8"], tokenizer, train_texts, train_vectors, train_class_ids, head.n_classes
-    )
+    student = None
+    if cascade:
+        train_vectors = encoders["torch"].encode(train_texts)
+        student = distill_student(
+            encoders["onnx-int8"], tokenizer, train_texts, train_vectors, train_class_ids, head.n_classes
+        )
     info: dict = {"max_seq_length": tokenizer.max_length, "validation_examples": len(validation_texts)}
     if not len(validation_texts):  # nothing to measure on: keep the reference backend
-        info.update(default_backend="torch", validation_accuracy={}, cascade={"transformer": "torch", "threshold": 1.0})
+        info.update(default_backend="torch", validation_accuracy={})
+        if student is not None:
+            info["cascade"] = {"transformer": "torch", "threshold": 1.0}
         return Optimized(onnx_models, student, info)
 
     predictions = {name: head.predict_proba(e.encode(validation_texts)).argmax(axis=1) for name, e in encoders.items()}
     accuracy = {name: float(np.mean(p == validation_class_ids)) for name, p in predictions.items()}
     transformer = _fastest(accuracy, accuracy["torch"])
-    cascade, accuracy["cascade"] = _fit_cascade(
-        student,
-        encoders[transformer],
-        head,
-        validation_texts,
-        validation_class_ids,
-        predictions[transformer],
-        accuracy["torch"] - CASCADE_FIT_TOLERANCE,
-    )
-    handed_over = cascade.handed_over / len(validation_texts)
-    info.update(
-        default_backend=transformer,
-        validation_accuracy={name: round(value, 4) for name, value in accuracy.items()},
-        cascade={
+    info["default_backend"] = transformer
+    if student is not None:
+        fitted, accuracy["cascade"] = _fit_cascade(
+            student,
+            encoders[transformer],
+            head,
+            validation_texts,
+            validation_class_ids,
+            predictions[transformer],
+            accuracy["torch"] - CASCADE_FIT_TOLERANCE,
+        )
+        info["cascade"] = {
             "transformer": transformer,
-            "threshold": round(cascade.threshold, 4),
-            "validation_handed_over": round(handed_over, 4),
-        },
-    )
+            "threshold": round(fitted.threshold, 4),
+            "validation_handed_over": round(fitted.handed_over / len(validation_texts), 4),
+        }
+    info["validation_accuracy"] = {name: round(value, 4) for name, value in accuracy.items()}
     return Optimized(onnx_models, student, info)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -40,6 +41,18 @@ def small_split(atis_3class_path):
         train_rows += rng.choice(rows, PER_LABEL, replace=False).tolist()
     held_out = sorted(set(range(len(data))) - set(train_rows))
     return data.subset(sorted(train_rows)), data.subset(held_out)
+
+
+@pytest.fixture(scope="session")
+def small_csv(small_split, tmp_path_factory) -> Path:
+    """The 48 training rows of ``small_split`` as a CSV file, as a user would have them."""
+    train, _ = small_split
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "intent"])
+        writer.writerows([e.text, e.label] for e in train.examples)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from server import Server, cli
+from server import CLI, Server, cli
 
 from intent_router import IntentClassifier
 from intent_router.model_folder import ModelFolderError
-from intent_router.optimize import BACKENDS
+from intent_router.optimize import BACKENDS, FASTEST_FIRST
 from intent_router.student import fit_cascade_threshold
 
 # Top-1 agreement with torch on the 296 held-out ATIS rows, and the least mean cosine of the embeddings.
@@ -25,10 +28,26 @@ def torch_model(saved_model) -> IntentClassifier:
     return IntentClassifier.load(saved_model, backend="torch")
 
 
+@pytest.fixture(scope="module")
+def cascade_model(saved_model, small_csv, tmp_path_factory) -> Path:
+    """A copy of the saved model with its cascade built as a user builds it: `intent-router optimize --cascade`."""
+    folder = shutil.copytree(saved_model, tmp_path_factory.mktemp("cascade") / "atis-3")
+    done = subprocess.run(
+        [str(CLI), "optimize", str(folder), "--data", str(small_csv), "--cascade"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the cascade hands" in done.stdout and (folder / "student.safetensors").is_file()
+    return folder
+
+
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8", "cascade"])
-def test_each_backend_loads_from_the_folder_and_agrees_with_torch(saved_model, small_split, torch_model, backend):
+def test_each_backend_loads_from_the_folder_and_agrees_with_torch(cascade_model, small_split, torch_model, backend):
     _, held_out = small_split
-    classifier = IntentClassifier.load(saved_model, backend=backend)
+    classifier = IntentClassifier.load(cascade_model, backend=backend)
 
     agreement = np.mean(np.array(classifier.predict(held_out.texts)) == np.array(torch_model.predict(held_out.texts)))
     cosines = (classifier.embed(held_out.texts) * torch_model.embed(held_out.texts)).sum(axis=1)
@@ -47,15 +66,24 @@ def test_the_default_backend_was_fitted_on_validation_and_is_used_by_load(saved_
     inference = fitted.info_["inference"]
     accuracy = inference["validation_accuracy"]
 
-    assert inference["default_backend"] in BACKENDS and inference["default_backend"] != "cascade"  # only by name
-    assert set(accuracy) == set(BACKENDS)
+    assert inference["default_backend"] in FASTEST_FIRST and set(accuracy) == set(FASTEST_FIRST)
     assert accuracy[inference["default_backend"]] >= accuracy["torch"] - 0.005
     assert IntentClassifier.load(saved_model).backend_ == inference["default_backend"]
 
 
-def test_the_cascade_answers_confident_inputs_itself_and_hands_the_rest_to_the_transformer(saved_model, small_split):
+def test_training_builds_no_cascade_and_asking_for_it_says_how_to_build_it(saved_model, cascade_model):
+    assert not (saved_model / "student.safetensors").exists()
+    with pytest.raises(ModelFolderError, match="intent-router optimize atis-3 --data TRAIN.csv --cascade"):
+        IntentClassifier.load(saved_model, backend="cascade")
+
+    inference = json.loads((cascade_model / "intent_router.json").read_text())["inference"]
+    assert set(inference["validation_accuracy"]) == set(BACKENDS)
+    assert inference["default_backend"] == inference["cascade"]["transformer"] != "cascade"  # only by name
+
+
+def test_the_cascade_answers_confident_inputs_itself_and_hands_the_rest_to_the_transformer(cascade_model, small_split):
     _, held_out = small_split
-    classifier = IntentClassifier.load(saved_model, backend="cascade")
+    classifier = IntentClassifier.load(cascade_model, backend="cascade")
     cascade = classifier.cascade_
     assert cascade is not None
     student = cascade.student.predict_proba(held_out.texts)
@@ -70,8 +98,8 @@ def test_the_cascade_answers_confident_inputs_itself_and_hands_the_rest_to_the_t
     assert np.mean(predicted[unsure] == transformer[unsure].argmax(axis=1)) >= 0.95  # int8 shifts with the batch
 
 
-def test_the_student_covers_words_no_training_text_has(saved_model):
-    student = IntentClassifier.load(saved_model, backend="cascade").cascade_.student
+def test_the_student_covers_words_no_training_text_has(cascade_model):
+    student = IntentClassifier.load(cascade_model, backend="cascade").cascade_.student
     vectors, covered = student.encode(["zyxwv qqqq", "show me the cheapest fare from boston to denver", ""])
     assert covered.tolist() == [True, True, False]  # the whole vocabulary; an empty text has no tokens
     assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1, atol=1e-5)
@@ -95,8 +123,8 @@ def test_the_cascade_threshold_is_the_lowest_that_keeps_the_accuracy():
         (lambda p: (p / "student.safetensors").write_bytes(b"broken"), "cannot read the static student"),
     ],
 )
-def test_a_missing_or_damaged_backend_file_gives_a_clear_error(saved_model, tmp_path, damage, message):
-    copy = shutil.copytree(saved_model, tmp_path / "copy")
+def test_a_missing_or_damaged_backend_file_gives_a_clear_error(cascade_model, tmp_path, damage, message):
+    copy = shutil.copytree(cascade_model, tmp_path / "copy")
     damage(copy)
     with pytest.raises(ModelFolderError, match=message):
         IntentClassifier.load(copy, backend="cascade")

@@ -22,17 +22,6 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def small_csv(small_split, tmp_path_factory) -> Path:
-    train, _ = small_split
-    path = tmp_path_factory.mktemp("data") / "small.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "intent"])
-        writer.writerows([e.text, e.label] for e in train.examples)
-    return path
-
-
-@pytest.fixture(scope="module")
 def trained(small_csv, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     models = tmp_path_factory.mktemp("cli-models")
     result = run("train", small_csv, "--name", "atis-3", "--steps", "2", "--models-dir", models)
