@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -66,16 +67,17 @@ def only(dataset: Dataset, intents: set[str], keep: bool) -> Dataset:
     return dataset.subset([i for i, y in enumerate(dataset.labels) if (y in intents) == keep])
 
 
-def model_for(seed: int, train: Dataset, valid: Dataset, models: Path | None, steps: int | None):
-    path = models / f"hwu64-seed{seed}" if models else None
-    if path is not None and path.is_dir():
-        return IntentClassifier.load(path), 0.0
-    started = time.perf_counter()
-    model = IntentClassifier(seed=seed, steps=steps).fit(train, valid)
-    seconds = time.perf_counter() - started
-    if path is not None:
+def model_for(seed: int, train: Dataset, valid: Dataset, models: Path, steps: int | None):
+    """The seed's model as the router and ``intent-router discover`` load it: from its folder, on its
+    default inference backend (fitted now, and saved, unless the folder exists)."""
+    path = models / f"hwu64-seed{seed}"
+    seconds = 0.0
+    if not path.is_dir():
+        started = time.perf_counter()
+        model = IntentClassifier(seed=seed, steps=steps).fit(train, valid)
+        seconds = time.perf_counter() - started
         model.save(path)
-    return model, seconds
+    return IntentClassifier.load(path), seconds
 
 
 def run_seed(
@@ -83,7 +85,7 @@ def run_seed(
     train: Dataset,
     valid: Dataset,
     test: Dataset,
-    models: Path | None,
+    models: Path,
     steps: int | None,
     similarity_percentile: float | None,
 ) -> dict:
@@ -185,7 +187,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: scaled, at most 400)")
-    parser.add_argument("--models", type=Path, default=None, help="save fitted models here and reuse them")
+    parser.add_argument(
+        "--models", type=Path, default=None, help="save fitted models here and reuse them (default: a temporary folder)"
+    )
     parser.add_argument(
         "--similarity-percentile",
         type=float,
@@ -198,8 +202,10 @@ def main() -> None:
     valid = load_dataset(args.data / "valid.csv")
     test = load_dataset(args.data / "test.csv", deduplicate=False)
     rows = []
+    scratch = tempfile.TemporaryDirectory()
+    models = args.models or Path(scratch.name)
     for seed in args.seeds:
-        rows.append(run_seed(seed, train, valid, test, args.models, args.steps, args.similarity_percentile))
+        rows.append(run_seed(seed, train, valid, test, models, args.steps, args.similarity_percentile))
         print(f"seed {seed} done: " + ", ".join(f"{k}={_cell(k, rows[-1][k])}" for k, _ in COLUMNS), flush=True)
     print_table(rows)
     if not args.no_timing:

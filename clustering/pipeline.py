@@ -22,7 +22,9 @@ runs single-threaded).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ from intent_router.model import IntentClassifier, encode
 
 from .known_intents import DiscoveryError, IntentMatch, KnownIntents
 from .labelling import NOISE, KeywordLabeller
+from .neighbours import EXACT_UP_TO, nearest_neighbours
 from .sources import Utterances, utterances_from_texts
 
 MIN_CLUSTER_SIZE = 5
@@ -158,9 +161,10 @@ class Discovery:
         started = time.perf_counter()
         embeddings = self._encoder()(pool.texts)
         seconds["encode"] = _lap(started)
-        reduced = (self.reducer or _umap(REDUCED_DIMENSIONS, len(pool), self.seed, metric="cosine")).fit_transform(
-            embeddings
-        )
+        with _umap_notices_quiet():
+            reduced = (self.reducer or _umap(REDUCED_DIMENSIONS, embeddings, self.seed, metric="cosine")).fit_transform(
+                embeddings
+            )
         seconds["reduce"] = _lap(started, seconds)
         raw = np.asarray((self.clusterer or _hdbscan(self.min_cluster_size)).fit_predict(reduced))
         assignments = _by_size(raw, pool.counts)
@@ -169,7 +173,8 @@ class Discovery:
         seconds["label"] = _lap(started, seconds)
         map_2d = None
         if self.map_2d:
-            map_2d = reduced if reduced.shape[1] == 2 else _umap(2, len(pool), self.seed).fit_transform(reduced)
+            with _umap_notices_quiet():
+                map_2d = reduced if reduced.shape[1] == 2 else _umap(2, reduced, self.seed).fit_transform(reduced)
             seconds["map"] = _lap(started, seconds)
         seconds["total"] = round(time.perf_counter() - started, 2)
         return DiscoveryResult(
@@ -230,18 +235,35 @@ class Discovery:
         }
 
 
-def _umap(dimensions: int, n: int, seed: int, metric: str = "euclidean"):
+def _umap(dimensions: int, points: np.ndarray, seed: int, metric: str = "euclidean"):
+    """UMAP to ``dimensions``, seeded, given the points' exact neighbours when that is the faster way."""
     import umap
 
+    n = len(points)
+    neighbours = min(NEIGHBOURS, n - 1)
+    known: tuple = (None, None, None)  # UMAP's own search
+    if n <= EXACT_UP_TO:
+        known = (*nearest_neighbours(points, neighbours, metric), None)
     return umap.UMAP(
         n_components=dimensions,
-        n_neighbors=min(NEIGHBOURS, n - 1),
+        n_neighbors=neighbours,
         min_dist=0.0 if dimensions > 2 else 0.1,
         metric=metric,
         init="spectral" if n > dimensions + 1 else "random",
         n_epochs=UMAP_EPOCHS,
         random_state=seed,
+        precomputed_knn=known,
     )
+
+
+@contextmanager
+def _umap_notices_quiet() -> Iterator[None]:
+    """Silence UMAP's notices about choices made on purpose: one thread when seeded, no ``transform``
+    with given neighbours (discovery never transforms new points)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+        warnings.filterwarnings("ignore", message="precomputed_knn.* transform", category=UserWarning)
+        yield
 
 
 def _hdbscan(min_cluster_size: int):

@@ -286,3 +286,35 @@ def test_heads_keep_their_intent_centroids_through_save_and_load(known_model, kn
     np.testing.assert_allclose(loaded.head_.centroids, known_model.head_.centroids)
     norms = np.linalg.norm(loaded.head_.centroids, axis=1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_exact_neighbours_match_a_brute_force_search(metric):
+    from sklearn.metrics import pairwise_distances
+    from sklearn.neighbors import NearestNeighbors
+
+    from clustering.neighbours import nearest_neighbours
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(700, 12)).astype(np.float32)
+    points[5] = points[4]  # a duplicate: each of the two still lists itself first
+    indices, distances = nearest_neighbours(points, 8, metric)
+    expected_distances, _ = (
+        NearestNeighbors(n_neighbors=8, metric=metric, algorithm="brute").fit(points).kneighbors(points)
+    )
+    assert indices[:, 0].tolist() == list(range(700))
+    assert (distances[:, 0] == 0).all()
+    np.testing.assert_allclose(distances, expected_distances, atol=1e-4)  # the k smallest distances ...
+    true_distances = pairwise_distances(points, metric=metric)
+    reported = np.take_along_axis(true_distances, indices.astype(int), axis=1)
+    np.testing.assert_allclose(reported[:, 1:], distances[:, 1:], atol=1e-4)  # ... and the rows at them
+
+
+def test_exact_neighbours_refuse_an_unknown_metric_or_too_many_neighbours():
+    from clustering.neighbours import nearest_neighbours
+
+    points = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="manhattan"):
+        nearest_neighbours(points, 2, "manhattan")
+    with pytest.raises(ValueError, match="5 neighbours of 4 points"):
+        nearest_neighbours(points, 5, "cosine")
