@@ -8,8 +8,12 @@ Each step is a parameter with a good default, so one can be swapped without touc
     >>> [(c.name, c.size, c.kind, c.nearest_intent) for c in result.clusters]
     >>> Discovery(model, reducer=FunctionTransformer(), clusterer=HDBSCAN(min_cluster_size=10))  # no UMAP
 
-- encoder: ``texts -> (n, d)`` vectors; default the model's ``embed`` (its tuned space), or the
-  bundled base model when no model is given.
+- encoder: ``texts -> (n, d)`` vectors; default the model's base model, frozen (the one it was
+  fine-tuned from; the bundled default without a model). ``encoder=model.embed`` clusters in the
+  tuned space instead, which fine-tuning shaped to pull every utterance toward a known intent: on
+  the HWU64 benchmark the frozen base gave purer clusters of the unknown intents (mean NMI 0.80
+  against 0.75, ARI 0.69 against 0.53). Cluster centres are compared with the known intents in the
+  model's own space either way.
 - reducer: anything with ``fit_transform``; default UMAP to 5 dimensions, cosine metric.
 - clusterer: anything with ``fit_predict`` giving ``-1`` for noise; default HDBSCAN.
 - labeller: ``label(texts, counts, assignments, embeddings)``; default ``KeywordLabeller``.
@@ -184,21 +188,28 @@ class Discovery:
     def _encoder(self) -> Encoder:
         if self.encoder is not None:
             return self.encoder
-        if self.model is not None:
-            return self.model.embed
-        body = load_base_model(DEFAULT_BASE_MODEL)
-        return lambda texts: encode(body, texts)
+        body = load_base_model(self._base_model())
+        clean = self.model is not None and self.model.clean_text
+        return lambda texts: encode(body, texts, clean)
+
+    def _base_model(self) -> str:
+        return self.model.info_.get("base_model", DEFAULT_BASE_MODEL) if self.model else DEFAULT_BASE_MODEL
+
+    def _in_model_space(self) -> bool:
+        return self.model is not None and self.encoder == self.model.embed
 
     def _describe(self, pool: Utterances, embeddings: np.ndarray, assignments: np.ndarray) -> list[Cluster]:
         labels = self.labeller.label(pool.texts, pool.counts, assignments, embeddings)
         members = {cluster_id: np.flatnonzero(assignments == cluster_id) for cluster_id in labels}
         matches: Sequence[IntentMatch | None] = [None] * len(labels)
         if self.known_intents is not None and labels:
-            if self.encoder is None and self.model is not None:
+            if self._in_model_space():
                 model_space = [embeddings[rows] for rows in members.values()]
-            else:  # the clusters were found in another space: the model embeds their members itself
+            else:  # the clusters were found in another space: the model embeds their members itself, in one pass
                 assert self.model is not None
-                model_space = [self.model.embed([pool.texts[i] for i in rows]) for rows in members.values()]
+                groups = list(members.values())
+                vectors = self.model.embed([pool.texts[i] for i in np.concatenate(groups)])
+                model_space = np.split(vectors, np.cumsum([len(g) for g in groups])[:-1])
             matches = self.known_intents.match(model_space)
         rng = np.random.default_rng(self.seed)
         clusters = []
@@ -227,7 +238,9 @@ class Discovery:
 
     def _settings(self) -> dict[str, Any]:
         return {
-            "encoder": "custom" if self.encoder else ("model" if self.model else DEFAULT_BASE_MODEL),
+            "encoder": "model"
+            if self._in_model_space()
+            else ("custom" if self.encoder else f"{self._base_model()} (frozen)"),
             "reducer": repr(self.reducer or f"UMAP({REDUCED_DIMENSIONS} dims, cosine)"),
             "clusterer": repr(self.clusterer or f"HDBSCAN(min_cluster_size={self.min_cluster_size})"),
             "labeller": type(self.labeller).__name__,

@@ -328,6 +328,13 @@ def discover(
     until: Annotated[str | None, typer.Option(help="Store: before this time (ISO 8601).")] = None,
     min_cluster_size: Annotated[int, typer.Option(help="HDBSCAN's smallest cluster.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for UMAP and the random examples.")] = 0,
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="Cluster in the space of 'base' (the model's base model, frozen: purer clusters of unknown "
+            "intents) or 'model' (the fine-tuned model)."
+        ),
+    ] = "base",
     format: FormatOption = None,
     models_dir: ModelsDir = Path("models"),
     database_url: DatabaseUrl = "sqlite:///intent-router.db",
@@ -349,6 +356,8 @@ def discover(
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
     with _reported_errors():
+        if encoder not in ("base", "model"):
+            raise ValueError(f"--encoder {encoder!r}: choose 'base' or 'model'")
         classifier = _load(model, models_dir)
         chosen = [int(part) for part in clusters.split(",")] if clusters else None
         if source == "store":
@@ -365,7 +374,8 @@ def discover(
         else:
             pool = utterances_from_file(source, format=format)
         with console.status(f"Clustering {pool.total} utterances ({len(pool)} distinct)..."):
-            result = Discovery(classifier, min_cluster_size=min_cluster_size, seed=seed).fit(pool)
+            tuned = classifier.embed if encoder == "model" else None
+            result = Discovery(classifier, encoder=tuned, min_cluster_size=min_cluster_size, seed=seed).fit(pool)
             report = write_report(out, result, f"New-intent discovery: {Path(model).name}")
         table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent (cosine)", "keywords")
         for c in result.clusters:

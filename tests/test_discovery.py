@@ -173,11 +173,22 @@ def test_the_store_is_read_whole_or_by_model_router_and_time(tmp_path):
     registry.close()
 
 
-def test_a_base_model_encoder_and_another_reducer_can_be_swapped_in(known_model, pool_rows):
+def test_clusters_are_found_in_the_frozen_base_space_unless_the_tuned_one_is_asked_for(result, known_model, pool_rows):
+    assert result.settings["encoder"] == "english-small (frozen)"
+    tuned = Discovery(known_model, encoder=known_model.embed, map_2d=False).fit([text for text, _ in pool_rows])
+    assert tuned.settings["encoder"] == "model"
+    for found in (result, tuned):  # centres are matched in the model's space either way
+        new = [c for c in found.clusters if c.kind == NEW_INTENT]
+        assert new and all(c.nearest_intent in KNOWN for c in found.clusters)
+
+
+def test_another_encoder_and_reducer_can_be_swapped_in(known_model, pool_rows):
     from sklearn.decomposition import PCA
 
-    found = Discovery(known_model, reducer=PCA(10, random_state=0), map_2d=False).fit([text for text, _ in pool_rows])
-    assert found.map_2d is None
+    found = Discovery(known_model, encoder=known_model.embed, reducer=PCA(10, random_state=0), map_2d=False).fit(
+        [text for text, _ in pool_rows]
+    )
+    assert found.settings["encoder"] == "model" and found.map_2d is None
     assert found.clusters and all(c.kind in ("new_intent", "coverage_gap") for c in found.clusters)
     assert np.isin(found.assignments, [-1, *range(len(found.clusters))]).all()
 
@@ -221,6 +232,8 @@ def test_cli_discover_on_an_empty_store_says_so_in_one_line(known_model_dir, tmp
     assert "low-confidence store (model=hwu-4) has 0 distinct utterance(s)" in done.stderr
     unknown = run("discover", "--model", "no-such-model", "--models-dir", tmp_path)
     assert unknown.returncode == 1 and "no-such-model" in unknown.stderr
+    encoder = run("discover", "--model", known_model_dir, "--encoder", "tuned")
+    assert encoder.returncode == 1 and "--encoder 'tuned': choose 'base' or 'model'" in encoder.stderr
 
 
 def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_report(

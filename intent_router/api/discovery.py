@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -31,6 +31,9 @@ class DiscoverRequest(BaseModel):
     since: datetime | None = Field(None, description="from this time on (inclusive)")
     until: datetime | None = Field(None, description="before this time")
     min_cluster_size: int = Field(5, ge=2, le=1000)
+    encoder: Literal["base", "model"] = Field(
+        "base", description="cluster in the base model's frozen space (default) or the fine-tuned model's"
+    )
     seed: int = 0
 
 
@@ -78,7 +81,8 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
             since=body.since,
             until=body.until,
         )
-        result = Discovery(classifier, min_cluster_size=body.min_cluster_size, seed=body.seed).fit(pool)
+        tuned = classifier.embed if body.encoder == "model" else None
+        result = Discovery(classifier, encoder=tuned, min_cluster_size=body.min_cluster_size, seed=body.seed).fit(pool)
         report = write_report(target, result, f"New-intent discovery: {body.model}")
         return {"report": str(report), **result.to_dict(points=False)}
 
