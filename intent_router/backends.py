@@ -5,17 +5,20 @@
     onnx-int8   onnx/model-int8.onnx: the export with its weights quantised to int8 (dynamic quantisation)
 
 Every backend has one method, ``encode(texts) -> (n, d) unit vectors``; the classifier's head and
-``embed`` use whichever backend is loaded. The ONNX backends tokenise with the folder's own fast
-tokenizer (``tokenizer.json``), sort texts by length, pad each batch to its longest text and cut at
-the model's ``max_seq_length``, so a batch of short utterances costs short sequences. They do not
-load the torch body at all. ONNX files hold only the graph and its weights: nothing runs on load.
+``embed`` use whichever backend is loaded. The ONNX backends tokenise a call's texts once with the
+folder's own fast tokenizer (``tokenizer.json``, cut at the model's ``max_seq_length``), sort them by
+token count and run them in chunks of ``ONNX_CHUNK_SIZE``, each padded to its longest text, so little
+of the work is padding. They do not load the torch body at all. The export is fused by ONNX Runtime's
+transformer optimizer (attention, LayerNorm, GELU as single operators) before int8 quantisation.
+ONNX files hold only the graph and its weights: nothing runs on load.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +28,11 @@ import torch
 TRANSFORMER_BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model-int8.onnx"}
 ENCODE_BATCH_SIZE = 64
+# Texts per ONNX run. A call's texts are sorted by token count first, so a chunk of 16 pads little;
+# on ATIS test at batch 96, int8 ran about 1.25x as fast in chunks of 16 as in chunks of 64, 1.1x as in 8 or 32.
+ONNX_CHUNK_SIZE = 16
 OPSET = 17
+FUSED_MODEL_TYPES = ("bert",)  # architectures whose export ONNX Runtime's BERT optimizer fuses
 
 
 class BackendError(RuntimeError):
@@ -50,17 +57,16 @@ class TorchEncoder:
 
 
 class Tokenizer:
-    """A fast tokenizer cut at ``max_length`` tokens and padded to each batch's longest text."""
+    """A fast tokenizer cut at ``max_length`` tokens; ``pad`` makes a padded batch of its token lists."""
 
     def __init__(self, tokenizer, pad_token: str, max_length: int):
         pad_id = tokenizer.token_to_id(pad_token)
         if pad_id is None:
             raise BackendError(f"the tokenizer has no padding token {pad_token!r}")
         tokenizer.enable_truncation(max_length)
-        self.unpadded = tokenizer.from_str(tokenizer.to_str())  # for the static student's token lists
-        self.unpadded.no_padding()  # a tokenizer.json may carry its own padding setting
-        tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        tokenizer.no_padding()  # a tokenizer.json may carry its own padding setting; chunks are padded by pad()
         self.tokenizer = tokenizer
+        self.pad_id = pad_id
         self.max_length = max_length
 
     @classmethod
@@ -85,16 +91,23 @@ class Tokenizer:
         copy = FastTokenizer.from_str(source.backend_tokenizer.to_str())
         return cls(copy, source.pad_token or "[PAD]", body.max_seq_length)
 
-    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(input_ids, attention_mask), both (n, longest) int64."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        return ids, mask
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids as the model reads them: special tokens added, cut at ``max_length``."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+
+    def pad(self, token_lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask), both (n, longest) int64, padded on the right."""
+        longest = max((len(ids) for ids in token_lists), default=0)
+        input_ids = np.full((len(token_lists), longest), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(token_lists), longest), dtype=np.int64)
+        for row, ids in enumerate(token_lists):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return input_ids, attention_mask
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids without special tokens or padding (for the static student)."""
-        return [e.ids for e in self.unpadded.encode_batch(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     @property
     def vocabulary_size(self) -> int:
@@ -110,6 +123,8 @@ class OnnxEncoder:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL  # one chain of operators
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         source = model if isinstance(model, bytes) else str(model)
         try:
             self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -120,11 +135,12 @@ class OnnxEncoder:
         self.name = name
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        order = np.argsort([len(text) for text in texts], kind="stable")
+        token_lists = self.tokenizer(texts)
+        order = np.argsort([len(ids) for ids in token_lists], kind="stable")
         vectors: np.ndarray | None = None
-        for start in range(0, len(texts), ENCODE_BATCH_SIZE):
-            rows = order[start : start + ENCODE_BATCH_SIZE]
-            batch = self.encode_ids(*self.tokenizer([texts[i] for i in rows]))
+        for start in range(0, len(texts), ONNX_CHUNK_SIZE):
+            rows = order[start : start + ONNX_CHUNK_SIZE]
+            batch = self.encode_ids(*self.tokenizer.pad([token_lists[i] for i in rows]))
             if vectors is None:
                 vectors = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
             vectors[rows] = batch
@@ -135,18 +151,24 @@ class OnnxEncoder:
 
 
 def export_onnx(body) -> dict[str, bytes]:
-    """The tuned body as ONNX, fp32 and dynamic int8: ``{"onnx": bytes, "onnx-int8": bytes}``."""
+    """The tuned body as ONNX, fp32 and dynamic int8: ``{"onnx": bytes, "onnx-int8": bytes}``.
+
+    A BERT body is exported with eager attention, whose graph ONNX Runtime's transformer optimizer
+    recognises, and fused before quantisation, so the int8 model quantises whole attention blocks.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     network = PooledBody(body).eval()
+    config = network.transformer.config
+    fused = getattr(config, "model_type", None) in FUSED_MODEL_TYPES
     example = torch.ones((2, 8), dtype=torch.long)
     with tempfile.TemporaryDirectory() as scratch:
-        fp32, int8 = Path(scratch) / "model.onnx", Path(scratch) / "model-int8.onnx"
-        with torch.no_grad():
+        exported, fp32, int8 = (Path(scratch) / name for name in ("exported.onnx", "model.onnx", "model-int8.onnx"))
+        with torch.no_grad(), _eager_attention(network.transformer, fused):
             torch.onnx.export(
                 network,
                 (example, example),
-                str(fp32),
+                str(exported if fused else fp32),
                 input_names=["input_ids", "attention_mask"],
                 output_names=["embedding"],
                 dynamic_axes={
@@ -157,8 +179,41 @@ def export_onnx(body) -> dict[str, bytes]:
                 opset_version=OPSET,
                 dynamo=False,  # the TorchScript exporter: no onnxscript rewrite, a plain static graph
             )
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+        if fused:
+            _fuse(exported, fp32, config.num_attention_heads, config.hidden_size)
+        quantize_dynamic(
+            str(fp32),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            # the fused operators are outside ONNX's type inference: their outputs are float
+            extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
+        )
         return {"onnx": fp32.read_bytes(), "onnx-int8": int8.read_bytes()}
+
+
+def _fuse(source: Path, target: Path, num_heads: int, hidden_size: int) -> None:
+    """ONNX Runtime's BERT optimizer: attention, embedding + LayerNorm, skip + LayerNorm, bias + GELU fused."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # opt_level=0: the Python fusions only; the session applies ONNX Runtime's own optimisations at load
+    optimized = optimize_model(
+        str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+    )
+    optimized.save_model_to_file(str(target))
+
+
+@contextmanager
+def _eager_attention(transformer, wanted: bool) -> Iterator[None]:
+    """The transformer with eager attention (the graph the optimizer fuses) for a while; then as it was."""
+    before = transformer.config._attn_implementation
+    if wanted:
+        transformer.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if wanted:
+            transformer.set_attn_implementation(before)
 
 
 class PooledBody(torch.nn.Module):

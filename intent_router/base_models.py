@@ -55,15 +55,34 @@ def resolve_base_model(name: str) -> str:
     return name
 
 
-def load_base_model(name: str, device: str | None = None):
-    """Load a base model as a ``SentenceTransformer``; errors say how to get it."""
+def load_base_model(name: str, device: str | None = None, layers: int | None = None):
+    """Load a base model as a ``SentenceTransformer``; errors say how to get it.
+
+    ``layers`` keeps only the first that many transformer layers (fewer layers: faster inference,
+    a little less accuracy); the saved folder's ``config.json`` records the count, so it loads as is.
+    """
     from sentence_transformers import SentenceTransformer
 
     location = resolve_base_model(name)
     try:
-        return SentenceTransformer(location, device=device or "cpu")
+        body = SentenceTransformer(location, device=device or "cpu")
     except Exception as err:  # the hub client raises many kinds; all mean "cannot get this model"
         raise BaseModelError(
             f"cannot load base model {name!r} ({type(err).__name__}: {err}). Use a bundled name "
             f"({', '.join(BUNDLED)}), a local sentence-transformers folder, or a hub id with network access."
         ) from err
+    if layers is not None:
+        keep_first_layers(body, layers, name)
+    return body
+
+
+def keep_first_layers(body, layers: int, name: str = "the base model") -> None:
+    """Cut a BERT-like body (``encoder.layer``) to its first ``layers`` transformer layers, in place."""
+    transformer = body[0].auto_model
+    stack = getattr(getattr(transformer, "encoder", None), "layer", None)
+    if stack is None:
+        raise BaseModelError(f"{name} has no BERT-like layer stack (encoder.layer) to cut: leave layers unset")
+    if not 1 <= layers <= len(stack):
+        raise BaseModelError(f"layers={layers}: {name} has {len(stack)} transformer layers; choose 1 to {len(stack)}")
+    transformer.encoder.layer = stack[:layers]
+    transformer.config.num_hidden_layers = layers

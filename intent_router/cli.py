@@ -140,6 +140,10 @@ def train(
         bool,
         typer.Option(help="Remove HTML, links and stray symbols from texts, at training and at inference."),
     ] = False,
+    layers: Annotated[
+        int | None,
+        typer.Option(help="Keep only the base model's first N transformer layers: faster, a little less accurate."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model of that name.")] = False,
     format: FormatOption = None,
     header: HeaderOption = None,
@@ -161,6 +165,7 @@ def train(
             allow_rare_labels=allow_rare_labels,
             multilabel=multilabel,
             clean_text=clean_text,
+            layers=layers,
         )
         with _progress_bar() as report:
             classifier.fit(dataset, held_out, progress=report)

@@ -15,11 +15,13 @@ each probability independent of the others, in the same file format.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import ThreadpoolController
 
 
 class LinearHead:
@@ -72,7 +74,7 @@ class LinearHead:
         return cls(weight, bias, centroids)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        return embeddings.astype(np.float32) @ self.weight.T + self.bias
+        return _product(embeddings, self.weight) + self.bias
 
     def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
         logits = self.logits(embeddings)
@@ -87,7 +89,7 @@ class LinearHead:
         """
         if self.centroids is None:
             return None
-        return (embeddings.astype(np.float32) @ self.centroids.T).max(axis=1)
+        return _product(embeddings, self.centroids).max(axis=1)
 
     def save(self, path: str | Path) -> None:
         tensors = {"weight": self.weight, "bias": self.bias}
@@ -137,3 +139,19 @@ class SigmoidHead(LinearHead):
 
     def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.clip(self.logits(embeddings), -60, 60)))
+
+
+def _product(embeddings: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``embeddings @ matrix.T`` on one BLAS thread.
+
+    The head's products are small, and numpy's OpenBLAS threads keep spinning for a while after a
+    threaded one, taking the cores from the ONNX Runtime (or torch) threads that encode the next
+    batch: on 2 cores that cut onnx-int8's classify throughput at batch 96 from about 1,170 to 660 texts/s.
+    """
+    with _blas().limit(limits=1, user_api="blas"):
+        return embeddings.astype(np.float32) @ matrix.T
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()

@@ -75,9 +75,11 @@ class IntentClassifier:
         multilabel: bool = False,
         head_regularization: float = 10.0,
         clean_text: bool = False,
+        layers: int | None = None,
         device: str | None = None,
     ):
         self.base_model = base_model
+        self.layers = layers  # keep the base model's first N transformer layers; None: all of them
         self.settings = FinetuneSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
         self.validation_fraction = validation_fraction
         self.allow_rare_labels = allow_rare_labels
@@ -121,7 +123,7 @@ class IntentClassifier:
             split = {"kind": "given", "source": validation.source}
         _seed_everything(self.settings.seed)
         report("loading", 0.0)
-        body = load_base_model(self.base_model, self.device)
+        body = load_base_model(self.base_model, self.device, self.layers)
         warnings += long_text_warnings(train, body)
         report("loading", 1.0)
 
@@ -182,6 +184,7 @@ class IntentClassifier:
             report("optimizing", 1.0)
         self.info_ = {
             "base_model": self.base_model,
+            "layers": body[0].auto_model.config.num_hidden_layers,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "fit_seconds": round(time.perf_counter() - started, 2),
             "fine_tuning": tuning,

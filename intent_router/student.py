@@ -127,7 +127,7 @@ def distill_student(
 
 
 def _token_vectors(teacher, tokenizer: Tokenizer, token_ids: np.ndarray) -> np.ndarray:
-    specials = tokenizer.unpadded.encode("", add_special_tokens=True).ids  # e.g. [CLS] [SEP]
+    specials = tokenizer([""])[0]  # e.g. [CLS] [SEP]
     prefix, suffix = specials[:1], specials[1:]
     rows = []
     for start in range(0, len(token_ids), DISTILL_BATCH):

@@ -11,9 +11,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from server import CLI, Server, cli
 
 from intent_router import IntentClassifier
+from intent_router.backends import ONNX_CHUNK_SIZE
+from intent_router.base_models import BaseModelError, load_base_model
 from intent_router.model_folder import ModelFolderError
 from intent_router.optimize import BACKENDS, FASTEST_FIRST
 from intent_router.student import fit_cascade_threshold
@@ -56,6 +59,49 @@ def test_each_backend_loads_from_the_folder_and_agrees_with_torch(cascade_model,
     assert agreement >= AGREEMENT[backend], f"{backend} agrees with torch on {agreement:.1%}"
     assert cosines.mean() >= MEAN_COSINE[backend] and np.allclose(np.linalg.norm(classifier.embed(["a"])), 1, atol=1e-4)
     np.testing.assert_allclose(classifier.predict_proba(held_out.texts[:5]).sum(axis=1), 1, atol=1e-5)
+
+
+def test_onnx_chunks_give_each_text_the_vector_it_gets_alone(saved_model, small_split):
+    _, held_out = small_split
+    texts = held_out.texts[: 3 * ONNX_CHUNK_SIZE + 5]  # several chunks of different lengths, one short
+    classifier = IntentClassifier.load(saved_model, backend="onnx")
+
+    together = classifier.embed(texts)
+    alone = np.vstack([classifier.embed([text]) for text in texts])
+
+    np.testing.assert_allclose(together, alone, atol=2e-5)
+
+
+def test_the_fused_export_embeds_as_the_torch_body_does(saved_model, small_split, torch_model):
+    import onnx
+
+    _, held_out = small_split
+    operators = {
+        name: [n.op_type for n in onnx.load(str(saved_model / "onnx" / f"{name}.onnx")).graph.node]
+        for name in ("model", "model-int8")
+    }
+    cosines = (
+        IntentClassifier.load(saved_model, backend="onnx").embed(held_out.texts) * torch_model.embed(held_out.texts)
+    ).sum(axis=1)
+
+    assert operators["model"].count("Attention") == 6 and operators["model-int8"].count("QAttention") == 6
+    assert cosines.min() >= 0.9999, f"fused fp32 export: least cosine to torch {cosines.min():.6f}"
+
+
+def test_a_body_keeps_its_first_layers_when_asked(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    full, cut = load_base_model("english-small"), load_base_model("english-small", layers=2)
+    cut.save(str(tmp_path / "cut"))
+    reloaded = SentenceTransformer(str(tmp_path / "cut"), device="cpu")
+
+    assert len(cut[0].auto_model.encoder.layer) == 2 == len(reloaded[0].auto_model.encoder.layer)
+    first = dict(full[0].auto_model.encoder.layer[1].named_parameters())
+    for name, weight in reloaded[0].auto_model.encoder.layer[1].named_parameters():
+        assert torch.equal(weight, first[name]), name  # the first layers themselves, not new ones
+    np.testing.assert_allclose(reloaded.encode(["fares to denver"]), cut.encode(["fares to denver"]), atol=1e-6)
+    with pytest.raises(BaseModelError, match="has 6 transformer layers; choose 1 to 6"):
+        load_base_model("english-small", layers=7)
 
 
 def test_the_onnx_backends_do_not_load_the_torch_body(saved_model):

