@@ -6,16 +6,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from ..data import label_key
 from . import auth
-from .schemas import (
-    Classification,
-    ClassifyRequest,
-    ClassifyResponse,
-    EmbedRequest,
-    EmbedResponse,
-    LabelConfidence,
-    RouteRequest,
-    RouteResponse,
-)
+from .schemas import ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedResponse, RouteRequest, RouteResponse
 
 router = APIRouter(prefix="/v1", dependencies=[auth.inference], tags=["inference"])
 
@@ -34,7 +25,7 @@ def check_texts(request: Request, texts: list[str], field: str) -> None:
 
 
 @router.post("/classify", response_model=ClassifyResponse)
-async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
+async def classify(body: ClassifyRequest, request: Request) -> dict:
     check_texts(request, body.inputs, "inputs")
     service = request.app.state.service
     labels, probabilities = await service.classify(body.model, body.inputs)
@@ -42,28 +33,24 @@ async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
         recording = body.record_low_confidence
         await service.record_unsure(body.model, body.inputs, labels, probabilities, recording.below, recording.source)
     thresholds = (await service.model(body.model)).label_thresholds
+    fitted = [None] * len(labels) if thresholds is None else thresholds.tolist()
+    # Plain dicts, validated once against ClassifyResponse by FastAPI: building a pydantic object per
+    # label took about 19 ms of a batch of 96 on the event loop, as long as int8 takes to classify it.
     classifications = []
-    for text, row in zip(body.inputs, probabilities, strict=True):
+    for text, row in zip(body.inputs, probabilities.tolist(), strict=True):
         ranked = sorted(range(len(labels)), key=lambda i: -row[i])
-        scores = [
-            LabelConfidence(
-                label=labels[i],
-                confidence=float(row[i]),
-                threshold=None if thresholds is None else float(thresholds[i]),
-            )
-            for i in ranked
-        ]
-        predicted = None if thresholds is None else [labels[i] for i in ranked if row[i] >= thresholds[i]]
+        scores = [{"label": labels[i], "confidence": row[i], "threshold": fitted[i]} for i in ranked]
+        predicted = None if thresholds is None else [labels[i] for i in ranked if row[i] >= fitted[i]]
         classifications.append(
-            Classification(
-                input=text,
-                prediction=labels[ranked[0]] if predicted is None else label_key(predicted),
-                confidence=float(row[ranked[0]]),
-                labels=scores,
-                predicted_labels=predicted,
-            )
+            {
+                "input": text,
+                "prediction": labels[ranked[0]] if predicted is None else label_key(predicted),
+                "confidence": row[ranked[0]],
+                "labels": scores,
+                "predicted_labels": predicted,
+            }
         )
-    return ClassifyResponse(model=body.model, classifications=classifications)
+    return {"model": body.model, "classifications": classifications}
 
 
 @router.post("/embed", response_model=EmbedResponse)
