@@ -8,8 +8,9 @@ split of the other 48 (validated on their valid split, which fits its default th
 traffic is the whole test split plus the train-split utterances of the held-out intents, never
 seen by the model. Everything the router would not pass is the pool: below the model's default
 confidence threshold, or further from every intent centroid than its default similarity threshold
-(``--similarity-percentile`` refits that on validation). Discovery (the model's tuned embeddings,
-UMAP 5-d cosine, HDBSCAN min_cluster_size 5) runs on the pool.
+(``--similarity-percentile`` refits that on validation). Discovery with its defaults (the model's
+base model frozen, UMAP 5-d cosine, HDBSCAN, the smallest cluster and UMAP's neighbours set from the
+pool's size) runs on the pool.
 
 Reports: capture (share of held-out-intent traffic that reaches the pool; also by the confidence
 rule alone, and at the issue's baseline rule, a threshold at the 10th percentile of validation

@@ -331,7 +331,10 @@ def discover(
     ] = False,
     since: Annotated[str | None, typer.Option(help="Store: from this time on (ISO 8601, UTC if no zone).")] = None,
     until: Annotated[str | None, typer.Option(help="Store: before this time (ISO 8601).")] = None,
-    min_cluster_size: Annotated[int, typer.Option(help="HDBSCAN's smallest cluster.")] = 5,
+    min_cluster_size: Annotated[
+        int | None,
+        typer.Option(help="HDBSCAN's smallest cluster; default 1% of the distinct utterances, between 5 and 10."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for UMAP and the random examples.")] = 0,
     encoder: Annotated[
         str,

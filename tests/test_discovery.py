@@ -26,6 +26,7 @@ from clustering import (
     utterances_from_texts,
     write_report,
 )
+from clustering.pipeline import neighbours_for
 from intent_router import DataError, IntentClassifier, load_dataset
 from intent_router.registry import Registry
 
@@ -117,6 +118,16 @@ def test_duplicates_collapse_with_a_count():
 def test_an_empty_or_one_utterance_pool_gives_a_clear_message(known_model, texts):
     with pytest.raises(DiscoveryError, match=r"has [01] distinct utterance\(s\); discovery needs at least 10"):
         Discovery(known_model).fit(texts)
+
+
+def test_the_smallest_cluster_is_one_percent_of_the_pool_between_5_and_10_unless_given(known_model, result):
+    automatic = Discovery(known_model)
+    assert [automatic.cluster_size(n) for n in (10, 499, 650, 1_000, 10_000)] == [5, 5, 6, 10, 10]
+    assert Discovery(known_model, min_cluster_size=3).cluster_size(10_000) == 3
+    assert [neighbours_for(size) for size in (3, 5, 6, 10, 40)] == [15, 15, 18, 30, 50]
+    assert "min_cluster_size=5" in result.settings["clusterer"] and "15 neighbours" in result.settings["reducer"]
+    with pytest.raises(DiscoveryError, match="needs at least 24 .*minimum cluster size of 12"):
+        Discovery(known_model, min_cluster_size=12).fit([f"utterance number {i}" for i in range(20)])
 
 
 def test_the_report_escapes_hostile_text(known_model, pool_rows, tmp_path):

@@ -30,7 +30,9 @@ class DiscoverRequest(BaseModel):
     all_models: bool = Field(False, description="every model's fallbacks, not only this model's")
     since: datetime | None = Field(None, description="from this time on (inclusive)")
     until: datetime | None = Field(None, description="before this time")
-    min_cluster_size: int = Field(5, ge=2, le=1000)
+    min_cluster_size: int | None = Field(
+        None, ge=2, le=1000, description="HDBSCAN's smallest cluster; none: 1% of the distinct utterances, 5 to 10"
+    )
     encoder: Literal["base", "model"] = Field(
         "base", description="cluster in the base model's frozen space (default) or the fine-tuned model's"
     )
