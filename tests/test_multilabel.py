@@ -151,7 +151,7 @@ def test_synthetic_multi_intent_rows_join_two_single_label_utterances_with_the_u
     assert any("abbreviation" in e.labels for e in synthetic_multi_intent(rare, 40, 0, min_label_share=0).examples)
 
 
-def test_a_fit_with_synthetic_rows_adds_them_to_training_only(multilabel_split, monkeypatch):
+def test_a_fit_with_synthetic_rows_adds_them_to_the_heads_data_only(multilabel_split, monkeypatch):
     train, _ = multilabel_split
     train_part, validation = train_validation_split(train, 0.2, 0)
     synthetic = synthetic_multi_intent(train_part, round(0.25 * len(train_part)), seed=0)
@@ -169,8 +169,8 @@ def test_a_fit_with_synthetic_rows_adds_them_to_training_only(multilabel_split, 
     monkeypatch.setattr(model_module, "finetune_body", finetune)
     monkeypatch.setattr(model_module.SigmoidHead, "fit", head)
     classifier = IntentClassifier(steps=1, seed=0, multilabel=True, synthetic_multi_intent=0.25).fit(train)
-    assert seen["fine-tuning"] == train_part.texts + synthetic.texts  # made from the train part, seeded by seed
-    assert len(seen["head"]) == len(train_part) + len(synthetic)
+    assert seen["fine-tuning"] == train_part.texts  # the head's data only
+    assert len(seen["head"]) == len(train_part) + len(synthetic)  # made from the train part, seeded by seed
     assert (seen["head"].sum(axis=1)[len(train_part) :] == 2).all()
     data = classifier.info_["data"]
     assert data["validation_checksum"] == validation.checksum()  # validation untouched
