@@ -12,7 +12,7 @@ the multilabel model predicts each label on its own with its fitted threshold. S
 accuracy over all rows and over the multi-intent rows (a ``+`` label: 15), micro and macro F1 and
 Hamming loss of the sets, and the validation split's exact-set accuracy. Models are saved in
 --models-dir and reused. ``atis-multilabel-synthetic`` is the multilabel model fitted with
-``synthetic_multi_intent=--synthetic`` (synthetic multi-intent rows in fine-tuning and head).
+``synthetic_multi_intent=--synthetic`` (synthetic multi-intent rows in the head's data).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ library's exact-set thresholds (``label_thresholds``) on validation, and scores:
   out (5 shuffled folds, seed 0), summed over the folds;
 - with --train-folds, train-part folds: the train part cut in 5 folds (seed 0); for each, the head
   is fitted on the other four (synthetic rows made from those four only), thresholds on the
-  validation split, and the fold is scored; summed over the folds (3,707 rows, 14 of them
+  validation split, and the fold is scored; summed over the folds (3,707 rows, 18 of them
   multi-intent). More multi-intent rows than validation's 4, still no test row; but the body was
   fine-tuned on these rows, which flatters every variant alike;
 - with --test, the 893 test rows (for reporting: choose from the validation columns).
@@ -25,8 +25,11 @@ Variants: --weights gives the synthetic rows a smaller weight in the head's regr
 rows, the library's way); --sources "frequent" makes them only from labels on at least 2% of the
 train part's rows (rare labels' heads then see no synthetic positives).
 
-The body is not fine-tuned again here (head-only): ``atis_multilabel.py --synthetic`` measures a
-full fit with the rows in fine-tuning as well.
+The body is not fine-tuned again here. The library's option (``synthetic_multi_intent``) puts the
+rows in the head's data only, so on the body of a default fit the rows ``--sources frequent
+--weights 1`` are what a fit with the option gives (``atis_multilabel.py --models
+atis-multilabel-synthetic`` fits one). Run on a body fine-tuned with the rows (an earlier version of
+the option), ``--shares 0`` scores rows in fine-tuning only.
 """
 
 from __future__ import annotations
