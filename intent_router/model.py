@@ -103,7 +103,7 @@ class IntentClassifier:
                 f"synthetic_multi_intent is {synthetic_multi_intent}: give a share >= 0 (synthetic rows per "
                 "training row), and only with multilabel=True"
             )
-        # multilabel: this many synthetic multi-intent rows per training row join the fit (data.synthetic_multi_intent)
+        # multilabel: this many synthetic multi-intent rows per training row join the head's data
         self.synthetic_multi_intent = synthetic_multi_intent
         self.clean_text = clean_text  # see cleaning.py; saved with the model and applied at inference
         self.device = device
@@ -158,8 +158,8 @@ class IntentClassifier:
             tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report)
 
         report("head", 0.0)
-        # Synthetic multi-intent rows join the head's data only (in fine-tuning too they cost 60-80 s on
-        # ATIS for no validation gain); made from the train part, never from validation.
+        # Synthetic multi-intent rows join the head's data only (in fine-tuning too they cost 19-129 s more
+        # on ATIS for no validation gain); made from the train part, never from validation.
         count = round(self.synthetic_multi_intent * len(train_part))
         synthetic = synthetic_multi_intent(train_part, count, self.settings.seed)
         fitted_on = Dataset(train_part.examples + synthetic.examples, train_part.source)
