@@ -136,6 +136,13 @@ def train(
             help="Each text has a set of labels (a+b; none: a row without a label), each predicted on its own."
         ),
     ] = False,
+    synthetic_multi_intent: Annotated[
+        float,
+        typer.Option(
+            help="With --multilabel: add this many synthetic multi-intent rows (two training utterances of "
+            "different labels joined, labelled with both) per training row; 0: none."
+        ),
+    ] = 0.0,
     clean_text: Annotated[
         bool,
         typer.Option(help="Remove HTML, links and stray symbols from texts, at training and at inference."),
@@ -164,6 +171,7 @@ def train(
             seed=seed,
             allow_rare_labels=allow_rare_labels,
             multilabel=multilabel,
+            synthetic_multi_intent=synthetic_multi_intent,
             clean_text=clean_text,
             layers=layers,
         )

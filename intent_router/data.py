@@ -496,6 +496,57 @@ def check_trainable(dataset: Dataset, *, multilabel: bool = False, allow_rare_la
     return warnings
 
 
+# How two utterances are joined into a synthetic multi-intent one (see ``synthetic_multi_intent``).
+CONNECTORS = (" and ", " and also ", ", also ", " as well as ", ". also ")
+SYNTHETIC_MIN_LABEL_SHARE = 0.02  # synthetic rows join only labels on at least this share of the rows
+
+
+def synthetic_multi_intent(
+    dataset: Dataset, count: int, seed: int = 0, min_label_share: float = SYNTHETIC_MIN_LABEL_SHARE
+) -> Dataset:
+    """``count`` synthetic multi-intent examples made from ``dataset``'s single-label examples.
+
+    Each joins two utterances of different labels with a connector (``"X and Y"``, ``"X, also Y"``,
+    ...; MixATIS builds its multi-intent data the same way) and carries the union of their labels.
+    The first utterance is drawn uniformly from the single-label examples, the second uniformly from
+    those of another label, so the pairs follow the data's label frequencies. Only labels on at least
+    ``min_label_share`` of the examples take part: a rare label's few utterances would come back in
+    many synthetic rows, and its one-vs-rest head learned from those repeats to fire on single-label
+    utterances (on ATIS, validation lost 5 to 11 more sets with every label than with the frequent
+    ones). Seeded: the same data, count and seed give the same examples. Pairs already drawn and
+    texts already in ``dataset`` are skipped; fewer than ``count`` come back only when the data
+    cannot make that many. The examples have no line number. Meant for training data only: never for
+    the split that scores a model.
+    """
+    counts = dataset.label_counts(multilabel=True)
+    frequent = {label for label, n in counts.items() if n >= min_label_share * len(dataset)}
+    single = [e for e in dataset.examples if len(e.labels) == 1 and e.labels <= frequent]
+    if count <= 0 or len({e.labels for e in single}) < 2:
+        return Dataset([], f"{dataset.source} (synthetic multi-intent)")
+    rng = np.random.default_rng(seed)
+    by_label: dict[frozenset[str], list[int]] = {}
+    for index, example in enumerate(single):
+        by_label.setdefault(example.labels, []).append(index)
+    others = {labels: [i for i, e in enumerate(single) if e.labels != labels] for labels in by_label}
+    known = set(dataset.texts)
+    seen: set[tuple[int, int]] = set()
+    examples: list[Example] = []
+    for _ in range(20 * count):  # a bounded number of draws, in case few distinct pairs exist
+        if len(examples) == count:
+            break
+        first = int(rng.integers(len(single)))
+        candidates = others[single[first].labels]
+        second = candidates[int(rng.integers(len(candidates)))]
+        connector = CONNECTORS[int(rng.integers(len(CONNECTORS)))]
+        text = single[first].text.rstrip(" .?!,") + connector + single[second].text
+        if (first, second) in seen or text in known:
+            continue
+        seen.add((first, second))
+        known.add(text)
+        examples.append(Example(text, single[first].labels | single[second].labels))
+    return Dataset(examples, f"{dataset.source} (synthetic multi-intent)")
+
+
 def train_validation_split(
     dataset: Dataset, validation_fraction: float = 0.2, seed: int = 0
 ) -> tuple[Dataset, Dataset]:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from intent_router import IntentClassifier
-from intent_router.data import train_validation_split
+from intent_router import model as model_module
+from intent_router.data import CONNECTORS, Dataset, synthetic_multi_intent, train_validation_split
 from intent_router.metrics import f1_thresholds, label_thresholds, multilabel_metrics
 from intent_router.model_folder import ModelFolderError
 from intent_router.routing import RouterConfig, decide
@@ -116,6 +117,68 @@ def test_a_multilabel_folder_without_thresholds_is_refused_with_the_fix(fitted_m
     (path / "intent_router.json").write_text(json.dumps(config))
     with pytest.raises(ModelFolderError, match="label_thresholds"):
         IntentClassifier.load(path)
+
+
+def test_synthetic_multi_intent_rows_join_two_single_label_utterances_with_the_union_of_their_labels(
+    multilabel_split,
+):
+    train, _ = multilabel_split
+    single = {e.text: e.labels for e in train.examples if len(e.labels) == 1}
+    synthetic = synthetic_multi_intent(train, 12, seed=3)
+    assert len(synthetic) == 12 and len(set(synthetic.texts)) == 12
+    for example in synthetic.examples:
+        parts = [
+            (first, second)
+            for first in single
+            for connector in CONNECTORS
+            if example.text.startswith(first.rstrip(" .?!,") + connector)
+            and (second := example.text[len(first.rstrip(" .?!,") + connector) :]) in single
+        ]
+        assert parts, example.text  # two single-label training utterances and a connector
+        first, second = parts[0]
+        assert single[first] != single[second]
+        assert example.labels == single[first] | single[second] and len(example.labels) == 2
+        assert example.text not in train.texts
+    # seeded: the same rows again; another seed, other rows
+    assert synthetic.examples == synthetic_multi_intent(train, 12, seed=3).examples
+    assert synthetic.texts != synthetic_multi_intent(train, 12, seed=4).texts
+    assert len(synthetic_multi_intent(train, 0)) == 0
+    one_label = Dataset.from_lists(["a flight", "another flight"], ["flight", "flight"])
+    assert len(synthetic_multi_intent(one_label, 5)) == 0  # no two labels to join
+    # a label on fewer than 2% of the rows takes no part (its few utterances would repeat)
+    rare = Dataset(train.examples + Dataset.from_lists(["what does ewr mean"], ["abbreviation"]).examples)
+    assert all("abbreviation" not in e.labels for e in synthetic_multi_intent(rare, 40, seed=0).examples)
+    assert any("abbreviation" in e.labels for e in synthetic_multi_intent(rare, 40, 0, min_label_share=0).examples)
+
+
+def test_a_fit_with_synthetic_rows_adds_them_to_the_heads_data_only(multilabel_split, monkeypatch):
+    train, _ = multilabel_split
+    train_part, validation = train_validation_split(train, 0.2, 0)
+    synthetic = synthetic_multi_intent(train_part, round(0.25 * len(train_part)), seed=0)
+    seen: dict = {}
+    real_finetune, real_head = model_module.finetune_body, model_module.SigmoidHead.fit
+
+    def finetune(body, texts, *args, **kwargs):
+        seen["fine-tuning"] = list(texts)
+        return real_finetune(body, texts, *args, **kwargs)
+
+    def head(vectors, targets, *args):
+        seen["head"] = targets
+        return real_head(vectors, targets, *args)
+
+    monkeypatch.setattr(model_module, "finetune_body", finetune)
+    monkeypatch.setattr(model_module.SigmoidHead, "fit", head)
+    classifier = IntentClassifier(steps=1, seed=0, multilabel=True, synthetic_multi_intent=0.25).fit(train)
+    assert seen["fine-tuning"] == train_part.texts  # the head's data only
+    assert len(seen["head"]) == len(train_part) + len(synthetic)  # made from the train part, seeded by seed
+    assert (seen["head"].sum(axis=1)[len(train_part) :] == 2).all()
+    data = classifier.info_["data"]
+    assert data["validation_checksum"] == validation.checksum()  # validation untouched
+    assert data["train_checksum"] == train_part.checksum()
+    assert classifier.info_["synthetic_multi_intent"] == {"share": 0.25, "rows": len(synthetic)}
+    assert not set(synthetic.texts) & set(validation.texts)
+    with pytest.raises(ValueError, match="multilabel"):
+        IntentClassifier(synthetic_multi_intent=0.1)
 
 
 MULTI_LABELS = ["airfare", "flight", "ground_service"]

@@ -35,6 +35,9 @@ def service(tmp_path_factory, multilabel_split):
         assert dataset["label_counts"] == {"airfare": 32, "flight": 32, "ground_service": 16}
         single = http.post("/v1/finetunes", json={"name": "single", "train_dataset": dataset["id"], "steps": 2})
         assert single.status_code == 422 and "empty label" in single.text
+        synthetic = {"name": "s", "train_dataset": dataset["id"], "synthetic_multi_intent": 0.1}
+        refused = http.post("/v1/finetunes", json=synthetic)
+        assert refused.status_code == 422 and "multilabel" in refused.text
         body = {"name": "multi", "train_dataset": dataset["id"], "steps": 2, "multilabel": True}
         assert http.post("/v1/finetunes", json=body).status_code == 202
         deadline = time.monotonic() + 400

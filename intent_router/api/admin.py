@@ -135,6 +135,8 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
     for dataset_id in filter(None, [body.train_dataset, body.validation_dataset]):
         if registry.get_dataset(dataset_id) is None:
             raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
+    if body.synthetic_multi_intent and not body.multilabel:
+        raise HTTPException(422, "synthetic_multi_intent needs a multilabel fine-tune: set multilabel to true")
     record = registry.get_dataset(body.train_dataset)
 
     def check() -> None:  # parsing a large upload is CPU work: off the event loop
@@ -155,6 +157,7 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         "allow_rare_labels": body.allow_rare_labels,
         "multilabel": body.multilabel,
         "clean_text": body.clean_text,
+        **({"synthetic_multi_intent": body.synthetic_multi_intent} if body.synthetic_multi_intent else {}),
     }
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)
