@@ -342,3 +342,13 @@ def test_exact_neighbours_refuse_an_unknown_metric_or_too_many_neighbours():
         nearest_neighbours(points, 2, "manhattan")
     with pytest.raises(ValueError, match="5 neighbours of 4 points"):
         nearest_neighbours(points, 5, "cosine")
+
+
+def test_umaps_compiled_functions_are_kept_on_disk_for_the_next_process(result):
+    from umap import layouts, umap_
+
+    for function in (umap_.smooth_knn_dist, layouts._nb_optimize_layout_euclidean_single_epoch):
+        stats = function.stats
+        assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) > 0, function  # cache used
+        index = Path(function._cache.cache_path) / f"{function._cache._cache_file._index_name}"
+        assert index.is_file(), index
