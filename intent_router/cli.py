@@ -16,7 +16,6 @@ from rich.table import Table
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
 from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu
 from .model_folder import ModelFolderError, list_models, model_path
-from .optimize import BACKENDS
 
 app = typer.Typer(
     help="Fine-tune a sentence-embedding intent classifier from labelled utterances, and use it.",
@@ -451,6 +450,8 @@ def serve(
                 "backend": backend,
             }
         )
+        from .optimize import BACKENDS
+
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         os.environ.update(settings.to_env())

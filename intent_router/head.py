@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-from sklearn.linear_model import LogisticRegression
 from threadpoolctl import ThreadpoolController
 
 
@@ -56,6 +55,8 @@ class LinearHead:
 
         ``regularization`` is scikit-learn's ``C``: smaller is stronger.
         """
+        from sklearn.linear_model import LogisticRegression  # here: loading a model for inference does not need it
+
         model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=5000)
         model.fit(embeddings, targets)
         coef, intercept = model.coef_, model.intercept_
@@ -120,6 +121,8 @@ class SigmoidHead(LinearHead):
         """
         if targets.shape != (len(embeddings), n_classes):
             raise ValueError(f"targets {targets.shape} should be (examples, labels) = ({len(embeddings)}, {n_classes})")
+        from sklearn.linear_model import LogisticRegression
+
         targets = targets.astype(bool)
         weight = np.zeros((n_classes, embeddings.shape[1]))
         bias = np.zeros(n_classes)

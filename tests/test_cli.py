@@ -190,3 +190,10 @@ def test_train_multilabel_end_to_end(multilabel_csv, tmp_path):
     thresholds = config["label_thresholds"]
     assert answer["labels"] == sorted(y for y, p in answer["confidences"].items() if p >= thresholds[y])
     assert answer["label"] == "+".join(answer["labels"])
+
+
+def test_the_cli_starts_without_loading_torch_or_scikit_learn():
+    """``intent-router --help`` (and a typo) answers at once: the heavy libraries load in the commands."""
+    code = "import sys, intent_router.cli; print(sorted({'torch', 'sklearn', 'onnxruntime'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
