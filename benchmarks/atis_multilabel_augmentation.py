@@ -43,14 +43,14 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from atis_multilabel_diagnosis import saved_split  # noqa: E402  (benchmarks/atis_multilabel_diagnosis.py)
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from intent_router import IntentClassifier, load_dataset  # noqa: E402
+from intent_router import IntentClassifier  # noqa: E402
 from intent_router.data import (  # noqa: E402
     SYNTHETIC_MIN_LABEL_SHARE,
     Dataset,
     synthetic_multi_intent,
-    train_validation_split,
 )
 from intent_router.head import SigmoidHead  # noqa: E402
 from intent_router.metrics import label_thresholds  # noqa: E402
@@ -147,12 +147,9 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
 
     classifier = IntentClassifier.load(args.model, backend="torch")
-    train = load_dataset(args.data_dir / "train.csv", multilabel=True)
-    train_part, validation = train_validation_split(train, 0.2, 0)
+    parts = saved_split(classifier, str(args.model), args.data_dir)
+    train_part, validation, test = parts["train"], parts["valid"], parts["test"]
     saved = classifier.info_["data"]
-    if (train_part.checksum(), validation.checksum()) != (saved["train_checksum"], saved["validation_checksum"]):
-        raise SystemExit(f"{args.model}: the rebuilt split is not the one it was fitted with (checksums differ)")
-    test = load_dataset(args.data_dir / "test.csv", deduplicate=False, multilabel=True)
     tag = str(args.model.resolve()) + saved["train_checksum"]
     args.classifier, args.tag = classifier, tag
     labels = sorted({y for s in train_part.label_sets for y in s})

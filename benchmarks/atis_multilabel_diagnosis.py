@@ -44,16 +44,21 @@ SIGMOID_HEADS = {  # name: (C, class_weight, weight rows by 1 / label-set freque
 }
 
 
-def embedded(name: str, args: argparse.Namespace) -> dict:
-    """The train part, validation split and test rows of a saved model, embedded by its body."""
-    classifier = IntentClassifier.load(args.models_dir / name, backend="torch")
-    train = load_dataset(args.data_dir / "train.csv", multilabel=True)
+def saved_split(classifier: IntentClassifier, name: str, data_dir: Path) -> dict:
+    """A saved ATIS model's train part and validation split, rebuilt and checked by checksum, and the test rows."""
+    train = load_dataset(data_dir / "train.csv", multilabel=True)
     train_part, validation = train_validation_split(train, 0.2, 0)
     saved = classifier.info_["data"]
     if (train_part.checksum(), validation.checksum()) != (saved["train_checksum"], saved["validation_checksum"]):
         raise SystemExit(f"{name}: the rebuilt split is not the one it was fitted with (checksums differ)")
-    test = load_dataset(args.data_dir / "test.csv", deduplicate=False, multilabel=True)
-    parts = {"train": train_part, "valid": validation, "test": test}
+    test = load_dataset(data_dir / "test.csv", deduplicate=False, multilabel=True)
+    return {"train": train_part, "valid": validation, "test": test}
+
+
+def embedded(name: str, args: argparse.Namespace) -> dict:
+    """The train part, validation split and test rows of a saved model, embedded by its body."""
+    classifier = IntentClassifier.load(args.models_dir / name, backend="torch")
+    parts = saved_split(classifier, name, args.data_dir)
     return {part: (classifier.embed(data.texts), data.label_sets, data.labels) for part, data in parts.items()}
 
 
