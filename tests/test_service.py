@@ -193,6 +193,28 @@ def test_a_finetune_with_clean_text_refuses_rows_that_cleaning_empties(server, k
     assert "html.csv:50: error: text '<br/>&nbsp;' is empty after cleaning" in answer.text
 
 
+def test_a_finetune_can_keep_the_first_layers_and_says_so_when_there_are_not_that_many(server, keys, train_csv):
+    with httpx.Client(base_url=server.url, headers=keys["admin"], timeout=30) as http:
+        upload = http.post("/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())})
+        dataset = upload.json()["dataset"]["id"]
+        for name, layers in (("cut-2", 2), ("cut-99", 40)):
+            request = {"name": name, "train_dataset": dataset, "steps": 1, "layers": layers}
+            answer = http.post("/v1/finetunes", json=request)
+            assert answer.status_code == 202, answer.text
+        assert http.post("/v1/finetunes", json={"name": "x", "train_dataset": dataset, "layers": 0}).status_code == 422
+        jobs = {}
+        deadline = time.monotonic() + 300
+        for name in ("cut-2", "cut-99"):
+            while (job := http.get(f"/v1/finetunes/{name}").json())["status"] in ("queued", "finetuning"):
+                assert time.monotonic() < deadline, job
+                time.sleep(1)
+            jobs[name] = job
+        assert jobs["cut-2"]["status"] == "completed", jobs["cut-2"]
+        assert http.get("/v1/models/cut-2").json()["info"]["layers"] == 2
+        assert jobs["cut-99"]["status"] == "failed"
+        assert "layers=40: english-small has 6 transformer layers; choose 1 to 6" in jobs["cut-99"]["error"]
+
+
 def test_route_sends_confident_utterances_to_their_destination_and_records_fallbacks(server, keys):
     config = {
         "model": "atis-3",

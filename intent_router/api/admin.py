@@ -158,6 +158,7 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         "multilabel": body.multilabel,
         "clean_text": body.clean_text,
         **({"synthetic_multi_intent": body.synthetic_multi_intent} if body.synthetic_multi_intent else {}),
+        **({"layers": body.layers} if body.layers is not None else {}),
     }
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)

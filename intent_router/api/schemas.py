@@ -110,6 +110,12 @@ class FinetuneRequest(BaseModel):
     allow_rare_labels: bool = False
     multilabel: bool = Field(False, description="each text has a set of labels, each predicted on its own")
     clean_text: bool = Field(False, description="remove markup, links and stray symbols at training and inference")
+    layers: int | None = Field(
+        None,
+        ge=1,
+        le=48,
+        description="keep only the base model's first N transformer layers: faster, a little less accurate",
+    )
     synthetic_multi_intent: float = Field(
         0.0,
         ge=0,
