@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from intent_router.base_models import DEFAULT_BASE_MODEL, load_base_model
-from intent_router.model import IntentClassifier, encode
+from intent_router.base_models import DEFAULT_BASE_MODEL
+from intent_router.model import IntentClassifier
 
+from .frozen import Encoder, frozen_encoder
 from .known_intents import DiscoveryError, IntentMatch, KnownIntents
 from .labelling import NOISE, KeywordLabeller
 from .neighbours import EXACT_UP_TO, nearest_neighbours
@@ -62,8 +63,6 @@ MATCH_SAMPLE = 64
 # UMAP's own default is 500 optimisation epochs up to 10,000 points and 200 above; 200 throughout
 # makes the reduction about four times faster on 10,000 utterances (it runs on one core when seeded).
 UMAP_EPOCHS = 200
-
-Encoder = Callable[[Sequence[str]], np.ndarray]
 
 
 @dataclass
@@ -215,9 +214,7 @@ class Discovery:
     def _encoder(self) -> Encoder:
         if self.encoder is not None:
             return self.encoder
-        body = load_base_model(self._base_model())
-        clean = self.model is not None and self.model.clean_text
-        return lambda texts: encode(body, texts, clean)
+        return frozen_encoder(self._base_model(), self.model is not None and self.model.clean_text)
 
     def _base_model(self) -> str:
         return self.model.info_.get("base_model", DEFAULT_BASE_MODEL) if self.model else DEFAULT_BASE_MODEL

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,8 +151,9 @@ class OnnxEncoder:
         return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
 
-def export_onnx(body) -> dict[str, bytes]:
-    """The tuned body as ONNX, fp32 and dynamic int8: ``{"onnx": bytes, "onnx-int8": bytes}``.
+def export_onnx(body, quantize: bool = True) -> dict[str, bytes]:
+    """The tuned body as ONNX, fp32 and dynamic int8: ``{"onnx": bytes, "onnx-int8": bytes}``
+    (``quantize=False``: fp32 only).
 
     A BERT body is exported with eager attention, whose graph ONNX Runtime's transformer optimizer
     recognises, and fused before quantisation, so the int8 model quantises whole attention blocks.
@@ -164,7 +166,9 @@ def export_onnx(body) -> dict[str, bytes]:
     example = torch.ones((2, 8), dtype=torch.long)
     with tempfile.TemporaryDirectory() as scratch:
         exported, fp32, int8 = (Path(scratch) / name for name in ("exported.onnx", "model.onnx", "model-int8.onnx"))
-        with torch.no_grad(), _eager_attention(network.transformer, fused):
+        # the exporter's notices are about its own internals (tracing, deprecations), not the user's model
+        with torch.no_grad(), _eager_attention(network.transformer, fused), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 network,
                 (example, example),
@@ -181,6 +185,8 @@ def export_onnx(body) -> dict[str, bytes]:
             )
         if fused:
             _fuse(exported, fp32, config.num_attention_heads, config.hidden_size)
+        if not quantize:
+            return {"onnx": fp32.read_bytes()}
         quantize_dynamic(
             str(fp32),
             str(int8),

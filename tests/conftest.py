@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from intent_router import IntentClassifier, load_dataset
 from intent_router.data import Dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Discovery keeps its ONNX export of the base model here, not in the user's cache folder (the servers
+# the tests start inherit it). One folder for the run: the export is made once.
+os.environ["INTENT_ROUTER_CACHE"] = tempfile.mkdtemp(prefix="intent-router-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"

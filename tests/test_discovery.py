@@ -26,8 +26,11 @@ from clustering import (
     utterances_from_texts,
     write_report,
 )
+from clustering.frozen import frozen_encoder
 from clustering.pipeline import neighbours_for
 from intent_router import DataError, IntentClassifier, load_dataset
+from intent_router.base_models import load_base_model
+from intent_router.model import encode
 from intent_router.registry import Registry
 
 KNOWN = ["calendar_set", "play_music", "takeaway_order", "transport_ticket"]
@@ -352,3 +355,26 @@ def test_umaps_compiled_functions_are_kept_on_disk_for_the_next_process(result):
         assert sum(stats.cache_hits.values()) + sum(stats.cache_misses.values()) > 0, function  # cache used
         index = Path(function._cache.cache_path) / f"{function._cache._cache_file._index_name}"
         assert index.is_file(), index
+
+
+def test_the_frozen_base_model_runs_on_onnx_runtime_exported_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTENT_ROUTER_CACHE", str(tmp_path))
+    texts = [text for text, _ in rows_of(HIDDEN, 10)] + ["a & b <b>bold</b>"]
+    onnx = frozen_encoder("english-small")
+    files = list((tmp_path / "frozen-onnx").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".onnx", files  # no scratch file left
+    stamp = files[0].stat().st_mtime_ns
+    reference = encode(load_base_model("english-small"), texts)
+    assert np.sum(onnx(texts) * reference, axis=1).min() > 0.9999
+    frozen_encoder("english-small")
+    assert list((tmp_path / "frozen-onnx").iterdir()) == files and files[0].stat().st_mtime_ns == stamp
+
+
+def test_without_a_cache_folder_to_write_the_frozen_base_model_runs_on_torch(tmp_path, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("INTENT_ROUTER_CACHE", str(blocked))
+    texts = ["set an alarm for seven", "will it rain tomorrow"]
+    vectors = frozen_encoder("english-small")(texts)
+    assert np.array_equal(vectors, encode(load_base_model("english-small"), texts))
+    assert blocked.read_text() == "not a folder"
