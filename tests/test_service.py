@@ -213,6 +213,7 @@ def test_a_finetune_can_keep_the_first_layers_and_says_so_when_there_are_not_tha
         assert http.get("/v1/models/cut-2").json()["info"]["layers"] == 2
         assert jobs["cut-99"]["status"] == "failed"
         assert "layers=40: english-small has 6 transformer layers; choose 1 to 6" in jobs["cut-99"]["error"]
+        assert http.delete("/v1/models/cut-2").status_code == 204  # the later tests expect atis-3 alone
 
 
 def test_route_sends_confident_utterances_to_their_destination_and_records_fallbacks(server, keys):
