@@ -524,10 +524,7 @@ def synthetic_multi_intent(
     if count <= 0 or len({e.labels for e in single}) < 2:
         return Dataset([], f"{dataset.source} (synthetic multi-intent)")
     rng = np.random.default_rng(seed)
-    by_label: dict[frozenset[str], list[int]] = {}
-    for index, example in enumerate(single):
-        by_label.setdefault(example.labels, []).append(index)
-    others = {labels: [i for i, e in enumerate(single) if e.labels != labels] for labels in by_label}
+    others = {labels: [i for i, e in enumerate(single) if e.labels != labels] for labels in {e.labels for e in single}}
     known = set(dataset.texts)
     seen: set[tuple[int, int]] = set()
     examples: list[Example] = []
