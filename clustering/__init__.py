@@ -8,6 +8,7 @@
 Built on ``intent_router``: embeddings come from the model's ``embed`` (or a base model).
 """
 
+from .clusterer import SplittingHDBSCAN
 from .export import export_clusters
 from .known_intents import COVERAGE_GAP, NEW_INTENT, KnownIntents
 from .labelling import KeywordLabeller
@@ -24,6 +25,7 @@ __all__ = [
     "DiscoveryResult",
     "KeywordLabeller",
     "KnownIntents",
+    "SplittingHDBSCAN",
     "Utterances",
     "export_clusters",
     "render_report",

@@ -16,8 +16,9 @@ Each step is a parameter with a good default, so one can be swapped without touc
   model's own space either way.
 - reducer: anything with ``fit_transform``; default UMAP to 5 dimensions, cosine metric, three times
   the smallest cluster's neighbours (15 to 50).
-- clusterer: anything with ``fit_predict`` giving ``-1`` for noise; default HDBSCAN, its smallest
-  cluster ``min_cluster_size`` or, when None, 1% of the distinct utterances between 5 and 10.
+- clusterer: anything with ``fit_predict`` giving ``-1`` for noise; default ``SplittingHDBSCAN``
+  (HDBSCAN, each cluster split where it holds two dense parts), its smallest cluster
+  ``min_cluster_size`` or, when None, 1% of the distinct utterances between 5 and 10.
 - labeller: ``label(texts, counts, assignments, embeddings)``; default ``KeywordLabeller``.
 - known_intents: ``match(member_embeddings)``; default ``KnownIntents(model)``, given each cluster's
   members in the model's own space (a seeded sample of ``MATCH_SAMPLE`` when the cluster is larger
@@ -42,6 +43,7 @@ import numpy as np
 from intent_router.base_models import DEFAULT_BASE_MODEL
 from intent_router.model import IntentClassifier
 
+from .clusterer import SplittingHDBSCAN
 from .frozen import Encoder, frozen_encoder
 from .known_intents import DiscoveryError, IntentMatch, KnownIntents
 from .labelling import NOISE, KeywordLabeller
@@ -193,7 +195,7 @@ class Discovery:
         with _umap_notices_quiet():
             reduced = reducer.fit_transform(embeddings)
         seconds["reduce"] = _lap(started, seconds)
-        raw = np.asarray((self.clusterer or _hdbscan(cluster_size)).fit_predict(reduced))
+        raw = np.asarray((self.clusterer or SplittingHDBSCAN(cluster_size)).fit_predict(reduced))
         assignments = _by_size(raw, pool.counts)
         seconds["cluster"] = _lap(started, seconds)
         clusters = self._describe(pool, embeddings, assignments)
@@ -272,7 +274,7 @@ class Discovery:
             if self._in_model_space()
             else ("custom" if self.encoder else f"{self._base_model()} (frozen)"),
             "reducer": repr(self.reducer or umap),
-            "clusterer": repr(self.clusterer or f"HDBSCAN(min_cluster_size={cluster_size})"),
+            "clusterer": repr(self.clusterer or SplittingHDBSCAN(cluster_size)),
             "labeller": type(self.labeller).__name__,
             "seed": self.seed,
         }
@@ -335,12 +337,6 @@ def _umap_notices_quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
         warnings.filterwarnings("ignore", message="precomputed_knn.* transform", category=UserWarning)
         yield
-
-
-def _hdbscan(min_cluster_size: int):
-    import hdbscan
-
-    return hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, cluster_selection_method="eom")
 
 
 def _pca_2d(points: np.ndarray) -> np.ndarray:

@@ -347,6 +347,26 @@ def test_exact_neighbours_refuse_an_unknown_metric_or_too_many_neighbours():
         nearest_neighbours(points, 5, "cosine")
 
 
+def test_a_cluster_of_two_dense_parts_side_by_side_is_split_and_a_wide_one_is_not():
+    import hdbscan
+
+    from clustering import SplittingHDBSCAN
+
+    rng = np.random.default_rng(3)
+    pair = [rng.normal([0, 0], 0.3, (80, 2)), rng.normal([1.8, 0], 0.3, (80, 2))]
+    wide = rng.normal([20, 0], 1.0, (300, 2))
+    points = np.vstack([*pair, wide])
+    left, right, far = slice(0, 80), slice(80, 160), slice(160, 460)
+    stable = hdbscan.HDBSCAN(min_cluster_size=10).fit_predict(points)
+    assert set(stable[left]) == set(stable[right]) == {0} != set(stable[far])  # HDBSCAN alone: one cluster
+    found = SplittingHDBSCAN(10).fit_predict(points)
+    assert len(set(found[left])) == len(set(found[right])) == len(set(found[far])) == 1
+    assert len({found[0], found[80], found[160]}) == 3 and set(found.tolist()) == {0, 1, 2}
+    assert ((found == -1) == (stable == -1)).all()  # the noise is HDBSCAN's, no more
+    with pytest.raises(ValueError, match="split_share must be above 0 and at most 0.5, got 0.6"):
+        SplittingHDBSCAN(10, split_share=0.6)
+
+
 def test_umaps_compiled_functions_are_kept_on_disk_for_the_next_process(result):
     from umap import layouts, umap_
 
