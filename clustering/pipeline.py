@@ -273,7 +273,7 @@ class Discovery:
             "encoder": "model"
             if self._in_model_space()
             else ("custom" if self.encoder else f"{self._base_model()} (frozen)"),
-            "reducer": repr(self.reducer or umap),
+            "reducer": repr(self.reducer) if self.reducer else umap,
             "clusterer": repr(self.clusterer or SplittingHDBSCAN(cluster_size)),
             "labeller": type(self.labeller).__name__,
             "seed": self.seed,

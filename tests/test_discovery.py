@@ -128,7 +128,8 @@ def test_the_smallest_cluster_is_one_percent_of_the_pool_between_5_and_10_unless
     assert [automatic.cluster_size(n) for n in (10, 499, 650, 1_000, 10_000)] == [5, 5, 6, 10, 10]
     assert Discovery(known_model, min_cluster_size=3).cluster_size(10_000) == 3
     assert [neighbours_for(size) for size in (3, 5, 6, 10, 40)] == [15, 15, 18, 30, 50]
-    assert "min_cluster_size=5" in result.settings["clusterer"] and "15 neighbours" in result.settings["reducer"]
+    assert result.settings["clusterer"] == "SplittingHDBSCAN(min_cluster_size=5, split_share=0.25)"
+    assert result.settings["reducer"] == "UMAP(5 dims, cosine, 15 neighbours)"
     with pytest.raises(DiscoveryError, match="needs at least 24 .*minimum cluster size of 12"):
         Discovery(known_model, min_cluster_size=12).fit([f"utterance number {i}" for i in range(20)])
 
