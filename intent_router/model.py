@@ -32,6 +32,7 @@ from . import __version__
 from .backends import ONNX_FILES, BackendError, Encoder, OnnxEncoder, Tokenizer, TorchEncoder
 from .base_models import DEFAULT_BASE_MODEL, load_base_model
 from .data import (
+    DataError,
     Dataset,
     Problem,
     check_trainable,
@@ -141,6 +142,8 @@ class IntentClassifier:
         else:
             train_part = train
             split = {"kind": "given", "source": validation.source}
+            validation, left_out = known_validation(validation, train_part, self.multilabel)
+            warnings += left_out
         _seed_everything(self.settings.seed)
         report("loading", 0.0)
         body = load_base_model(self.base_model, self.device, self.layers)
@@ -239,13 +242,18 @@ class IntentClassifier:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Fine-tuned, unit-length embeddings, one row per text (from the loaded backend's transformer)."""
-        encoder, _, _ = self._fitted()
-        return encoder.encode(prepare_texts(texts, self.clean_text))
+        encoder, head, _ = self._fitted()
+        prepared = prepare_texts(texts, self.clean_text)
+        if not prepared:
+            return np.zeros((0, head.dimension), dtype=np.float32)
+        return encoder.encode(prepared)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """A confidence for every label, one row per text; columns follow ``labels_``."""
         encoder, head, _ = self._fitted()
         prepared = prepare_texts(texts, self.clean_text)
+        if not prepared:
+            return np.zeros((0, head.n_classes), dtype=np.float32)
         if self.cascade_ is not None:
             return self.cascade_.predict_proba(prepared)
         return head.predict_proba(encoder.encode(prepared))
@@ -432,6 +440,31 @@ def fit_similarity_threshold(
     return {"value": round(value, 4), "fitted_on": len(similarities), "percentile": percentile}
 
 
+def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> tuple[Dataset, list[Problem]]:
+    """The validation rows whose labels the training data has, and a warning naming what was left out.
+
+    A row with a label the model cannot predict would count as an error in the metrics and, worse,
+    push the fitted confidence threshold up (to 1.0 when no row is known: every request would fall
+    back). No known row at all is a ``DataError``.
+    """
+    known = {label for label_set in train.label_sets for label in label_set} if multilabel else set(train.labels)
+    keep = [i for i, label_set in enumerate(validation.label_sets) if label_set <= known]
+    if len(keep) == len(validation):
+        return validation, []
+    unknown = sorted({label for label_set in validation.label_sets for label in label_set} - known)
+    if not keep:
+        message = (
+            f"no validation row has a label of the training data (validation labels: {', '.join(unknown)}); "
+            "give a validation file with the training data's labels, or none for an automatic split"
+        )
+        raise DataError([Problem(validation.source, None, message)])
+    message = (
+        f"{len(validation) - len(keep)} validation row(s) with labels the training data lacks "
+        f"({', '.join(unknown)}) are left out of the metrics and thresholds"
+    )
+    return validation.subset(keep), [Problem(validation.source, None, message, "warning")]
+
+
 def _multi_hot(label_sets: Sequence[frozenset[str]], labels: list[str]) -> np.ndarray:
     return np.array([[label in s for label in labels] for s in label_sets], dtype=bool).reshape(len(label_sets), -1)
 
@@ -462,13 +495,22 @@ def encode(body, texts: Sequence[str], clean: bool = False) -> np.ndarray:
 
 
 def prepare_texts(texts: Sequence[str], clean: bool = False) -> list[str]:
-    """The texts as the encoder sees them (``data.normalize_text``), after checking they are strings."""
+    """The texts as the encoder sees them (``data.normalize_text``), after checking they are strings
+    of valid Unicode (a lone surrogate, from a bad ``\\u`` escape or undecodable bytes, is refused:
+    the tokenizer cannot take it)."""
     if isinstance(texts, str):
         raise TypeError("pass a list of texts, not one string: predict([text])")
     prepared = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"text {i} is not valid Unicode: character {err.start} is a lone surrogate "
+                f"(U+{ord(text[err.start]):04X}), from a bad \\u escape or bytes that are not UTF-8"
+            ) from None
         prepared.append(normalize_text(text, clean))
     return prepared
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from intent_router import IntentClassifier, ModelFolderError, NotFittedError
+from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError, NotFittedError
 from intent_router.base_models import resolve_base_model
 from intent_router.head import LinearHead
 
@@ -118,6 +118,28 @@ def test_a_single_string_is_refused_rather_than_split_into_characters(fitted):
         fitted.predict("hello")
     with pytest.raises(TypeError, match="text 1 is a int"):
         fitted.predict(["hello", 3])
+
+
+def test_a_lone_surrogate_is_refused_with_where_it_is_and_no_text_is_an_empty_answer(fitted):
+    with pytest.raises(ValueError, match=r"text 1 is not valid Unicode: character 6 is a lone surrogate \(U\+D800\)"):
+        fitted.predict_proba(["fares", "hello \ud800"])
+    with pytest.raises(ValueError, match="U\\+DCE9"):
+        fitted.embed(["caf\udce9"])  # what Python makes of the byte 0xE9 in a command-line argument
+    assert fitted.predict_proba([]).shape == (0, 3) and fitted.embed([]).shape == (0, 384)
+    assert fitted.predict([]) == []
+
+
+def test_validation_rows_with_labels_the_training_data_lacks_are_left_out_with_a_warning(small_split):
+    train, held_out = small_split
+    strangers = Dataset.from_lists(["will it rain in boston", "weather in denver tomorrow"], ["weather", "weather"])
+    mixed = Dataset(held_out.subset(range(20)).examples + strangers.examples, "valid.csv")
+    classifier = IntentClassifier(steps=0).fit(train, validation=mixed)
+    assert classifier.metrics_["examples"] == 20 and classifier.info_["data"]["validation_examples"] == 20
+    assert classifier.info_["default_threshold"]["fitted_on"] == 20
+    left_out = "2 validation row(s) with labels the training data lacks (weather)"
+    assert any(left_out in warning for warning in classifier.info_["warnings"])
+    with pytest.raises(DataError, match="no validation row has a label of the training data .*weather"):
+        IntentClassifier(steps=0).fit(train, validation=strangers)
 
 
 def test_empty_and_very_long_texts_are_classified(fitted):
