@@ -447,11 +447,16 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
     push the fitted confidence threshold up (to 1.0 when no row is known: every request would fall
     back). No known row at all is a ``DataError``.
     """
-    known = {label for label_set in train.label_sets for label in label_set} if multilabel else set(train.labels)
-    keep = [i for i, label_set in enumerate(validation.label_sets) if label_set <= known]
+    if multilabel:  # each label on its own
+        known = {label for label_set in train.label_sets for label in label_set}
+        keep = [i for i, label_set in enumerate(validation.label_sets) if label_set <= known]
+        named = {label for label_set in validation.label_sets for label in label_set}
+    else:  # classes: "a+b" is a class of its own
+        known, named = set(train.labels), set(validation.labels)
+        keep = [i for i, label in enumerate(validation.labels) if label in known]
     if len(keep) == len(validation):
         return validation, []
-    unknown = sorted({label for label_set in validation.label_sets for label in label_set} - known)
+    unknown = sorted(named - known)
     if not keep:
         message = (
             f"no validation row has a label of the training data (validation labels: {', '.join(unknown)}); "

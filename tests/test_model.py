@@ -142,6 +142,20 @@ def test_validation_rows_with_labels_the_training_data_lacks_are_left_out_with_a
         IntentClassifier(steps=0).fit(train, validation=strangers)
 
 
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_a_multi_intent_class_is_known_as_a_class_or_as_its_labels(multilabel):
+    from intent_router.model import known_validation
+
+    train = Dataset.from_lists(["a", "b", "c"], ["flight", "airfare", "flight+airfare"])
+    validation = Dataset.from_lists(["x", "y", "z"], ["flight+airfare", "airfare+flight", "flight+meal"])
+    kept, warnings = known_validation(validation, train, multilabel)
+    assert kept.texts == ["x", "y"]  # the same class however its labels are ordered
+    assert [w.message for w in warnings] == [
+        "1 validation row(s) with labels the training data lacks "
+        f"({'meal' if multilabel else 'flight+meal'}) are left out of the metrics and thresholds"
+    ]
+
+
 def test_empty_and_very_long_texts_are_classified(fitted):
     probabilities = fitted.predict_proba(["", "fare " * 5000])
     assert probabilities.shape == (2, 3) and np.isfinite(probabilities).all()
