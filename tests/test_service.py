@@ -9,6 +9,7 @@ stopped server stops its fine-tune worker.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -315,6 +316,29 @@ def _passes(server) -> float:
         if line.startswith("intent_router_inference_passes_total"):
             return float(line.split()[-1])
     raise AssertionError("no intent_router_inference_passes_total in /metrics")
+
+
+def _strict_json(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} in a JSON answer: {text}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/v1/route", '{"text": NaN}'),
+        ("POST", "/v1/classify", '{"model": "atis-3", "inputs": [Infinity]}'),
+        ("POST", "/v1/classify", '{"model": "atis-3", "inputs": ["x"], "record_low_confidence": {"below": NaN}}'),
+        ("PUT", "/v1/routers/x", '{"model": "atis-3", "default_destination": "nlu", "threshold": NaN}'),
+    ],
+)
+def test_nan_and_infinity_in_a_body_are_a_422_in_valid_json(server, keys, method, path, body):
+    headers = {**keys["admin"], "content-type": "application/json"}
+    answer = httpx.request(method, f"{server.url}{path}", content=body, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert _strict_json(answer.text)["detail"]
 
 
 def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):
