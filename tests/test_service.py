@@ -318,6 +318,34 @@ def _passes(server) -> float:
     raise AssertionError("no intent_router_inference_passes_total in /metrics")
 
 
+def test_a_lone_surrogate_is_refused_before_it_joins_a_shared_pass(server, keys):
+    """A lone surrogate is valid JSON but no text a tokenizer reads: it must not fail its pass-mates."""
+    config = {"model": "atis-3", "default_destination": "nlu", "threshold": 0.0}
+    assert httpx.put(f"{server.url}/v1/routers/unicode", json=config, headers=keys["admin"]).status_code == 200
+    post = partial(httpx.post, headers={**keys["inference"], "content-type": "application/json"}, timeout=60)
+    bad = {
+        "/v1/route": ('{"text": "hello \\ud800", "router": "unicode"}', "text is not valid Unicode"),
+        "/v1/classify": ('{"model": "atis-3", "inputs": ["fine", "x \\udc00"]}', "inputs[1] is not valid Unicode"),
+        "/v1/embed": ('{"model": "atis-3", "texts": ["\\ud83d"]}', "texts[0] is not valid Unicode"),
+    }
+
+    def good(i: int) -> int:
+        body = {"text": f"show me fares from boston to denver {i}", "router": "unicode"}
+        return post(f"{server.url}/v1/route", json=body).status_code
+
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            goods = [pool.submit(good, i) for i in range(30)]
+            bads = {path: pool.submit(post, f"{server.url}{path}", content=body) for path, (body, _) in bad.items()}
+            assert [g.result() for g in goods] == [200] * 30
+            for path, answer in bads.items():
+                assert answer.result().status_code == 422, answer.result().text
+                assert bad[path][1] in answer.result().text
+                assert "lone surrogate" in answer.result().text
+    finally:
+        httpx.delete(f"{server.url}/v1/routers/unicode", headers=keys["admin"])
+
+
 def _strict_json(text: str):
     def refuse(constant: str):
         raise AssertionError(f"{constant} in a JSON answer: {text}")
