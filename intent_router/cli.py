@@ -355,9 +355,11 @@ def discover(
     database_url: DatabaseUrl = "sqlite:///intent-router.db",
 ) -> None:
     """Cluster low-confidence utterances into candidate new intents and coverage gaps; write a report."""
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from clustering import Discovery, export_clusters, utterances_from_file, utterances_from_store, write_report
+
+    from .registry import as_utc
 
     def moment(value: str | None, option: str) -> datetime | None:
         if value is None:
@@ -368,7 +370,7 @@ def discover(
             raise ValueError(
                 f"{option} {value!r} is not an ISO 8601 time, e.g. 2026-05-01 or 2026-05-01T12:00"
             ) from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return as_utc(parsed)
 
     with _reported_errors():
         if encoder not in ("base", "model"):

@@ -369,6 +369,20 @@ def test_nan_and_infinity_in_a_body_are_a_422_in_valid_json(server, keys, method
     assert _strict_json(answer.text)["detail"]
 
 
+def test_times_without_a_zone_are_utc(server, keys):
+    headers = keys["admin"]
+    naive = httpx.get(f"{server.url}/v1/low-confidence", params={"since": "2024-01-01"}, headers=headers)
+    aware = httpx.get(f"{server.url}/v1/low-confidence", params={"since": "2024-01-01T00:00:00Z"}, headers=headers)
+    assert naive.status_code == aware.status_code == 200, naive.text
+    assert naive.json()["total"] == aware.json()["total"] >= 1
+    later = httpx.get(f"{server.url}/v1/low-confidence", params={"since": "2999-01-01"}, headers=headers)
+    assert later.json()["total"] == 0
+    for since in ("2999-01-01T00:00:00", "2999-01-01T00:00:00+00:00"):  # nothing that late: too few to cluster
+        answer = httpx.post(f"{server.url}/v1/discover", json={"model": "atis-3", "since": since}, headers=headers)
+        assert answer.status_code == 422, answer.text
+        assert isinstance(answer.json()["detail"], str)
+
+
 def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):
     server.stop()
     again = Server(home)

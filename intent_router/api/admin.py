@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +25,7 @@ from .schemas import (
     ModelInfo,
     Progress,
     RouterInfo,
+    UtcDatetime,
 )
 
 router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
@@ -274,8 +274,8 @@ async def low_confidence(
     before_id: int | None = None,
     model: str | None = None,
     router_name: str | None = Query(None, alias="router"),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
 ) -> LowConfidencePage:
     await request.app.state.service.flush()
     registry = request.app.state.service.registry

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from ..registry import as_utc
 from ..routing import RouterConfig
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+# A time without a zone is UTC, as on the command line.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 def check_unicode(texts: list[str], field: str) -> list[str]:
