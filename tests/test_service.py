@@ -24,6 +24,7 @@ import pytest
 from server import Server, cli
 
 from intent_router import IntentClassifier
+from intent_router.api.schemas import MAX_METADATA_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -381,6 +382,15 @@ def test_times_without_a_zone_are_utc(server, keys):
         answer = httpx.post(f"{server.url}/v1/discover", json={"model": "atis-3", "since": since}, headers=headers)
         assert answer.status_code == 422, answer.text
         assert isinstance(answer.json()["detail"], str)
+
+
+def test_route_metadata_is_capped(server, keys):
+    body = {"text": "fares to denver", "router": "atis", "metadata": {"blob": "x" * MAX_METADATA_BYTES}}
+    answer = httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"])
+    assert answer.status_code == 422
+    assert f"at most {MAX_METADATA_BYTES:,}" in answer.text
+    body["metadata"] = {"blob": "x" * (MAX_METADATA_BYTES - 20)}
+    assert httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).status_code == 200
 
 
 def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):

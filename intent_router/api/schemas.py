@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,6 +12,7 @@ from ..registry import as_utc
 from ..routing import RouterConfig
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_METADATA_BYTES = 4096  # /v1/route metadata, as JSON: it is stored with every fallback
 
 # A time without a zone is UTC, as on the command line.
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
@@ -91,12 +93,22 @@ class RouteRequest(BaseModel):
     text: str
     router: str | None = Field(None, description="default: the only router, or the one named 'default'")
     conversation_id: str | None = Field(None, max_length=200)
-    metadata: dict | None = None
+    metadata: dict | None = Field(
+        None, description=f"stored with a fallback; at most {MAX_METADATA_BYTES} bytes as JSON"
+    )
 
     @field_validator("text")
     @classmethod
     def _unicode(cls, text: str) -> str:
         return check_unicode([text], "text")[0]
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, metadata: dict | None) -> dict | None:
+        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,}")
+        return metadata
 
 
 class Alternative(BaseModel):
