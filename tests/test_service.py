@@ -393,6 +393,21 @@ def test_route_metadata_is_capped(server, keys):
     assert httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).status_code == 200
 
 
+def test_a_refused_upload_stores_nothing_and_an_unknown_format_is_named(server, keys, train_csv):
+    headers = keys["admin"]
+    before = len(httpx.get(f"{server.url}/v1/datasets", headers=headers).json())
+    files = {"file": ("train.csv", train_csv.read_bytes()), "validation_file": ("val.csv", b"text,label\na,b,c\n")}
+    answer = httpx.post(f"{server.url}/v1/datasets", files=files, headers=headers)
+    assert answer.status_code == 422
+    assert "val.csv:2: error" in answer.text
+    unknown = httpx.post(
+        f"{server.url}/v1/datasets", files={"file": files["file"]}, data={"format": "xml"}, headers=headers
+    )
+    assert unknown.status_code == 422
+    assert "'xml': unknown; send one of csv, tsv, jsonl, yaml" in unknown.text
+    assert len(httpx.get(f"{server.url}/v1/datasets", headers=headers).json()) == before
+
+
 def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):
     server.stop()
     again = Server(home)

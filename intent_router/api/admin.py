@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
-from ..data import DataError, check_trainable, format_from_name, parse_dataset
+from ..data import FORMATS, DataError, check_trainable, format_from_name, parse_dataset
 from ..model_folder import model_path
 from ..registry import NameTaken
 from ..routing import RouterConfig
@@ -46,6 +46,8 @@ def parse_upload(filename: str, content: bytes, format: str | None, header: bool
     format = format or format_from_name(filename)
     if format is None:
         raise HTTPException(422, f"{filename}: unknown format; name it .csv, .tsv, .jsonl or .yml, or send format=")
+    if format not in FORMATS:
+        raise HTTPException(422, f"format={format!r}: unknown; send one of {', '.join(FORMATS)}")
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -75,7 +77,7 @@ async def upload_dataset(
     ] = False,
 ) -> DatasetUploadResponse:
     registry = request.app.state.service.registry
-    stored = []
+    parsed = []  # every file is read and checked before any is stored: a refused request stores nothing
     for upload in [file] + ([validation_file] if validation_file else []):
         filename = Path(upload.filename or "upload.csv").name
         content = await read_upload(request, upload)
@@ -86,6 +88,9 @@ async def upload_dataset(
         except DataError as err:
             warnings += [p for p in err.problems if p.severity == "warning"]
             warnings += err.problems if upload is file else []
+        parsed.append((filename, data_format, content, dataset, warnings))
+    stored = []
+    for filename, data_format, content, dataset, warnings in parsed:
         record = await asyncio.to_thread(
             registry.add_dataset,
             filename,
