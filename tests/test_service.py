@@ -25,6 +25,8 @@ from server import Server, cli
 
 from intent_router import IntentClassifier
 from intent_router.api.schemas import MAX_METADATA_BYTES
+from intent_router.jobs import run_job
+from intent_router.registry import Registry
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +408,37 @@ def test_a_refused_upload_stores_nothing_and_an_unknown_format_is_named(server, 
     assert unknown.status_code == 422
     assert "'xml': unknown; send one of csv, tsv, jsonl, yaml" in unknown.text
     assert len(httpx.get(f"{server.url}/v1/datasets", headers=headers).json()) == before
+
+
+def test_a_finetune_may_not_take_the_name_of_a_model_folder(server, home, keys):
+    headers = keys["admin"]
+    folder = shutil.copytree(home / "models" / "atis-3", home / "models" / "cli-made")  # as `train` leaves one
+    try:
+        dataset = next(d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json())
+        answer = httpx.post(
+            f"{server.url}/v1/finetunes", json={"name": "cli-made", "train_dataset": dataset}, headers=headers
+        )
+        assert answer.status_code == 409, answer.text
+        assert "cli-made" in answer.text
+        assert httpx.get(f"{server.url}/v1/finetunes/cli-made", headers=headers).status_code == 404
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_job_leaves_a_folder_that_appeared_after_it_was_queued(tmp_path, train_csv):
+    registry = Registry(f"sqlite:///{tmp_path / 'router.db'}")
+    content = train_csv.read_bytes()
+    dataset = registry.add_dataset("train.csv", "csv", content, 48, {}, []).id
+    registry.create_job("late", "english-small", dataset, None, {"steps": 1})
+    job = registry.claim_next_job()
+    (tmp_path / "models" / "late").mkdir(parents=True)
+    (tmp_path / "models" / "late" / "mine.txt").write_text("made by hand")
+    run_job(registry, tmp_path / "models", job)
+    failed = registry.get_job("late")
+    assert failed.status == "failed"
+    assert "a model folder named 'late' appeared" in failed.error
+    assert [p.name for p in (tmp_path / "models" / "late").iterdir()] == ["mine.txt"]
+    registry.close()
 
 
 def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):

@@ -165,6 +165,8 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         **({"synthetic_multi_intent": body.synthetic_multi_intent} if body.synthetic_multi_intent else {}),
         **({"layers": body.layers} if body.layers is not None else {}),
     }
+    if model_path(body.name, request.app.state.service.settings.models_dir).exists():
+        raise HTTPException(409, f"a model named {body.name!r} exists in the models folder; choose another name")
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)
     except NameTaken as err:
