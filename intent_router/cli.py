@@ -437,11 +437,13 @@ def serve(
     backend: BackendOption = None,
 ) -> None:
     """Start the router service (HTTP API under /v1, OpenAPI at /docs)."""
+    import asyncio
+
     import uvicorn
 
     from .jobs import recover
     from .registry import Registry
-    from .service import ServiceSettings
+    from .service import Service, ServiceSettings
 
     with _reported_errors():
         settings = ServiceSettings.from_env().model_copy(
@@ -458,6 +460,8 @@ def serve(
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         os.environ.update(settings.to_env())
         settings.models_dir.mkdir(parents=True, exist_ok=True)
+        if config is not None:  # a router the file gets wrong stops the start, one line, database unchanged
+            asyncio.run(Service(settings).close())
         registry = Registry(database_url)
         for name in recover(registry, settings.models_dir):
             errors.print(f"fine-tune {name!r} was interrupted by the last stop; marked failed", style="yellow")

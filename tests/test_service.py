@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import Server, cli
+from server import CLI, Server, cli, common_options
 
 from intent_router import IntentClassifier
 from intent_router.api.schemas import MAX_METADATA_BYTES
@@ -439,6 +439,24 @@ def test_a_job_leaves_a_folder_that_appeared_after_it_was_queued(tmp_path, train
     assert "a model folder named 'late' appeared" in failed.error
     assert [p.name for p in (tmp_path / "models" / "late").iterdir()] == ["mine.txt"]
     registry.close()
+
+
+def test_serve_refuses_a_config_whose_router_names_a_missing_model(server, home, keys):
+    before = httpx.get(f"{server.url}/v1/routers", headers=keys["admin"]).json()
+    config = home / "bad-routers.yml"
+    config.write_text("routers:\n  atis:\n    model: nosuch\n    default_destination: nlu\n")
+    result = subprocess.run(
+        [str(CLI), "serve", "--port", "1", "--config", str(config), *common_options(home)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert "router 'atis': no model named 'nosuch'" in message, result.stderr
+    assert "Traceback" not in result.stderr
+    assert httpx.get(f"{server.url}/v1/routers", headers=keys["admin"]).json() == before
 
 
 def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from .. import __version__
 from ..model_folder import ModelFolderError
-from ..service import EmptiedText, Service, ServiceSettings, UnknownModel, UnknownRouter
+from ..service import EmptiedText, Service, ServiceSettings, UnknownIntents, UnknownModel, UnknownRouter
 from . import admin, discovery, inference
 
 
@@ -110,6 +110,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.exception_handler(UnknownRouter)
     async def unknown_router(request: Request, error: UnknownRouter) -> JSONResponse:
         return JSONResponse({"detail": str(error), "available": error.available}, status_code=404)
+
+    @app.exception_handler(UnknownIntents)
+    async def unknown_intents(request: Request, error: UnknownIntents) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(EmptiedText)
     async def emptied_text(request: Request, error: EmptiedText) -> JSONResponse:

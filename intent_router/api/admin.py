@@ -241,10 +241,8 @@ async def delete_model(name: str, request: Request) -> Response:
 @router.put("/routers/{name}", response_model=RouterInfo)
 async def put_router(name: str, config: RouterConfig, request: Request) -> RouterInfo:
     service = request.app.state.service
-    loaded = await service.model(config.model)
-    unknown = sorted((set(config.destinations) | set(config.intent_thresholds)) - set(loaded.labels))
-    if unknown:
-        raise HTTPException(422, f"intents {unknown} are not labels of model {config.model!r}: {loaded.labels}")
+    service.check_router(config)  # 404 for an unknown model, 422 for intents it does not have
+    await service.model(config.model)  # loadable, and loaded before the first route
     service.registry.put_router(name, config.model_dump())
     service.forget("router")
     return RouterInfo(name=name, config=config)
