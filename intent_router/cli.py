@@ -355,9 +355,11 @@ def discover(
     database_url: DatabaseUrl = "sqlite:///intent-router.db",
 ) -> None:
     """Cluster low-confidence utterances into candidate new intents and coverage gaps; write a report."""
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from clustering import Discovery, export_clusters, utterances_from_file, utterances_from_store, write_report
+
+    from .registry import as_utc
 
     def moment(value: str | None, option: str) -> datetime | None:
         if value is None:
@@ -368,7 +370,7 @@ def discover(
             raise ValueError(
                 f"{option} {value!r} is not an ISO 8601 time, e.g. 2026-05-01 or 2026-05-01T12:00"
             ) from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return as_utc(parsed)
 
     with _reported_errors():
         if encoder not in ("base", "model"):
@@ -435,11 +437,13 @@ def serve(
     backend: BackendOption = None,
 ) -> None:
     """Start the router service (HTTP API under /v1, OpenAPI at /docs)."""
+    import asyncio
+
     import uvicorn
 
     from .jobs import recover
     from .registry import Registry
-    from .service import ServiceSettings
+    from .service import Service, ServiceSettings
 
     with _reported_errors():
         settings = ServiceSettings.from_env().model_copy(
@@ -456,6 +460,8 @@ def serve(
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         os.environ.update(settings.to_env())
         settings.models_dir.mkdir(parents=True, exist_ok=True)
+        if config is not None:  # a router the file gets wrong stops the start, one line, database unchanged
+            asyncio.run(Service(settings).close())
         registry = Registry(database_url)
         for name in recover(registry, settings.models_dir):
             errors.print(f"fine-tune {name!r} was interrupted by the last stop; marked failed", style="yellow")

@@ -29,6 +29,10 @@ class JobCancelled(Exception):
     pass
 
 
+class NameInUse(Exception):
+    """A folder of the job's name appeared in the models folder after the job was queued."""
+
+
 class ServiceStopped(Exception):
     """The server process that started this worker is gone (killed, or stopped by a signal)."""
 
@@ -84,12 +88,14 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
                 raise JobCancelled
 
     try:
+        _check_name_free(models_dir, job.name)
         train, validation = _datasets(registry, job)
         classifier = IntentClassifier(job.base_model, **job.settings)
         classifier.fit(train, validation, progress=progress)
         if _progress(registry, job, "saving", 0.0) != "finetuning":
             raise JobCancelled
-        path = classifier.save(models_dir / job.name, overwrite=True)
+        _check_name_free(models_dir, job.name)
+        path = classifier.save(models_dir / job.name)  # never over a folder made meanwhile (e.g. by the CLI)
         registry.add_model(job.name, str(path), classifier.labels_ or [], classifier.metrics_, classifier.info_)
         _progress(registry, job, "saving", 1.0)
         registry.finish_job(job.name, "completed", metrics=classifier.metrics_, job_id=job.id)
@@ -98,11 +104,21 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
         log.info("cancelled %s", job.name)
     except ServiceStopped:
         registry.finish_job(job.name, "failed", error=INTERRUPTED, job_id=job.id)
+    except NameInUse as error:
+        registry.finish_job(job.name, "failed", error=str(error), job_id=job.id)
     except DataError as error:
         registry.finish_job(job.name, "failed", error="; ".join(str(p) for p in error.problems[:20]), job_id=job.id)
     except Exception as error:  # a job's failure is reported on the job, never kills the worker
         log.exception("fine-tune %s failed", job.name)
         registry.finish_job(job.name, "failed", error=f"{type(error).__name__}: {error}", job_id=job.id)
+
+
+def _check_name_free(models_dir: Path, name: str) -> None:
+    if (models_dir / name).exists():
+        raise NameInUse(
+            f"a model folder named {name!r} appeared in {models_dir} after this job was queued; "
+            "it was left as it is: start the job again under another name"
+        )
 
 
 def _progress(registry: Registry, job: Job, stage: str, fraction: float) -> str:

@@ -139,6 +139,15 @@ def model_path(name: str, models_dir: Path) -> Path:
     return models_dir / name
 
 
+def read_labels(path: Path) -> list[str]:
+    """The labels a model folder's config lists, without loading the model."""
+    config = _read_json(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else None
+    labels = config.get("labels") if isinstance(config, dict) else None
+    if not isinstance(labels, list):
+        raise ModelFolderError(f"{path} is not an intent-router model (no labels in {CONFIG_FILE})")
+    return labels
+
+
 def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None]]:
     """(name, config, metrics) of every readable model folder in ``models_dir``, by name."""
     found = []

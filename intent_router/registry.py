@@ -143,6 +143,11 @@ class LowConfidenceRecord:
     metadata: dict[str, Any] | None
 
 
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` with a time zone: one without is taken as UTC (command-line and HTTP filters)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 # ----------------------------------------------------------------------------------------------- schema
 
 

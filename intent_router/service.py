@@ -27,7 +27,7 @@ from .batching import MicroBatcher
 from .data import normalize_text
 from .head import LinearHead
 from .model import IntentClassifier
-from .model_folder import model_path
+from .model_folder import ModelFolderError, model_path, read_labels
 from .redact import redact
 from .registry import Registry
 from .routing import RouteDecision, RouterConfig, decide
@@ -76,6 +76,14 @@ class UnknownRouter(LookupError):
         self.name, self.available = name, available
         what = f"no router named {name!r}" if name else "name a router"
         super().__init__(f"{what}; available: {', '.join(available) or 'none yet (configure one)'}")
+
+
+class UnknownIntents(ValueError):
+    """A router config that maps intents its model does not have."""
+
+    def __init__(self, model: str, unknown: list[str], labels: list[str]):
+        self.model, self.unknown, self.labels = model, unknown, labels
+        super().__init__(f"intents {unknown} are not labels of model {model!r}: {labels}")
 
 
 class EmptiedText(ValueError):
@@ -156,10 +164,28 @@ class Service:
             self.apply_config_file(settings.config_file)
 
     def apply_config_file(self, path: Path) -> None:
-        """Create or update the routers a YAML file lists: ``routers: {name: RouterConfig fields}``."""
+        """Create or update the routers a YAML file lists: ``routers: {name: RouterConfig fields}``.
+
+        Every router is checked as ``PUT /v1/routers`` checks it before any is stored; ValueError
+        names the first bad one, and the database is left as it was.
+        """
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for name, config in (document.get("routers") or {}).items():
-            self.registry.put_router(name, RouterConfig.model_validate(config).model_dump())
+        configs = {}
+        for name, fields in (document.get("routers") or {}).items():
+            try:
+                configs[name] = config = RouterConfig.model_validate(fields)
+                self.check_router(config)
+            except (LookupError, ValueError, ModelFolderError) as error:
+                raise ValueError(f"{path}: router {name!r}: {error}") from None
+        for name, config in configs.items():
+            self.registry.put_router(name, config.model_dump())
+
+    def check_router(self, config: RouterConfig) -> None:
+        """Raise UnknownModel or UnknownIntents for a router config that could not route."""
+        labels = self.model_labels(config.model)
+        unknown = sorted((set(config.destinations) | set(config.intent_thresholds)) - set(labels))
+        if unknown:
+            raise UnknownIntents(config.model, unknown, labels)
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -172,10 +198,7 @@ class Service:
         async with lock:
             if name in self.models:
                 return self.models[name]
-            record = self.registry.get_model(name)
-            path = Path(record.path) if record else self._local_model(name)
-            if path is None:
-                raise UnknownModel(name, self.available_models())
+            path = self.model_folder(name)
             classifier = await asyncio.get_running_loop().run_in_executor(
                 self.executor, partial(IntentClassifier.load, path, backend=self.settings.backend)
             )
@@ -193,6 +216,20 @@ class Service:
         return MicroBatcher(
             compute, self.executor, self.settings.max_batch, self.settings.batch_wait_ms, self.on_inference_pass
         )
+
+    def model_folder(self, name: str) -> Path:
+        """Where the model ``name`` is: registered by a fine-tune, or copied into models_dir."""
+        record = self.registry.get_model(name)
+        path = Path(record.path) if record else self._local_model(name)
+        if path is None:
+            raise UnknownModel(name, self.available_models())
+        return path
+
+    def model_labels(self, name: str) -> list[str]:
+        """The model's labels, read from its folder without loading it."""
+        if name in self.models:
+            return self.models[name].labels
+        return read_labels(self.model_folder(name))
 
     def _local_model(self, name: str) -> Path | None:
         """A model folder copied into models_dir by hand (not fine-tuned by this service)."""

@@ -9,6 +9,7 @@ stopped server stops its fine-tune worker.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server import Server, cli
+from server import CLI, Server, cli, common_options
 
 from intent_router import IntentClassifier
+from intent_router.api.schemas import MAX_METADATA_BYTES
+from intent_router.jobs import run_job
+from intent_router.registry import Registry
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +319,144 @@ def _passes(server) -> float:
         if line.startswith("intent_router_inference_passes_total"):
             return float(line.split()[-1])
     raise AssertionError("no intent_router_inference_passes_total in /metrics")
+
+
+def test_a_lone_surrogate_is_refused_before_it_joins_a_shared_pass(server, keys):
+    """A lone surrogate is valid JSON but no text a tokenizer reads: it must not fail its pass-mates."""
+    config = {"model": "atis-3", "default_destination": "nlu", "threshold": 0.0}
+    assert httpx.put(f"{server.url}/v1/routers/unicode", json=config, headers=keys["admin"]).status_code == 200
+    post = partial(httpx.post, headers={**keys["inference"], "content-type": "application/json"}, timeout=60)
+    bad = {
+        "/v1/route": ('{"text": "hello \\ud800", "router": "unicode"}', "text is not valid Unicode"),
+        "/v1/classify": ('{"model": "atis-3", "inputs": ["fine", "x \\udc00"]}', "inputs[1] is not valid Unicode"),
+        "/v1/embed": ('{"model": "atis-3", "texts": ["\\ud83d"]}', "texts[0] is not valid Unicode"),
+    }
+
+    def good(i: int) -> int:
+        body = {"text": f"show me fares from boston to denver {i}", "router": "unicode"}
+        return post(f"{server.url}/v1/route", json=body).status_code
+
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            goods = [pool.submit(good, i) for i in range(30)]
+            bads = {path: pool.submit(post, f"{server.url}{path}", content=body) for path, (body, _) in bad.items()}
+            assert [g.result() for g in goods] == [200] * 30
+            for path, answer in bads.items():
+                assert answer.result().status_code == 422, answer.result().text
+                assert bad[path][1] in answer.result().text
+                assert "lone surrogate" in answer.result().text
+    finally:
+        httpx.delete(f"{server.url}/v1/routers/unicode", headers=keys["admin"])
+
+
+def _strict_json(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} in a JSON answer: {text}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/v1/route", '{"text": NaN}'),
+        ("POST", "/v1/classify", '{"model": "atis-3", "inputs": [Infinity]}'),
+        ("POST", "/v1/classify", '{"model": "atis-3", "inputs": ["x"], "record_low_confidence": {"below": NaN}}'),
+        ("PUT", "/v1/routers/x", '{"model": "atis-3", "default_destination": "nlu", "threshold": NaN}'),
+    ],
+)
+def test_nan_and_infinity_in_a_body_are_a_422_in_valid_json(server, keys, method, path, body):
+    headers = {**keys["admin"], "content-type": "application/json"}
+    answer = httpx.request(method, f"{server.url}{path}", content=body, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert _strict_json(answer.text)["detail"]
+
+
+def test_times_without_a_zone_are_utc(server, keys):
+    headers = keys["admin"]
+    naive = httpx.get(f"{server.url}/v1/low-confidence", params={"since": "2024-01-01"}, headers=headers)
+    aware = httpx.get(f"{server.url}/v1/low-confidence", params={"since": "2024-01-01T00:00:00Z"}, headers=headers)
+    assert naive.status_code == aware.status_code == 200, naive.text
+    assert naive.json()["total"] == aware.json()["total"] >= 1
+    later = httpx.get(f"{server.url}/v1/low-confidence", params={"since": "2999-01-01"}, headers=headers)
+    assert later.json()["total"] == 0
+    for since in ("2999-01-01T00:00:00", "2999-01-01T00:00:00+00:00"):  # nothing that late: too few to cluster
+        answer = httpx.post(f"{server.url}/v1/discover", json={"model": "atis-3", "since": since}, headers=headers)
+        assert answer.status_code == 422, answer.text
+        assert isinstance(answer.json()["detail"], str)
+
+
+def test_route_metadata_is_capped(server, keys):
+    body = {"text": "fares to denver", "router": "atis", "metadata": {"blob": "x" * MAX_METADATA_BYTES}}
+    answer = httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"])
+    assert answer.status_code == 422
+    assert f"at most {MAX_METADATA_BYTES:,}" in answer.text
+    body["metadata"] = {"blob": "x" * (MAX_METADATA_BYTES - 20)}
+    assert httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).status_code == 200
+
+
+def test_a_refused_upload_stores_nothing_and_an_unknown_format_is_named(server, keys, train_csv):
+    headers = keys["admin"]
+    before = len(httpx.get(f"{server.url}/v1/datasets", headers=headers).json())
+    files = {"file": ("train.csv", train_csv.read_bytes()), "validation_file": ("val.csv", b"text,label\na,b,c\n")}
+    answer = httpx.post(f"{server.url}/v1/datasets", files=files, headers=headers)
+    assert answer.status_code == 422
+    assert "val.csv:2: error" in answer.text
+    unknown = httpx.post(
+        f"{server.url}/v1/datasets", files={"file": files["file"]}, data={"format": "xml"}, headers=headers
+    )
+    assert unknown.status_code == 422
+    assert "'xml': unknown; send one of csv, tsv, jsonl, yaml" in unknown.text
+    assert len(httpx.get(f"{server.url}/v1/datasets", headers=headers).json()) == before
+
+
+def test_a_finetune_may_not_take_the_name_of_a_model_folder(server, home, keys):
+    headers = keys["admin"]
+    folder = shutil.copytree(home / "models" / "atis-3", home / "models" / "cli-made")  # as `train` leaves one
+    try:
+        dataset = next(d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json())
+        answer = httpx.post(
+            f"{server.url}/v1/finetunes", json={"name": "cli-made", "train_dataset": dataset}, headers=headers
+        )
+        assert answer.status_code == 409, answer.text
+        assert "cli-made" in answer.text
+        assert httpx.get(f"{server.url}/v1/finetunes/cli-made", headers=headers).status_code == 404
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_a_job_leaves_a_folder_that_appeared_after_it_was_queued(tmp_path, train_csv):
+    registry = Registry(f"sqlite:///{tmp_path / 'router.db'}")
+    content = train_csv.read_bytes()
+    dataset = registry.add_dataset("train.csv", "csv", content, 48, {}, []).id
+    registry.create_job("late", "english-small", dataset, None, {"steps": 1})
+    job = registry.claim_next_job()
+    (tmp_path / "models" / "late").mkdir(parents=True)
+    (tmp_path / "models" / "late" / "mine.txt").write_text("made by hand")
+    run_job(registry, tmp_path / "models", job)
+    failed = registry.get_job("late")
+    assert failed.status == "failed"
+    assert "a model folder named 'late' appeared" in failed.error
+    assert [p.name for p in (tmp_path / "models" / "late").iterdir()] == ["mine.txt"]
+    registry.close()
+
+
+def test_serve_refuses_a_config_whose_router_names_a_missing_model(server, home, keys):
+    before = httpx.get(f"{server.url}/v1/routers", headers=keys["admin"]).json()
+    config = home / "bad-routers.yml"
+    config.write_text("routers:\n  atis:\n    model: nosuch\n    default_destination: nlu\n")
+    result = subprocess.run(
+        [str(CLI), "serve", "--port", "1", "--config", str(config), *common_options(home)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert "router 'atis': no model named 'nosuch'" in message, result.stderr
+    assert "Traceback" not in result.stderr
+    assert httpx.get(f"{server.url}/v1/routers", headers=keys["admin"]).json() == before
 
 
 def test_models_routers_and_low_confidence_survive_a_restart(server, home, keys):

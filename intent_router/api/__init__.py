@@ -5,16 +5,19 @@ uvicorn --factory intent_router.api:create_app_from_env      # or: intent-router
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from .. import __version__
 from ..model_folder import ModelFolderError
-from ..service import EmptiedText, Service, ServiceSettings, UnknownModel, UnknownRouter
+from ..service import EmptiedText, Service, ServiceSettings, UnknownIntents, UnknownModel, UnknownRouter
 from . import admin, discovery, inference
 
 
@@ -57,6 +60,22 @@ class Metrics:
             self.fallbacks.labels(router, model).inc()
 
 
+def json_safe(value):
+    """``value`` as strict JSON can carry it: NaN and infinities as text, lone surrogates escaped.
+
+    A refused request is echoed in its 422; what made it invalid must not make the answer a 500.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -80,6 +99,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         app.state.metrics.latency.labels(request.method, path).observe(time.perf_counter() - started)
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": json_safe(jsonable_encoder(error.errors()))}, status_code=422)
+
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, error: UnknownModel) -> JSONResponse:
         return JSONResponse({"detail": str(error), "available": error.available}, status_code=404)
@@ -87,6 +110,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.exception_handler(UnknownRouter)
     async def unknown_router(request: Request, error: UnknownRouter) -> JSONResponse:
         return JSONResponse({"detail": str(error), "available": error.available}, status_code=404)
+
+    @app.exception_handler(UnknownIntents)
+    async def unknown_intents(request: Request, error: UnknownIntents) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(EmptiedText)
     async def emptied_text(request: Request, error: EmptiedText) -> JSONResponse:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
-from ..data import DataError, check_trainable, format_from_name, parse_dataset
+from ..data import FORMATS, DataError, check_trainable, format_from_name, parse_dataset
 from ..model_folder import model_path
 from ..registry import NameTaken
 from ..routing import RouterConfig
@@ -26,6 +25,7 @@ from .schemas import (
     ModelInfo,
     Progress,
     RouterInfo,
+    UtcDatetime,
 )
 
 router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
@@ -46,6 +46,8 @@ def parse_upload(filename: str, content: bytes, format: str | None, header: bool
     format = format or format_from_name(filename)
     if format is None:
         raise HTTPException(422, f"{filename}: unknown format; name it .csv, .tsv, .jsonl or .yml, or send format=")
+    if format not in FORMATS:
+        raise HTTPException(422, f"format={format!r}: unknown; send one of {', '.join(FORMATS)}")
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -75,7 +77,7 @@ async def upload_dataset(
     ] = False,
 ) -> DatasetUploadResponse:
     registry = request.app.state.service.registry
-    stored = []
+    parsed = []  # every file is read and checked before any is stored: a refused request stores nothing
     for upload in [file] + ([validation_file] if validation_file else []):
         filename = Path(upload.filename or "upload.csv").name
         content = await read_upload(request, upload)
@@ -86,6 +88,9 @@ async def upload_dataset(
         except DataError as err:
             warnings += [p for p in err.problems if p.severity == "warning"]
             warnings += err.problems if upload is file else []
+        parsed.append((filename, data_format, content, dataset, warnings))
+    stored = []
+    for filename, data_format, content, dataset, warnings in parsed:
         record = await asyncio.to_thread(
             registry.add_dataset,
             filename,
@@ -160,6 +165,8 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         **({"synthetic_multi_intent": body.synthetic_multi_intent} if body.synthetic_multi_intent else {}),
         **({"layers": body.layers} if body.layers is not None else {}),
     }
+    if model_path(body.name, request.app.state.service.settings.models_dir).exists():
+        raise HTTPException(409, f"a model named {body.name!r} exists in the models folder; choose another name")
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)
     except NameTaken as err:
@@ -234,10 +241,8 @@ async def delete_model(name: str, request: Request) -> Response:
 @router.put("/routers/{name}", response_model=RouterInfo)
 async def put_router(name: str, config: RouterConfig, request: Request) -> RouterInfo:
     service = request.app.state.service
-    loaded = await service.model(config.model)
-    unknown = sorted((set(config.destinations) | set(config.intent_thresholds)) - set(loaded.labels))
-    if unknown:
-        raise HTTPException(422, f"intents {unknown} are not labels of model {config.model!r}: {loaded.labels}")
+    service.check_router(config)  # 404 for an unknown model, 422 for intents it does not have
+    await service.model(config.model)  # loadable, and loaded before the first route
     service.registry.put_router(name, config.model_dump())
     service.forget("router")
     return RouterInfo(name=name, config=config)
@@ -274,8 +279,8 @@ async def low_confidence(
     before_id: int | None = None,
     model: str | None = None,
     router_name: str | None = Query(None, alias="router"),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
 ) -> LowConfidencePage:
     await request.app.state.service.flush()
     registry = request.app.state.service.registry

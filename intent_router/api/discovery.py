@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from . import auth
-from .schemas import MODEL_NAME
+from .schemas import MODEL_NAME, UtcDatetime
 
 router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
 one_run_at_a_time = asyncio.Lock()
@@ -28,8 +28,8 @@ class DiscoverRequest(BaseModel):
     )
     router: str | None = Field(None, description="only this router's fallbacks")
     all_models: bool = Field(False, description="every model's fallbacks, not only this model's")
-    since: datetime | None = Field(None, description="from this time on (inclusive)")
-    until: datetime | None = Field(None, description="before this time")
+    since: UtcDatetime | None = Field(None, description="from this time on (inclusive); UTC if no zone")
+    until: UtcDatetime | None = Field(None, description="before this time; UTC if no zone")
     min_cluster_size: int | None = Field(
         None, ge=2, le=1000, description="HDBSCAN's smallest cluster; none: 1% of the distinct utterances, 5 to 10"
     )

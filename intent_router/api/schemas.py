@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from ..registry import as_utc
 from ..routing import RouterConfig
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_METADATA_BYTES = 4096  # /v1/route metadata, as JSON: it is stored with every fallback
+
+# A time without a zone is UTC, as on the command line.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+def check_unicode(texts: list[str], field: str) -> list[str]:
+    """Refuse a lone surrogate (valid JSON, e.g. ``"\\ud800"``, but no text the tokenizer can read)
+    here, before the text joins a forward pass shared with other requests."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            where = field if field == "text" else f"{field}[{i}]"
+            raise ValueError(
+                f"{where} is not valid Unicode: a lone surrogate at character {error.start} "
+                "(e.g. from a bad \\u escape)"
+            ) from None
+    return texts
 
 
 class RecordLowConfidence(BaseModel):
@@ -25,6 +46,11 @@ class ClassifyRequest(BaseModel):
     record_low_confidence: RecordLowConfidence | None = Field(
         None, description="write unsure inputs to the low-confidence store, as /v1/route does with its fallbacks"
     )
+
+    @field_validator("inputs")
+    @classmethod
+    def _unicode(cls, inputs: list[str]) -> list[str]:
+        return check_unicode(inputs, "inputs")
 
 
 class LabelConfidence(BaseModel):
@@ -52,6 +78,11 @@ class EmbedRequest(BaseModel):
     model: str = Field(pattern=MODEL_NAME)
     texts: list[str] = Field(min_length=1)
 
+    @field_validator("texts")
+    @classmethod
+    def _unicode(cls, texts: list[str]) -> list[str]:
+        return check_unicode(texts, "texts")
+
 
 class EmbedResponse(BaseModel):
     model: str
@@ -62,7 +93,22 @@ class RouteRequest(BaseModel):
     text: str
     router: str | None = Field(None, description="default: the only router, or the one named 'default'")
     conversation_id: str | None = Field(None, max_length=200)
-    metadata: dict | None = None
+    metadata: dict | None = Field(
+        None, description=f"stored with a fallback; at most {MAX_METADATA_BYTES} bytes as JSON"
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _unicode(cls, text: str) -> str:
+        return check_unicode([text], "text")[0]
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, metadata: dict | None) -> dict | None:
+        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,}")
+        return metadata
 
 
 class Alternative(BaseModel):
