@@ -175,6 +175,21 @@ def normalize_text(text: str, clean: bool = False) -> str:
     return clean_text(text) if clean else text.strip()
 
 
+def unicode_problem(text: str, name: str) -> str | None:
+    """Why ``text`` (called ``name``) is not valid Unicode, or None. A lone surrogate is valid JSON
+    (``"\\ud800"``) and what Python makes of bytes that are not UTF-8 in a command-line argument, but
+    no text a tokenizer can read."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        character = f"U+{ord(text[error.start]):04X}"
+        return (
+            f"{name} is not valid Unicode: character {error.start} is a lone surrogate ({character}), "
+            "from a bad \\u escape or bytes that are not UTF-8"
+        )
+    return None
+
+
 def load_dataset(
     path: str | Path,
     *,

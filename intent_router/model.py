@@ -41,6 +41,7 @@ from .data import (
     parse_labels,
     synthetic_multi_intent,
     train_validation_split,
+    unicode_problem,
 )
 from .finetune import FinetuneSettings, ProgressCallback, finetune_body
 from .head import LinearHead, SigmoidHead
@@ -509,13 +510,9 @@ def prepare_texts(texts: Sequence[str], clean: bool = False) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"text {i} is a {type(text).__name__}, not a string")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise ValueError(
-                f"text {i} is not valid Unicode: character {err.start} is a lone surrogate "
-                f"(U+{ord(text[err.start]):04X}), from a bad \\u escape or bytes that are not UTF-8"
-            ) from None
+        problem = unicode_problem(text, f"text {i}")
+        if problem:
+            raise ValueError(problem)
         prepared.append(normalize_text(text, clean))
     return prepared
 

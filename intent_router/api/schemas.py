@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from ..data import unicode_problem
 from ..registry import as_utc
 from ..routing import RouterConfig
 
@@ -19,17 +20,11 @@ UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 def check_unicode(texts: list[str], field: str) -> list[str]:
-    """Refuse a lone surrogate (valid JSON, e.g. ``"\\ud800"``, but no text the tokenizer can read)
-    here, before the text joins a forward pass shared with other requests."""
+    """Refuse a lone surrogate here, before the text joins a forward pass shared with other requests."""
     for i, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            where = field if field == "text" else f"{field}[{i}]"
-            raise ValueError(
-                f"{where} is not valid Unicode: a lone surrogate at character {error.start} "
-                "(e.g. from a bad \\u escape)"
-            ) from None
+        problem = unicode_problem(text, field if field == "text" else f"{field}[{i}]")
+        if problem:
+            raise ValueError(problem)
     return texts
 
 
