@@ -198,18 +198,24 @@ def model_path(name: str, models_dir: Path) -> Path:
     return models_dir / name
 
 
-def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None]]:
-    """(name, config, metrics) of every readable model folder in ``models_dir``, by name."""
-    found = []
+def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None, str | None]]:
+    """(name, config, metrics, problem) of every model folder in ``models_dir``, by name.
+
+    A folder whose JSON cannot be read is listed too, with an empty config and the reason as ``problem``.
+    """
+    found: list[tuple[str, dict, dict | None, str | None]] = []
     for folder in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
         if folder.name.startswith(".") or not (folder / CONFIG_FILE).is_file():
             continue
         try:
             config = _read_json(folder / CONFIG_FILE)
             metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else None
-        except ModelFolderError:
+            if not isinstance(config, dict) or config.get("format") != FORMAT:
+                raise ModelFolderError(f"{folder / CONFIG_FILE} is not an intent-router model config")
+        except ModelFolderError as err:
+            found.append((folder.name, {}, None, str(err)))
             continue
-        found.append((folder.name, config, metrics))
+        found.append((folder.name, config, metrics if isinstance(metrics, dict) else None, None))
     return found
 
 
