@@ -80,7 +80,7 @@ def preview(
         try:
             warnings += check_trainable(dataset, multilabel=multilabel)
         except DataError as err:
-            _print_problems(err.problems)
+            _print_problems(warnings + err.problems)
             raise typer.Exit(1) from None
         _print_problems(warnings)
         labels = len(dataset.label_counts(multilabel))
@@ -651,7 +651,7 @@ def _print_problems(problems) -> None:
     for problem in problems:
         text = str(problem)
         style = "yellow" if getattr(problem, "severity", "warning") == "warning" else "red"
-        errors.print(text, style=style, markup=False, highlight=False)
+        errors.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 class _progress_bar:
