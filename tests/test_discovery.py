@@ -277,6 +277,21 @@ def test_cli_discover_checks_its_options_before_the_run(known_model_dir, pool_cs
     assert not out.exists()
 
 
+def test_cli_discover_of_an_unknown_cluster_id_keeps_the_report_and_names_the_clusters(
+    known_model_dir, pool_csv, tmp_path
+):
+    from test_cli import run
+
+    out = tmp_path / "report.html"
+    done = run("discover", "--model", known_model_dir, "--source", pool_csv, "--out", out,
+               "--export", tmp_path / "new.csv", "--clusters", "99")  # fmt: skip
+    assert done.returncode == 1
+    last = len(json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["clusters"]) - 1
+    assert done.stderr.splitlines()[-1] == f"error: no cluster 99: the clusters are 0 to {last}"
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "new.csv").exists()
+
+
 def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_report(
     known_model_dir, pool_rows, tmp_path_factory
 ):
