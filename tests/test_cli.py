@@ -75,6 +75,20 @@ def test_train_refuses_to_replace_a_model_without_overwrite(trained, small_csv):
     assert "--overwrite" in result.stderr
 
 
+def test_two_trains_of_one_new_name_at_once_save_one_model_and_the_other_says_so(small_csv, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    command = [str(CLI), "train", str(small_csv), "--name", "race", "--steps", "0", "--models-dir", str(tmp_path)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
+    runs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    results = [(run.communicate(timeout=600), run.returncode) for run in runs]
+    outcomes = sorted((code, out, err) for (out, err), code in results)
+    (saved, saved_out, _), (refused, _, refused_err) = outcomes
+    assert (saved, refused) == (0, 1), outcomes
+    assert "Saved 'race'" in saved_out
+    assert f"error: a model named 'race' exists in {tmp_path}; pass --overwrite to replace it" in refused_err
+    assert [p.name for p in tmp_path.iterdir()] == ["race"]
+
+
 def test_predict_gives_every_label_a_confidence(trained):
     models, _ = trained
     result = run("predict", "atis-3", "show me fares from boston to denver", "--json", "--models-dir", models)
