@@ -9,7 +9,7 @@ Built on ``intent_router``: embeddings come from the model's ``embed`` (or a bas
 """
 
 from .clusterer import SplittingHDBSCAN
-from .export import export_clusters
+from .export import check_export_path, export_clusters
 from .known_intents import COVERAGE_GAP, NEW_INTENT, KnownIntents
 from .labelling import KeywordLabeller
 from .pipeline import Cluster, Discovery, DiscoveryError, DiscoveryResult
@@ -27,6 +27,7 @@ __all__ = [
     "KnownIntents",
     "SplittingHDBSCAN",
     "Utterances",
+    "check_export_path",
     "export_clusters",
     "render_report",
     "utterances_from_file",

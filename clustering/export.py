@@ -32,9 +32,12 @@ def export_clusters(
     ``names`` renames clusters by id.
     """
     path = Path(path)
-    format = format_from_name(path.name)
-    if format not in ("csv", "tsv", "yaml"):
-        raise ValueError(f"{path}: export to a .csv, .tsv or .yml file")
+    format = check_export_path(path)
+    known = {c.id for c in result.clusters}
+    unknown = [i for i in clusters or [] if i not in known]
+    if unknown:
+        found = f"the clusters are 0 to {max(known)}" if known else "this run found no clusters"
+        raise ValueError(f"no cluster {', '.join(map(str, unknown))}: {found}")
     chosen = [result.cluster(i) for i in clusters] if clusters is not None else result.clusters
     if not chosen:
         raise ValueError("no clusters to export")
@@ -47,6 +50,14 @@ def export_clusters(
     writer.writerow(["text", "label"])
     writer.writerows(rows)
     return write_page(path, buffer.getvalue())
+
+
+def check_export_path(path: str | Path) -> str:
+    """The format to export to by the suffix of ``path``: csv, tsv or yaml; else ``ValueError``."""
+    format = format_from_name(Path(path).name)
+    if format not in ("csv", "tsv", "yaml"):
+        raise ValueError(f"{path}: export to a .csv, .tsv or .yml file")
+    return format
 
 
 def _rasa_nlu(rows: list[tuple[str, str]]) -> str:

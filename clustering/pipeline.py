@@ -107,7 +107,8 @@ class DiscoveryResult:
         for cluster in self.clusters:
             if cluster.id == cluster_id:
                 return cluster
-        raise KeyError(f"no cluster {cluster_id}; the clusters are 0 to {len(self.clusters) - 1}")
+        found = f"the clusters are 0 to {len(self.clusters) - 1}" if self.clusters else "there are no clusters"
+        raise KeyError(f"no cluster {cluster_id}; {found}")
 
     def to_dict(self, points: bool = True) -> dict[str, Any]:
         """Everything the report shows, as JSON-ready data."""

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
 from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu
-from .model_folder import ModelFolderError, list_models, model_path
+from .model_folder import ModelExistsError, ModelFolderError, list_models, model_path, remove_stale_partials
 
 app = typer.Typer(
     help="Fine-tune a sentence-embedding intent classifier from labelled utterances, and use it.",
@@ -80,7 +80,7 @@ def preview(
         try:
             warnings += check_trainable(dataset, multilabel=multilabel)
         except DataError as err:
-            _print_problems(err.problems)
+            _print_problems(warnings + err.problems)
             raise typer.Exit(1) from None
         _print_problems(warnings)
         labels = len(dataset.label_counts(multilabel))
@@ -101,6 +101,8 @@ def export(
     with _reported_errors():
         if to != "rasa":
             raise ValueError(f"--format {to!r}: the only export format is 'rasa'")
+        if out is not None:
+            _check_output(out, "--out", inputs=[data])
         dataset = load_dataset(data, format=input_format, header=header)
         text, warnings = to_rasa_nlu(dataset)
         _print_problems(list(dataset.warnings) + warnings)
@@ -123,9 +125,10 @@ def train(
         typer.Option(help="english-small, multilingual-small, a local sentence-transformers folder, or a hub id."),
     ] = DEFAULT_BASE_MODEL,
     steps: Annotated[
-        int | None, typer.Option(help="Fine-tuning steps; default: scaled to the data; 0: frozen body, head only.")
+        int | None,
+        typer.Option(min=0, help="Fine-tuning steps; default: scaled to the data; 0: frozen body, head only."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split, sampling and training.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed for the split, sampling and training.")] = 0,
     allow_rare_labels: Annotated[
         bool, typer.Option(help="Train on labels with a single example instead of stopping.")
     ] = False,
@@ -161,7 +164,7 @@ def train(
     with _reported_errors():
         target = model_path(name, models_dir)
         if target.exists() and not overwrite:
-            raise ModelFolderError(f"a model named {name!r} exists in {models_dir}; pass --overwrite to replace it")
+            raise _name_taken(name, models_dir)
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None
         classifier = IntentClassifier(
@@ -185,7 +188,10 @@ def train(
             _print_metrics(classifier.metrics_, "Validation")
         if "inference" in classifier.info_:  # multilabel models run on torch only
             _print_backends(classifier.info_["inference"])
-        saved = _quiet(classifier.save, target, overwrite=overwrite)
+        try:
+            saved = _quiet(classifier.save, target, overwrite=overwrite)
+        except ModelExistsError:  # saved by someone else during the fit
+            raise _name_taken(name, models_dir) from None
         console.print(f"[green]Saved[/] {name!r} to {saved}")
 
 
@@ -267,8 +273,13 @@ def predict(
 ) -> None:
     """Classify utterances: each label with its confidence (multilabel: the predicted set too)."""
     with _reported_errors():
-        classifier = _load(model, models_dir, backend)
         texts = texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            raise ValueError("no text to classify: give utterances as arguments, or one per line on standard input")
+        for number, text in enumerate(texts, start=1):
+            if not text.strip():
+                raise ValueError(f"text {number} is empty; give the user's utterance")
+        classifier = _load(model, models_dir, backend)
         probabilities = classifier.predict_proba(texts)
         predictions = classifier.predict(texts)
         for text, row, prediction in zip(texts, probabilities, predictions, strict=True):
@@ -303,6 +314,8 @@ def plot(
     from .plot import write_embedding_plot
 
     with _reported_errors():
+        target = out or Path(f"{Path(model).name}-embeddings.html")
+        _check_output(target, "--out", inputs=[data])
         classifier = _load(model, models_dir)
         dataset = load_dataset(data, format=format, header=header)
         if len(dataset) > max_points:
@@ -312,7 +325,6 @@ def plot(
         with console.status("Embedding and projecting..."):
             before = encode(base, dataset.texts, classifier.clean_text)
             after = classifier.embed(dataset.texts)
-            target = out or Path(f"{Path(model).name}-embeddings.html")
             write_embedding_plot(target, dataset.texts, dataset.labels, before, after, f"{model}: before / after")
         console.print(f"[green]Wrote[/] {target}")
 
@@ -357,7 +369,14 @@ def discover(
     """Cluster low-confidence utterances into candidate new intents and coverage gaps; write a report."""
     from datetime import datetime
 
-    from clustering import Discovery, export_clusters, utterances_from_file, utterances_from_store, write_report
+    from clustering import (
+        Discovery,
+        check_export_path,
+        export_clusters,
+        utterances_from_file,
+        utterances_from_store,
+        write_report,
+    )
 
     from .registry import as_utc
 
@@ -375,8 +394,15 @@ def discover(
     with _reported_errors():
         if encoder not in ("base", "model"):
             raise ValueError(f"--encoder {encoder!r}: choose 'base' or 'model'")
+        inputs = [] if source == "store" else [Path(source)]
+        _check_output(out, "--out", inputs)
+        if export is not None:
+            check_export_path(export)
+            _check_output(export, "--export", inputs)
+        chosen = _cluster_ids(clusters) if clusters else None
+        if chosen is not None and export is None:
+            raise ValueError("--clusters chooses the clusters --export writes: pass --export too")
         classifier = _load(model, models_dir)
-        chosen = [int(part) for part in clusters.split(",")] if clusters else None
         if source == "store":
             from .registry import Registry
 
@@ -407,9 +433,13 @@ def discover(
 
 @app.command("models")
 def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
-    """List the models saved in the models folder."""
+    """List the models saved in the models folder (and damaged folders, with what is wrong)."""
+    remove_stale_partials(models_dir)
     table = Table("name", "labels", "validation accuracy", "macro F1", "created", title=str(models_dir))
-    for name, config, metrics in list_models(models_dir):
+    for name, config, metrics, problem in list_models(models_dir):
+        if problem is not None:
+            table.add_row(name, "damaged", problem, "", "", style="red")
+            continue
         metrics = metrics or {}
         table.add_row(
             name,
@@ -534,10 +564,10 @@ def list_keys(database_url: DatabaseUrl = "sqlite:///intent-router.db") -> None:
     """List API keys: name, scope, prefix, created."""
     from .registry import Registry
 
-    registry = Registry(database_url)
-    table = Table("name", "scope", "prefix", "created")
-    for key in registry.list_api_keys():
-        table.add_row(key.name, key.scope, key.prefix, str(key.created_at))
+    with _reported_errors(), Registry(database_url) as registry:
+        table = Table("name", "scope", "prefix", "created")
+        for key in registry.list_api_keys():
+            table.add_row(key.name, key.scope, key.prefix, str(key.created_at))
     console.print(table)
 
 
@@ -588,17 +618,44 @@ class _reported_errors:
         if isinstance(error, DataError):
             _print_problems(error.problems)
         elif isinstance(error, ModelFolderError | BaseModelError | ValueError | TypeError):
-            errors.print(f"[red]error:[/] {error}")
+            errors.print(f"[red]error:[/] {error}", soft_wrap=True)
+        elif isinstance(error, OSError) and error.filename is not None:  # e.g. a file or folder a user named
+            errors.print(f"[red]error:[/] {error.filename}: {error.strerror}", soft_wrap=True)
         else:
             return False
         raise typer.Exit(1)
+
+
+def _name_taken(name: str, models_dir: Path) -> ModelFolderError:
+    return ModelFolderError(f"a model named {name!r} exists in {models_dir}; pass --overwrite to replace it")
+
+
+def _check_output(path: Path, option: str, inputs: list[Path]) -> None:
+    """Refuse, before any work, a file to write that cannot be written or is one of the inputs."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder: give the name of a file to write")
+    if not path.parent.is_dir():
+        raise ValueError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+    for source in inputs:
+        if path.exists() and source.exists() and os.path.samefile(path, source):
+            raise ValueError(f"{option} {path} is the input file {source}: write to another file")
+
+
+def _cluster_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--clusters {text!r}: give cluster ids separated by commas, e.g. 0,3") from None
+    if any(i < 0 for i in ids):
+        raise ValueError(f"--clusters {text!r}: cluster ids start at 0")
+    return ids
 
 
 def _print_problems(problems) -> None:
     for problem in problems:
         text = str(problem)
         style = "yellow" if getattr(problem, "severity", "warning") == "warning" else "red"
-        errors.print(text, style=style, markup=False, highlight=False)
+        errors.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 class _progress_bar:

@@ -29,6 +29,7 @@ LABEL_SEPARATOR = "+"
 MIN_EXAMPLES = 32
 MIN_EXAMPLES_PER_LABEL = 2
 FEW_EXAMPLES_PER_LABEL = 8
+SAME_PROBLEM_SHOWN = 10  # lines listed for one problem repeated on many lines; the rest are counted
 FORMATS = ("csv", "tsv", "jsonl", "yaml")
 _SUFFIX_FORMATS = {
     ".csv": "csv",
@@ -269,7 +270,7 @@ def parse_dataset(
         problems.append(Problem(source, None, "no examples found"))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        raise DataError(errors)
+        raise DataError(_cap_repeats(errors))
     return Dataset(examples, source, [p for p in problems if p.severity == "warning"])
 
 
@@ -288,10 +289,22 @@ def _read_delimited(
             records.append((line, record))
             line = reader.line_num + 1
     except csv.Error as err:
-        problems.append(Problem(source, reader.line_num, f"malformed {_name(delimiter)} ({err}); check the quotes"))
+        problems.append(_csv_problem(err, source, delimiter, line, reader.line_num))
     records = [(line, r) for line, r in records if any(cell.strip() for cell in r)]
     if records and (header if header is not None else _looks_like_header(records, labelled)):
         records = records[1:]
+    elif records and header is None and labelled and _may_be_header(records):
+        first_line, first = records[0]
+        problems.append(
+            Problem(
+                source,
+                first_line,
+                f"the first row ({','.join(first)}) is read as an example, not a header: its label "
+                f"{first[1].strip()!r} is on no other row; if it is a header, name its columns text and label "
+                "(or force a header: --header, header=True)",
+                "warning",
+            )
+        )
     rows: list[_Row] = []
     for line, record in records:
         if not labelled and len(record) == 1:
@@ -310,6 +323,46 @@ def _read_delimited(
 
 def _name(delimiter: str) -> str:
     return "CSV" if delimiter == "," else "TSV"
+
+
+def _csv_problem(err: csv.Error, source: str, delimiter: str, record_line: int, reader_line: int) -> Problem:
+    """Where and what: a text too long, or a quote never closed, are reported at the row they start on."""
+    if "field larger than field limit" in str(err):
+        message = (
+            f"a text of more than {csv.field_size_limit()} characters starts on this row; shorten it "
+            "(or close its quote, if it was meant to end sooner)"
+        )
+        return Problem(source, record_line, message)
+    if "unexpected end of data" in str(err):
+        message = "a quote opened on this row is never closed; close it, or double a quote inside a quoted text"
+        return Problem(source, record_line, message)
+    return Problem(source, reader_line, f"malformed {_name(delimiter)} ({err}); check the quotes")
+
+
+def _may_be_header(records: list[tuple[int, list[str]]]) -> bool:
+    """A first row of two cells whose label is on no other row: a header with unknown names, perhaps."""
+    first = records[0][1]
+    if len(first) != 2 or len(records) < 3:
+        return False
+    label = first[1].strip().lower()
+    return not any(len(r) == 2 and r[1].strip().lower() == label for _, r in records[1:])
+
+
+def _cap_repeats(problems: list[Problem]) -> list[Problem]:
+    """A problem repeated on many lines: the first few, then one line counting the others."""
+    by_message: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_message.setdefault(problem.message, []).append(problem)
+    capped = []
+    for problem in problems:
+        same = by_message[problem.message]
+        index = same.index(problem)
+        if index < SAME_PROBLEM_SHOWN:
+            capped.append(problem)
+        elif index == SAME_PROBLEM_SHOWN:
+            more = len(same) - SAME_PROBLEM_SHOWN
+            capped.append(Problem(problem.source, None, f"... and {more} more line(s) with: {problem.message}"))
+    return capped
 
 
 def _looks_like_header(records: list[tuple[int, list[str]]], labelled: bool = True) -> bool:

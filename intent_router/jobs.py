@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from .data import DataError, Dataset, Problem, parse_dataset
 from .model import IntentClassifier
+from .model_folder import remove_stale_partials
 from .registry import Job, Registry
 
 log = logging.getLogger("intent_router.jobs")
@@ -39,8 +39,7 @@ class ServiceStopped(Exception):
 
 def recover(registry: Registry, models_dir: Path) -> list[str]:
     """At service start: fail the jobs a dead worker left running, remove their partial folders."""
-    for partial in models_dir.glob(".*.partial-*"):
-        shutil.rmtree(partial, ignore_errors=True)
+    remove_stale_partials(models_dir)
     return registry.fail_interrupted_jobs(INTERRUPTED)
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -26,10 +27,16 @@ METRICS_FILE = "metrics.json"
 FORMAT = "intent-router-model"
 FORMAT_VERSION = 1
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+PARTIAL = re.compile(r"^\..+\.partial-(?:(?P<pid>\d+)-)?[0-9a-f]+$")
+PARTIAL_MAX_AGE = 3600.0  # seconds: a staging folder this old is left over, whoever wrote it
 
 
 class ModelFolderError(RuntimeError):
     """A model folder that is missing, foreign, damaged or in the way."""
+
+
+class ModelExistsError(ModelFolderError):
+    """The target of a save without ``overwrite`` exists (perhaps saved by someone else meanwhile)."""
 
 
 def write_model_folder(
@@ -43,13 +50,16 @@ def write_model_folder(
 ) -> Path:
     """Write into a hidden sibling folder, then rename it into place: readers never see half a model.
 
+    Without ``overwrite`` the target is claimed only at the end, atomically (``mkdir``): if it
+    appeared during the save, e.g. another save of the same name, this one fails and nothing is lost.
     ``files``: more files by relative path (the ONNX exports, the static student).
     """
     path = path.resolve()
     if path.exists() and not overwrite:
-        raise ModelFolderError(f"{path} already exists; choose another name or overwrite it")
+        raise _exists(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    remove_stale_partials(path.parent)
+    staging = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         body.save(str(staging))
         head.save(staging / HEAD_FILE)
@@ -59,16 +69,65 @@ def write_model_folder(
         _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **config})
         _write_json(staging / METRICS_FILE, metrics)
         _fsync_tree(staging)
-        if path.exists():
+        if overwrite and path.exists():
             retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, retired)
             os.rename(staging, path)
             shutil.rmtree(retired, ignore_errors=True)
         else:
-            os.rename(staging, path)
+            _claim(path)
+            try:
+                os.rename(staging, path)  # onto the empty folder just claimed
+            except OSError:
+                os.rmdir(path)
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _claim(path: Path) -> None:
+    """Create ``path`` empty, or fail if anything is there: of two savers, exactly one gets it."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        raise _exists(path) from None
+
+
+def _exists(path: Path) -> ModelExistsError:
+    return ModelExistsError(f"{path} already exists; choose another name or overwrite it")
+
+
+def remove_stale_partials(models_dir: Path, max_age: float = PARTIAL_MAX_AGE) -> list[Path]:
+    """Remove the staging folders of saves that died: their writer process is gone, or they are old.
+
+    A save's staging folder is ``.NAME.partial-PID-RANDOM``; one being written by a live process
+    less than ``max_age`` seconds ago is left alone. Returns the folders removed.
+    """
+    removed = []
+    for folder in models_dir.glob(".*.partial-*") if models_dir.is_dir() else []:
+        match = PARTIAL.match(folder.name)
+        if match is None:
+            continue
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except FileNotFoundError:  # its save finished meanwhile
+            continue
+        pid = match["pid"]
+        if age > max_age or (pid is not None and not _process_exists(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def read_model_folder(path: Path, device: str | None = None, load_body: bool = True):
@@ -148,18 +207,24 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
-def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None]]:
-    """(name, config, metrics) of every readable model folder in ``models_dir``, by name."""
-    found = []
+def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None, str | None]]:
+    """(name, config, metrics, problem) of every model folder in ``models_dir``, by name.
+
+    A folder whose JSON cannot be read is listed too, with an empty config and the reason as ``problem``.
+    """
+    found: list[tuple[str, dict, dict | None, str | None]] = []
     for folder in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
         if folder.name.startswith(".") or not (folder / CONFIG_FILE).is_file():
             continue
         try:
             config = _read_json(folder / CONFIG_FILE)
             metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else None
-        except ModelFolderError:
+            if not isinstance(config, dict) or config.get("format") != FORMAT:
+                raise ModelFolderError(f"{folder / CONFIG_FILE} is not an intent-router model config")
+        except ModelFolderError as err:
+            found.append((folder.name, {}, None, str(err)))
             continue
-        found.append((folder.name, config, metrics))
+        found.append((folder.name, config, metrics if isinstance(metrics, dict) else None, None))
     return found
 
 

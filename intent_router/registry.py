@@ -52,7 +52,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.sql.elements import ColumnElement
 
 API_KEY_SCOPES = ("inference", "admin")
@@ -67,6 +67,28 @@ _POSTGRES_MIGRATION_LOCK = 0x1A7E_0001  # any constant; serialises migrations of
 
 class NameTaken(ValueError):
     """A job or model of this name is queued, running, completed or stored; pick another name."""
+
+
+class DatabaseUnavailable(ValueError):
+    """The database URL cannot be used: not a URL, an unknown kind, no driver, not a database, unreachable."""
+
+
+def _shown(database_url: str) -> str:
+    """The URL without its password."""
+    try:
+        return repr(make_url(database_url).render_as_string(hide_password=True))
+    except ArgumentError:
+        return repr(database_url)
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, NoSuchModuleError):
+        return "unknown kind of database (e.g. sqlite:///intent-router.db or postgresql+psycopg://...)"
+    if isinstance(err, DBAPIError):
+        return str(err.orig)
+    if isinstance(err, ImportError):
+        return f"its driver is not installed ({err})"
+    return str(err)
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -289,6 +311,15 @@ class Registry:
     """All service state in one database; safe to use from several threads and processes at once."""
 
     def __init__(self, database_url: str):
+        try:
+            self._open(database_url)
+        except (ArgumentError, DBAPIError, ImportError) as err:
+            raise DatabaseUnavailable(
+                f"cannot use the database {_shown(database_url)}: {_reason(err)}; check the database URL "
+                "(--database-url or INTENT_ROUTER_DATABASE_URL)"
+            ) from err
+
+    def _open(self, database_url: str) -> None:
         url = make_url(database_url)
         is_sqlite = url.get_backend_name() == "sqlite"
         if is_sqlite and url.database and url.database != ":memory:" and not url.database.startswith("file:"):

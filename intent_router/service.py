@@ -146,6 +146,28 @@ class LoadedModel:
         return np.asarray(~(probabilities >= thresholds).any(axis=1))
 
 
+def read_config_file(path: Path) -> dict[str, RouterConfig]:
+    """The routers a YAML config file lists; ``ValueError`` saying what is wrong with the file."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ValueError(f"cannot read the config file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"the config file {path} is not UTF-8 text: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"the config file {path} is not valid YAML{where}: {problem}") from None
+    routers = document.get("routers") or {} if isinstance(document, dict) else None
+    if not isinstance(routers, dict):
+        raise ValueError(f"the config file {path} must hold 'routers:', then each router's settings by name")
+    try:
+        return {str(name): RouterConfig.model_validate(config) for name, config in routers.items()}
+    except ValueError as err:
+        raise ValueError(f"the config file {path} has a bad router: {err}") from None
+
+
 class Service:
     def __init__(self, settings: ServiceSettings, on_inference_pass: Callable[[int], None] | None = None):
         self.settings = settings
@@ -164,16 +186,14 @@ class Service:
             self.apply_config_file(settings.config_file)
 
     def apply_config_file(self, path: Path) -> None:
-        """Create or update the routers a YAML file lists: ``routers: {name: RouterConfig fields}``.
+        """Create or update the routers a YAML file lists (``read_config_file``).
 
         Every router is checked as ``PUT /v1/routers`` checks it before any is stored; ValueError
         names the first bad one, and the database is left as it was.
         """
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        configs = {}
-        for name, fields in (document.get("routers") or {}).items():
+        configs = read_config_file(path)
+        for name, config in configs.items():
             try:
-                configs[name] = config = RouterConfig.model_validate(fields)
                 self.check_router(config)
             except (LookupError, ValueError, ModelFolderError) as error:
                 raise ValueError(f"{path}: router {name!r}: {error}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,18 @@ import pytest
 CLI = Path(sys.executable).parent / "intent-router"
 
 
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run(*args: str, stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(
-        [str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=600
+        [str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, message: str) -> None:
+    """Exit status 1 and a single ``error: ...`` line that says ``message``: no traceback."""
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0, result.stderr
+    assert message in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +75,20 @@ def test_train_refuses_to_replace_a_model_without_overwrite(trained, small_csv):
     assert "--overwrite" in result.stderr
 
 
+def test_two_trains_of_one_new_name_at_once_save_one_model_and_the_other_says_so(small_csv, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    command = [str(CLI), "train", str(small_csv), "--name", "race", "--steps", "0", "--models-dir", str(tmp_path)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)]
+    runs.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    results = [(run.communicate(timeout=600), run.returncode) for run in runs]
+    outcomes = sorted((code, out, err) for (out, err), code in results)
+    (saved, saved_out, _), (refused, _, refused_err) = outcomes
+    assert (saved, refused) == (0, 1), outcomes
+    assert "Saved 'race'" in saved_out
+    assert f"error: a model named 'race' exists in {tmp_path}; pass --overwrite to replace it" in refused_err
+    assert [p.name for p in tmp_path.iterdir()] == ["race"]
+
+
 def test_predict_gives_every_label_a_confidence(trained):
     models, _ = trained
     result = run("predict", "atis-3", "show me fares from boston to denver", "--json", "--models-dir", models)
@@ -112,6 +134,54 @@ def test_models_lists_the_saved_model(trained):
     assert "atis-3" in result.stdout
 
 
+def test_models_lists_a_damaged_folder_with_the_reason_and_removes_dead_saves(trained, tmp_path):
+    models, _ = trained
+    shutil.copytree(models / "atis-3", tmp_path / "atis-3")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "intent_router.json").write_text("{not json")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed_save = tmp_path / f".atis-4.partial-{dead.stdout.strip()}-0123abcd"
+    killed_save.mkdir()
+    result = run("models", "--models-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "atis-3" in result.stdout
+    assert "broken" in result.stdout and "damaged" in result.stdout and "cannot read" in result.stdout
+    assert not killed_save.exists()
+
+
+def test_predict_refuses_no_text_and_empty_text(trained):
+    models, _ = trained
+    assert_one_line_error(run("predict", "atis-3", "--models-dir", models, stdin=""), "no text to classify")
+    assert_one_line_error(run("predict", "atis-3", "fares", " ", "--models-dir", models), "text 2 is empty")
+
+
+def test_train_refuses_negative_steps_and_seed_naming_the_option(small_csv, tmp_path):
+    for option in ("--steps", "--seed"):
+        result = run("train", small_csv, "--name", "x", option, "-1", "--models-dir", tmp_path)
+        assert result.returncode == 2
+        assert f"Invalid value for '{option}'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_database_that_cannot_be_used_is_a_one_line_error(tmp_path):
+    not_a_database = tmp_path / "bad.db"
+    not_a_database.write_text("not a database")
+    assert_one_line_error(
+        run("keys", "create", "--scope", "admin", "--database-url", "nonsense://x"), "unknown kind of database"
+    )
+    assert_one_line_error(
+        run("keys", "list", "--database-url", f"sqlite:///{not_a_database}"), "file is not a database"
+    )
+    assert_one_line_error(run("serve", "--database-url", "nonsense://x", timeout=60), "--database-url")
+
+
+def test_serve_refuses_a_missing_or_broken_config_file(tmp_path):
+    broken = tmp_path / "routers.yml"
+    broken.write_text("routers:\n  main: [1,2\n")
+    assert_one_line_error(run("serve", "--config", tmp_path / "none.yml", timeout=60), "No such file")
+    assert_one_line_error(run("serve", "--config", broken, timeout=60), "is not valid YAML at line 3")
+
+
 def test_unknown_model_is_a_clear_error(trained):
     models, _ = trained
     result = run("predict", "nope", "hello", "--models-dir", models)
@@ -136,6 +206,17 @@ def test_export_writes_rasa_nlu_yaml_that_reads_back(small_csv, tmp_path):
     assert out.read_text().startswith('version: "3.1"\nnlu:\n- intent: "atis_')
     pairs = sorted((e.text, e.label) for e in load_dataset(out).examples)
     assert pairs == sorted((e.text, e.label) for e in load_dataset(small_csv).examples)
+
+
+def test_export_refuses_its_own_input_a_folder_and_a_missing_folder(small_csv, tmp_path):
+    data = tmp_path / "data.csv"
+    shutil.copy(small_csv, data)
+    before = data.read_text()
+    same = tmp_path / "." / ".." / tmp_path.name / "data.csv"
+    assert_one_line_error(run("export", "--format", "rasa", data, "-o", same), "is the input file")
+    assert data.read_text() == before
+    assert_one_line_error(run("export", "--format", "rasa", data, "-o", tmp_path), "is a folder")
+    assert_one_line_error(run("export", data, "-o", tmp_path / "nodir" / "x.yml"), "does not exist; create it")
 
 
 def test_export_to_an_unknown_format_is_refused(small_csv):

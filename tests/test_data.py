@@ -486,6 +486,49 @@ def test_broken_quotes_are_an_error_naming_the_line(tmp_path: Path) -> None:
     assert problems[0].message.startswith("malformed CSV") and "check the quotes" in problems[0].message
 
 
+def test_an_unclosed_quote_is_reported_on_the_row_it_opens(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", 'text,label\n"hi,greet\n' + "bye,farewell\n" * 50)
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert "quote opened on this row is never closed" in problems[0].message
+
+
+def test_a_text_over_the_csv_field_limit_is_reported_as_too_long(tmp_path: Path) -> None:
+    import csv
+
+    limit = csv.field_size_limit()
+    path = write(tmp_path, "data.csv", "text,label\nhi,greet\n" + "a" * (limit + 10) + ",long\nbye,farewell\n")
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 3, "error")]
+    assert f"a text of more than {limit} characters" in problems[0].message
+    assert "quote" not in problems[0].message.split(";")[0]
+
+
+def test_an_unknown_header_read_as_an_example_is_warned_about(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "foo,bar\nhi,greet\nhello,greet\nbye,farewell\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["foo", "hi", "hello", "bye"]
+    assert located(data.warnings) == [(str(path), 1, "warning")]
+    assert "(foo,bar) is read as an example, not a header" in data.warnings[0].message
+    assert load_dataset(path, header=True).warnings == [] and load_dataset(path, header=False).warnings == []
+
+
+def test_a_problem_repeated_on_many_lines_is_listed_ten_times_then_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.csv", "".join(f"text {i},label,extra\n" for i in range(30)) + "x,\n")
+
+    problems = load_errors(path)
+
+    assert [p.line for p in problems] == [*range(1, 11), None, 31]
+    assert problems[10].message == f"... and 20 more line(s) with: {problems[0].message}"
+    assert problems[0].message.startswith("a third column") and "empty label" in problems[11].message
+
+
 def test_one_text_with_two_labels_is_an_error_listing_both_lines(tmp_path: Path) -> None:
     path = write(tmp_path, "data.csv", "book it,flight\nother,misc\nbook it,hotel\n")
 

@@ -175,6 +175,13 @@ def test_exported_clusters_load_back_as_training_data(result, tmp_path, suffix):
     assert Counter(data.labels)["wake_up"] == result.clusters[0].distinct
 
 
+def test_exporting_an_unknown_cluster_names_the_clusters_there_are(result, tmp_path):
+    last = max(c.id for c in result.clusters)
+    with pytest.raises(ValueError, match=f"no cluster 99: the clusters are 0 to {last}"):
+        export_clusters(result, tmp_path / "new.csv", clusters=[0, 99])
+    assert not (tmp_path / "new.csv").exists()
+
+
 def test_the_store_is_read_whole_or_by_model_router_and_time(tmp_path):
     registry = Registry(f"sqlite:///{tmp_path / 'store.db'}")
     for text, model, router in [("a", "m1", "r1"), ("b", "m1", "r2"), ("a", "m2", "r1"), ("c", "m1", "r1")]:
@@ -249,6 +256,40 @@ def test_cli_discover_on_an_empty_store_says_so_in_one_line(known_model_dir, tmp
     assert unknown.returncode == 1 and "no-such-model" in unknown.stderr
     encoder = run("discover", "--model", known_model_dir, "--encoder", "tuned")
     assert encoder.returncode == 1 and "--encoder 'tuned': choose 'base' or 'model'" in encoder.stderr
+
+
+def test_cli_discover_checks_its_options_before_the_run(known_model_dir, pool_csv, tmp_path):
+    """A bad --export or --clusters stops the command at once, in one line, with no report written."""
+    from test_cli import run
+
+    out = tmp_path / "report.html"
+    for options, message in [
+        (["--export", tmp_path / "new.txt"], "export to a .csv, .tsv or .yml file"),
+        (["--export", tmp_path / "new.csv", "--clusters", "0,x"], "give cluster ids separated by commas"),
+        (["--clusters", "0"], "pass --export too"),
+        (["--export", tmp_path / "no-such-folder" / "new.csv"], "does not exist; create it first"),
+        (["--export", pool_csv], "is the input file"),
+    ]:
+        done = run("discover", "--model", known_model_dir, "--source", pool_csv, "--out", out, *options)
+        assert done.returncode == 1, options
+        assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, done.stderr
+        assert message in done.stderr
+    assert not out.exists()
+
+
+def test_cli_discover_of_an_unknown_cluster_id_keeps_the_report_and_names_the_clusters(
+    known_model_dir, pool_csv, tmp_path
+):
+    from test_cli import run
+
+    out = tmp_path / "report.html"
+    done = run("discover", "--model", known_model_dir, "--source", pool_csv, "--out", out,
+               "--export", tmp_path / "new.csv", "--clusters", "99")  # fmt: skip
+    assert done.returncode == 1
+    last = len(json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))["clusters"]) - 1
+    assert done.stderr.splitlines()[-1] == f"error: no cluster 99: the clusters are 0 to {last}"
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "new.csv").exists()
 
 
 def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_report(

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ from sentence_transformers import SentenceTransformer
 from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError, NotFittedError
 from intent_router.base_models import resolve_base_model
 from intent_router.head import LinearHead
+from intent_router.model_folder import ModelExistsError, remove_stale_partials, write_model_folder
 
 TEXTS = ["show me fares from boston to denver", "is there ground transportation in dallas", "which airline is ua"]
 
@@ -174,6 +180,70 @@ def test_a_failed_save_leaves_no_model_and_no_partial_folder(fitted, tmp_path, m
     with pytest.raises(OSError, match="disk full"):
         fitted.save(tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_of_two_saves_of_one_new_name_at_once_one_fails_and_the_other_is_kept_whole(fitted, tmp_path):
+    target = tmp_path / "race"
+    start, outcomes = threading.Barrier(2), []
+
+    def save() -> None:
+        start.wait()
+        try:
+            fitted.save(target)
+            outcomes.append("saved")
+        except ModelExistsError as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=save) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == sorted(["saved", f"{target} already exists; choose another name or overwrite it"])
+    assert [p.name for p in tmp_path.iterdir()] == ["race"]
+    assert IntentClassifier.load(target).predict(TEXTS) == fitted.predict(TEXTS)
+
+
+class BodyThenSomeoneElse:
+    """The real body's save, after which another writer's folder appears at ``target`` (a race, made sure)."""
+
+    def __init__(self, body, target, content: dict[str, str]):
+        self.body, self.target, self.content = body, target, content
+
+    def save(self, path: str) -> None:
+        self.body.save(path)
+        self.target.mkdir()
+        for name, text in self.content.items():
+            (self.target / name).write_text(text)
+
+
+@pytest.mark.parametrize("content", [{"theirs.txt": "another save's model"}, {}], ids=["full", "empty"])
+def test_a_folder_that_appears_during_a_save_is_not_replaced_without_overwrite(fitted, tmp_path, content):
+    target = tmp_path / "model"
+    body = BodyThenSomeoneElse(fitted.body_, target, content)
+    with pytest.raises(ModelExistsError, match="already exists"):
+        write_model_folder(target, body, fitted.head_, {"labels": fitted.labels_}, None)
+    assert sorted(p.name for p in target.iterdir()) == sorted(content)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_stale_partial_folders_of_dead_or_old_saves_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    partials = {
+        "dead": tmp_path / f".a.partial-{dead.stdout.strip()}-0123abcd",
+        "old": tmp_path / f".b.partial-{os.getpid()}-0123abcd",
+        "old-style": tmp_path / ".c.partial-0123abcd",
+        "live": tmp_path / f".d.partial-{os.getpid()}-4567cdef",
+        "recent-old-style": tmp_path / ".e.partial-4567cdef",
+    }
+    for folder in partials.values():
+        (folder / "sub").mkdir(parents=True)
+    two_hours_ago = time.time() - 7200
+    for key in ("old", "old-style"):
+        os.utime(partials[key], (two_hours_ago, two_hours_ago))
+    removed = remove_stale_partials(tmp_path)
+    assert sorted(removed) == sorted(partials[key] for key in ("dead", "old", "old-style"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(partials[k].name for k in ("live", "recent-old-style"))
 
 
 def test_overwrite_replaces_the_model_whole(fitted, tmp_path):
