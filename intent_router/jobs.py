@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .data import DataError, Dataset, Problem, parse_dataset
 from .model import IntentClassifier
-from .model_folder import remove_stale_partials
+from .model_folder import ModelExistsError, remove_stale_partials
 from .registry import Job, Registry
 
 log = logging.getLogger("intent_router.jobs")
@@ -93,8 +93,10 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
         classifier.fit(train, validation, progress=progress)
         if _progress(registry, job, "saving", 0.0) != "finetuning":
             raise JobCancelled
-        _check_name_free(models_dir, job.name)
-        path = classifier.save(models_dir / job.name)  # never over a folder made meanwhile (e.g. by the CLI)
+        try:  # never over a folder made meanwhile (e.g. by the CLI): the save claims its folder atomically
+            path = classifier.save(models_dir / job.name)
+        except ModelExistsError:
+            raise _name_in_use(models_dir, job.name) from None
         registry.add_model(job.name, str(path), classifier.labels_ or [], classifier.metrics_, classifier.info_)
         _progress(registry, job, "saving", 1.0)
         registry.finish_job(job.name, "completed", metrics=classifier.metrics_, job_id=job.id)
@@ -114,10 +116,14 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
 
 def _check_name_free(models_dir: Path, name: str) -> None:
     if (models_dir / name).exists():
-        raise NameInUse(
-            f"a model folder named {name!r} appeared in {models_dir} after this job was queued; "
-            "it was left as it is: start the job again under another name"
-        )
+        raise _name_in_use(models_dir, name)
+
+
+def _name_in_use(models_dir: Path, name: str) -> NameInUse:
+    return NameInUse(
+        f"a model folder named {name!r} appeared in {models_dir} after this job was queued; "
+        "it was left as it is: start the job again under another name"
+    )
 
 
 def _progress(registry: Registry, job: Job, stage: str, fraction: float) -> str:
