@@ -350,17 +350,15 @@ def _may_be_header(records: list[tuple[int, list[str]]]) -> bool:
 
 def _cap_repeats(problems: list[Problem]) -> list[Problem]:
     """A problem repeated on many lines: the first few, then one line counting the others."""
-    by_message: dict[str, list[Problem]] = {}
-    for problem in problems:
-        by_message.setdefault(problem.message, []).append(problem)
+    total = Counter(problem.message for problem in problems)
+    seen: Counter[str] = Counter()
     capped = []
     for problem in problems:
-        same = by_message[problem.message]
-        index = same.index(problem)
-        if index < SAME_PROBLEM_SHOWN:
+        seen[problem.message] += 1
+        if seen[problem.message] <= SAME_PROBLEM_SHOWN:
             capped.append(problem)
-        elif index == SAME_PROBLEM_SHOWN:
-            more = len(same) - SAME_PROBLEM_SHOWN
+        elif seen[problem.message] == SAME_PROBLEM_SHOWN + 1:
+            more = total[problem.message] - SAME_PROBLEM_SHOWN
             capped.append(Problem(problem.source, None, f"... and {more} more line(s) with: {problem.message}"))
     return capped
 
