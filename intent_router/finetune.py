@@ -26,6 +26,8 @@ from sentence_transformers.base.training_args import BatchSamplers
 from sentence_transformers.sentence_transformer import losses
 from transformers import PrinterCallback, TrainerCallback
 
+DEFAULT_MARGIN = 0.5  # the triplet margin, a cosine distance; see README, How it trains
+
 # progress(stage, fraction): stage is a short name ("fine-tuning", "head", ...), fraction in 0..1
 ProgressCallback = Callable[[str, float], None]
 
@@ -37,7 +39,7 @@ class FinetuneSettings:
     steps: int | None = None
     batch_size: int = 32
     learning_rate: float = 5e-5
-    margin: float = 0.5
+    margin: float = DEFAULT_MARGIN
     seed: int = 0
     freeze_word_embeddings: bool = True
 

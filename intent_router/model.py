@@ -43,7 +43,7 @@ from .data import (
     train_validation_split,
     unicode_problem,
 )
-from .finetune import FinetuneSettings, ProgressCallback, finetune_body
+from .finetune import DEFAULT_MARGIN, FinetuneSettings, ProgressCallback, finetune_body
 from .head import LinearHead, SigmoidHead
 from .metrics import classification_metrics, confidence_threshold, label_thresholds, multilabel_metrics
 from .model_folder import ModelFolderError, read_model_folder, write_model_folder
@@ -83,6 +83,7 @@ class IntentClassifier:
         steps: int | None = None,
         batch_size: int = 32,
         learning_rate: float = 5e-5,
+        margin: float | None = None,
         seed: int = 0,
         validation_fraction: float = 0.2,
         allow_rare_labels: bool = False,
@@ -95,7 +96,12 @@ class IntentClassifier:
     ):
         self.base_model = base_model
         self.layers = layers  # keep the base model's first N transformer layers; None: all of them
-        self.settings = FinetuneSettings(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+        margin = DEFAULT_MARGIN if margin is None else margin  # None: the library's default
+        if not 0 < margin <= 2:
+            raise ValueError(f"margin is {margin}: give the triplet margin, a cosine distance above 0 and at most 2")
+        self.settings = FinetuneSettings(
+            steps=steps, batch_size=batch_size, learning_rate=learning_rate, margin=margin, seed=seed
+        )
         self.validation_fraction = validation_fraction
         self.allow_rare_labels = allow_rare_labels
         self.multilabel = multilabel

@@ -163,6 +163,12 @@ def test_train_refuses_negative_steps_and_seed_naming_the_option(small_csv, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_refuses_a_margin_out_of_range_in_one_line(small_csv, tmp_path):
+    result = run("train", small_csv, "--name", "x", "--margin", "0", "--models-dir", tmp_path)
+    assert_one_line_error(result, "margin is 0.0: give the triplet margin")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_database_that_cannot_be_used_is_a_one_line_error(tmp_path):
     not_a_database = tmp_path / "bad.db"
     not_a_database.write_text("not a database")

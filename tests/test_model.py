@@ -92,6 +92,17 @@ def test_same_seed_gives_the_same_model(small_split):
     np.testing.assert_allclose(first.predict_proba(TEXTS), second.predict_proba(TEXTS), atol=1e-5)
 
 
+def test_the_triplet_margin_is_a_setting_that_changes_fine_tuning_and_is_recorded(small_split):
+    train, _ = small_split
+    default = IntentClassifier(steps=2, seed=3).fit(train)
+    tight = IntentClassifier(steps=2, seed=3, margin=0.2).fit(train)
+    assert default.info_["fine_tuning"]["margin"] == 0.5 and tight.info_["fine_tuning"]["margin"] == 0.2
+    assert not np.allclose(default.embed(TEXTS), tight.embed(TEXTS), atol=1e-4)
+    for margin in (0, -0.1, 2.5):
+        with pytest.raises(ValueError, match=f"margin is {margin}: give the triplet margin"):
+            IntentClassifier(margin=margin)
+
+
 def test_given_validation_set_is_used_instead_of_a_split_and_progress_is_reported(small_split):
     train, held_out = small_split
     calls: list[tuple[str, float]] = []

@@ -159,6 +159,7 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
     settings = {
         "steps": body.steps,
         "seed": body.seed,
+        **({"margin": body.margin} if body.margin is not None else {}),
         "allow_rare_labels": body.allow_rare_labels,
         "multilabel": body.multilabel,
         "clean_text": body.clean_text,

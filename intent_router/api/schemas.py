@@ -148,6 +148,9 @@ class FinetuneRequest(BaseModel):
     validation_dataset: str | None = None
     steps: int | None = Field(None, ge=0, le=20000)
     seed: int = 0
+    margin: float | None = Field(
+        None, gt=0, le=2, description="triplet margin of fine-tuning (a cosine distance); default: the library's, 0.5"
+    )
     allow_rare_labels: bool = False
     multilabel: bool = Field(False, description="each text has a set of labels, each predicted on its own")
     clean_text: bool = Field(False, description="remove markup, links and stray symbols at training and inference")
