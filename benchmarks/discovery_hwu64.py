@@ -68,14 +68,14 @@ def only(dataset: Dataset, intents: set[str], keep: bool) -> Dataset:
     return dataset.subset([i for i, y in enumerate(dataset.labels) if (y in intents) == keep])
 
 
-def model_for(seed: int, train: Dataset, valid: Dataset, models: Path, steps: int | None):
+def model_for(seed: int, train: Dataset, valid: Dataset, models: Path, steps: int | None, margin: float | None):
     """The seed's model as the router and ``intent-router discover`` load it: from its folder, on its
     default inference backend (fitted now, and saved, unless the folder exists)."""
     path = models / f"hwu64-seed{seed}"
     seconds = 0.0
     if not path.is_dir():
         started = time.perf_counter()
-        model = IntentClassifier(seed=seed, steps=steps).fit(train, valid)
+        model = IntentClassifier(seed=seed, steps=steps, margin=margin).fit(train, valid)
         seconds = time.perf_counter() - started
         model.save(path)
     return IntentClassifier.load(path), seconds
@@ -88,13 +88,14 @@ def run_seed(
     test: Dataset,
     models: Path,
     steps: int | None,
+    margin: float | None,
     similarity_percentile: float | None,
 ) -> dict:
     intents = sorted(set(train.labels))
     rng = np.random.default_rng(seed)
     held_out = set(rng.choice(intents, round(HELD_OUT_SHARE * len(intents)), replace=False).tolist())
     known_valid = only(valid, held_out, keep=False)
-    model, fit_seconds = model_for(seed, only(train, held_out, keep=False), known_valid, models, steps)
+    model, fit_seconds = model_for(seed, only(train, held_out, keep=False), known_valid, models, steps, margin)
     # For comparison with the issue's frozen baseline: the 10th percentile of validation confidence.
     p10 = float(np.percentile(model.predict_proba(known_valid.texts).max(axis=1), 10))
     traffic = test.texts + only(train, held_out, keep=True).texts
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: scaled, at most 400)")
+    parser.add_argument("--margin", type=float, default=None, help="fine-tuning's triplet margin (default: 0.5)")
     parser.add_argument(
         "--models", type=Path, default=None, help="save fitted models here and reuse them (default: a temporary folder)"
     )
@@ -206,7 +208,7 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory()
     models = args.models or Path(scratch.name)
     for seed in args.seeds:
-        rows.append(run_seed(seed, train, valid, test, models, args.steps, args.similarity_percentile))
+        rows.append(run_seed(seed, train, valid, test, models, args.steps, args.margin, args.similarity_percentile))
         print(f"seed {seed} done: " + ", ".join(f"{k}={_cell(k, rows[-1][k])}" for k, _ in COLUMNS), flush=True)
     print_table(rows)
     if not args.no_timing:
