@@ -49,8 +49,11 @@ asyncio.run(main())
 
 
 def rasa_env(key: str) -> dict[str, str]:
+    # The component of this checkout, not the one installed (editable) in the Rasa environment.
+    component = [str(ROOT / "rasa_component"), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join(component),
         "INTENT_ROUTER_API_KEY": key,
         "RASA_TELEMETRY_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "3",
