@@ -48,6 +48,24 @@ asyncio.run(main())
 """
 
 
+PROCESS = """
+import json, logging, sys
+from rasa.shared.nlu.training_data.message import Message
+from rasa_component import IntentRouterClassifier
+
+logging.basicConfig(level=logging.WARNING)
+results = []
+for config, model, texts in json.loads(sys.argv[1]):
+    try:
+        component = IntentRouterClassifier({**IntentRouterClassifier.get_default_config(), **config}, None, None, model)
+        messages = component.process([Message.build(text=text) for text in texts])
+        results.append([{"intent": m.get("intent"), "intent_ranking": m.get("intent_ranking")} for m in messages])
+    except Exception as error:
+        results.append({"error": f"{type(error).__name__}: {error}"})
+print("PROCESSED " + json.dumps(results))
+"""
+
+
 def rasa_env(key: str) -> dict[str, str]:
     # The component of this checkout, not the one installed (editable) in the Rasa environment.
     component = [str(ROOT / "rasa_component"), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -86,6 +104,21 @@ def parse(project: Path, key: str, requests: list[tuple[str, str]]) -> tuple[lis
     lines = [line for line in result.stdout.splitlines() if line.startswith("PARSED ")]
     assert lines, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("PARSED ")), result.stdout + result.stderr
+
+
+def process(key: str, calls: list[tuple[dict, dict | None, list[str]]]) -> tuple[list, str]:
+    """For each (config, model, texts), the component made in Rasa's environment processes the texts
+    in one batch; the messages' intent and intent_ranking (or the error), and the log."""
+    result = subprocess.run(
+        [str(RASA_VENV / "bin" / "python"), "-c", PROCESS, json.dumps(calls)],
+        env=rasa_env(key),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("PROCESSED ")]
+    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(lines[-1].removeprefix("PROCESSED ")), result.stdout + result.stderr
 
 
 def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) -> Path:
@@ -245,6 +278,56 @@ def test_rasa_train_with_the_service_down_stops_with_a_clear_error(rasa_venv, ad
 
     assert f"intent-router service at {url} did not answer GET /v1/models/rasa-" in result.stdout + result.stderr
     assert not (project / "models").exists() or not any((project / "models").iterdir())
+
+
+@pytest.fixture(scope="module")
+def served(trained, server, admin_key) -> tuple[dict, dict]:
+    """The component's config against the test service, and the model `rasa train nlu` made there."""
+    (job,) = finetunes(server, admin_key)
+    config = {"url": server.url, "timeout": 4.0, "low_confidence_threshold": 1.0}
+    return config, {"name": job["name"], "labels": INTENTS, "intents": {i: i for i in INTENTS}}
+
+
+def test_rasa_train_refuses_an_unknown_option_naming_it(rasa_venv, server, admin_key, nlu_files, home):
+    project = write_project(home / "bot-typo", server.url, *nlu_files, ranking_lenght=3)
+
+    result = rasa(project, admin_key, "train", "nlu", ok=False)
+
+    log = result.stdout + result.stderr
+    assert "unknown option 'ranking_lenght'; did you mean 'ranking_length'? the options are url," in log
+
+
+def test_bad_option_values_are_refused_when_the_component_is_made(served, admin_key):
+    config, model = served
+    bad = {
+        "retries": -1,
+        "low_confidence_threshold": 1.5,
+        "model": "../models/hwu",
+        "timeout": "3",
+        "ranking_length": -1,
+        "record_low_confidnce": False,
+        "on_error": "ignore",
+    }
+
+    results, _ = process(
+        admin_key, [({**config, key: value}, model, ["fares to denver"]) for key, value in bad.items()]
+    )
+
+    for (key, value), result in zip(bad.items(), results, strict=True):
+        assert result["error"].startswith("InvalidConfigException: IntentRouterClassifier in config.yml: ")
+        assert f"{key} is {value!r}; " in result["error"] or f"unknown option {key!r}" in result["error"]
+    assert "timeout is '3'; give a number above 0" in results[3]["error"]
+    assert "did you mean 'record_low_confidence'?" in results[5]["error"]
+
+
+def test_the_component_checks_model_names_and_steps_with_the_service_rules():
+    from intent_router.api.schemas import MODEL_NAME, FinetuneRequest
+
+    config = (ROOT / "rasa_component" / "rasa_component" / "config.py").read_text()
+    max_steps = next(m.le for m in FinetuneRequest.model_fields["steps"].metadata if hasattr(m, "le"))
+
+    assert f'MODEL_NAME = re.compile(r"{MODEL_NAME}")' in config
+    assert f"MAX_STEPS = {max_steps}" in config
 
 
 def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, retrained, server, admin_key):

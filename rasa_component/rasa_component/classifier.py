@@ -24,10 +24,11 @@ from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from .config import DEFAULTS, check_config
+
 logger = logging.getLogger(f"rasa.{__name__}")  # under "rasa": Rasa's --verbose, --debug and LOG_LEVEL apply
 
 MODEL_FILE = "intent_router.json"
-ON_ERROR = ("empty", "raise")
 MAX_BATCH = 96  # texts per /v1/classify call: the service's default limit
 NO_INTENT: Tuple[Dict[str, Any], List[Dict[str, Any]]] = ({"name": None, "confidence": 0.0}, [])
 
@@ -49,28 +50,10 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
 
     @staticmethod
     def get_default_config() -> Dict[str, Any]:
-        return {
-            "url": "http://127.0.0.1:8000",  # the router service
-            "api_key_env": "INTENT_ROUTER_API_KEY",  # environment variable holding the API key
-            "model": None,  # a model already fine-tuned in the service: no training in Rasa
-            "base_model": "english-small",
-            "steps": None,  # fine-tuning steps; None: the service scales them to the data
-            "seed": 0,
-            "allow_rare_labels": False,  # train on intents with a single example
-            "multilabel": False,  # flight+airfare is two labels, each predicted on its own
-            "ranking_length": 10,  # intents in intent_ranking; 0: all of them
-            "timeout": 3.0,  # seconds per classify attempt
-            "retries": 1,  # further attempts after a failed classify call
-            "on_error": "empty",  # service down at inference: "empty" (no intent) or "raise"
-            "record_low_confidence": True,  # send unsure messages to the service's low-confidence store
-            "low_confidence_threshold": None,  # None: the model's fitted threshold
-            "poll_seconds": 2.0,  # how often training checks the fine-tune
-            "train_timeout": 3600.0,  # seconds to wait for a fine-tune
-        }
+        return dict(DEFAULTS)
 
     def __init__(self, config: Dict[str, Any], model_storage: ModelStorage, resource: Resource, model: Optional[Dict]):
-        if config["on_error"] not in ON_ERROR:
-            raise ValueError(f"IntentRouterClassifier: on_error is {config['on_error']!r}; use one of {ON_ERROR}")
+        check_config(config)
         key = os.environ.get(config["api_key_env"])
         if not key:
             raise IntentRouterError(
