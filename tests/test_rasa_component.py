@@ -135,6 +135,7 @@ def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) ->
         "timeout": 4.0,  # the 2 cores are shared: a forward pass can take seconds under load
         "retries": 1,
         "low_confidence_threshold": 1.0,  # every message reaches the low-confidence store
+        "max_text_chars": 500,  # tests/server.py's INTENT_ROUTER_MAX_TEXT_CHARS
         **settings,
     }
     config = {
@@ -284,8 +285,14 @@ def test_rasa_train_with_the_service_down_stops_with_a_clear_error(rasa_venv, ad
 def served(trained, server, admin_key) -> tuple[dict, dict]:
     """The component's config against the test service, and the model `rasa train nlu` made there."""
     (job,) = finetunes(server, admin_key)
-    config = {"url": server.url, "timeout": 4.0, "low_confidence_threshold": 1.0}
+    config = {"url": server.url, "timeout": 4.0, "low_confidence_threshold": 1.0, "max_text_chars": 500}
     return config, {"name": job["name"], "labels": INTENTS, "intents": {i: i for i in INTENTS}}
+
+
+def classify_calls(server, status: int) -> int:
+    """How many /v1/classify calls the service has answered with this status (its access log)."""
+    log = (server.home / f"server-{server.port}.log").read_text()
+    return log.count(f'"POST /v1/classify HTTP/1.1" {status}')
 
 
 def test_rasa_train_refuses_an_unknown_option_naming_it(rasa_venv, server, admin_key, nlu_files, home):
@@ -328,6 +335,35 @@ def test_the_component_checks_model_names_and_steps_with_the_service_rules():
 
     assert f'MODEL_NAME = re.compile(r"{MODEL_NAME}")' in config
     assert f"MAX_STEPS = {max_steps}" in config
+
+
+def test_a_text_over_the_service_limit_is_classified_on_its_first_characters(served, admin_key):
+    config, model = served
+    texts = ["show me fares from boston to denver", "what is the cheapest fare to denver " * 70, "limo in dallas"]
+
+    (messages,), log = process(admin_key, [({**config, "on_error": "raise"}, model, texts)])
+
+    assert [m["intent"]["name"] in INTENTS for m in messages] == [True, True, True], log[-3000:]
+    assert f"a message of {len(texts[1].strip())} characters is classified on its first 500" in log
+
+
+def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(served, server, admin_key):
+    config, model = served
+    refused_key, too_long = classify_calls(server, 401), classify_calls(server, 422)
+    calls = [
+        ({**config, "retries": 3}, model, ["fares to denver", "limo in dallas"]),  # with a key the service refuses
+        ({**config, "retries": 3, "max_text_chars": 2000}, model, ["fares to denver " * 40]),  # the service's is 500
+    ]
+
+    (wrong_key,), log = process("not-a-key", calls[:1])
+    (over_limit,), log_over = process(admin_key, calls[1:])
+
+    assert [m["intent"]["name"] for m in wrong_key] == [None, None]
+    assert [m["intent"]["name"] for m in over_limit] == [None]
+    assert "refused the key in INTENT_ROUTER_API_KEY" in log and "2 message(s) get no intent" in log
+    assert "failed (422)" in log_over and "at most 500 per text" in log_over
+    assert "until it answers again" not in log + log_over
+    assert classify_calls(server, 401) == refused_key + 1 and classify_calls(server, 422) == too_long + 1
 
 
 def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, retrained, server, admin_key):

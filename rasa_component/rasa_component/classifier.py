@@ -36,6 +36,15 @@ NO_INTENT: Tuple[Dict[str, Any], List[Dict[str, Any]]] = ({"name": None, "confid
 class IntentRouterError(RuntimeError):
     """The intent-router service cannot be reached, refused a call, or failed a fine-tune."""
 
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status of the service's answer; None: no answer
+
+    @property
+    def outage(self) -> bool:
+        """No answer or a server error, worth trying again; a 4xx is a mistake in the call itself."""
+        return self.status is None or self.status >= 500
+
 
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
 class IntentRouterClassifier(IntentClassifier, GraphComponent):
@@ -161,23 +170,37 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     # -- inference ------------------------------------------------------------------------------
 
     def process(self, messages: List[Message]) -> List[Message]:
-        """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch."""
+        """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch.
+
+        A text longer than ``max_text_chars`` is classified on its first ``max_text_chars`` characters.
+        """
         texts = [(m.get(TEXT) or "").strip() for m in messages]
-        to_classify = [t for t in texts if t] if self.model else []
+        wanted = [bool(text) for text in texts] if self.model else [False] * len(texts)
+        to_classify = [self.shortened(text) for text, want in zip(texts, wanted) if want]
         rankings = []
         for start in range(0, len(to_classify), MAX_BATCH):
             rankings += self.classify(to_classify[start : start + MAX_BATCH])
         ranked = iter(rankings)
-        for message, text in zip(messages, texts):
-            intent, ranking = next(ranked, NO_INTENT) if text else NO_INTENT
+        for message, want in zip(messages, wanted):
+            intent, ranking = next(ranked) if want else NO_INTENT
             length = self.config["ranking_length"]
             message.set(INTENT, intent, add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking[:length] if length else ranking, add_to_output=True)
         return messages
 
+    def shortened(self, text: str) -> str:
+        """The text, or its first ``max_text_chars`` characters: the service refuses longer ones."""
+        limit = self.config["max_text_chars"]
+        if len(text) > limit:
+            logger.warning(f"intent-router: a message of {len(text)} characters is classified on its first {limit}")
+        return text[:limit]
+
     def classify(self, texts: List[str]) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
         """Each text's intent and its intents, most confident first; no intent if the service fails
-        and on_error is empty. A multilabel model's intent is its predicted set (see ``predicted_set``)."""
+        and on_error is empty. A multilabel model's intent is its predicted set (see ``predicted_set``).
+
+        Only an outage (no answer, or a 5xx) is tried again and logged as one; a refusal (4xx: a bad
+        key, an unknown model) is logged each time, as it will not go away on its own."""
         assert self.model is not None
         body: Dict[str, Any] = {"model": self.model["name"], "inputs": texts}
         if self.config["record_low_confidence"]:
@@ -188,13 +211,15 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
                 answer = self.call("POST", "/v1/classify", json=body, timeout=self.config["timeout"])
                 break
             except IntentRouterError as error:
-                if attempt + 1 < attempts:
+                if error.outage and attempt + 1 < attempts:
                     continue
                 if self.config["on_error"] == "raise":
                     raise
-                if not self.failing:
+                if not error.outage:
+                    logger.error(f"{error}; {len(texts)} message(s) get no intent (on_error: empty)")
+                elif not self.failing:
                     logger.error(f"{error}; predicting no intent until it answers again (on_error: empty)")
-                self.failing = True
+                    self.failing = True
                 return [NO_INTENT for _ in texts]
         if self.failing:
             logger.warning(f"intent-router at {self.url} answers again")
@@ -223,10 +248,13 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         if response.status_code in (401, 403):
             raise IntentRouterError(
                 f"intent-router refused the key in {self.config['api_key_env']} for {method} {path} "
-                f"({response.status_code}): training needs an admin key, inference an inference or admin key"
+                f"({response.status_code}): training needs an admin key, inference an inference or admin key",
+                response.status_code,
             )
         if response.status_code >= 400:
-            raise IntentRouterError(f"intent-router: {method} {path} failed ({response.status_code}): {response.text}")
+            raise IntentRouterError(
+                f"intent-router: {method} {path} failed ({response.status_code}): {response.text}", response.status_code
+            )
         return response.json()
 
 
