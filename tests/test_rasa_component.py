@@ -289,6 +289,13 @@ def served(trained, server, admin_key) -> tuple[dict, dict]:
     return config, {"name": job["name"], "labels": INTENTS, "intents": {i: i for i in INTENTS}}
 
 
+def low_confidence_texts(server, key) -> set[str]:
+    store = httpx.get(
+        f"{server.url}/v1/low-confidence", headers={"Authorization": f"Bearer {key}"}, params={"limit": 1000}
+    ).json()
+    return {item["text"] for item in store["items"]}
+
+
 def classify_calls(server, status: int) -> int:
     """How many /v1/classify calls the service has answered with this status (its access log)."""
     log = (server.home / f"server-{server.port}.log").read_text()
@@ -364,6 +371,19 @@ def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(serv
     assert "failed (422)" in log_over and "at most 500 per text" in log_over
     assert "until it answers again" not in log + log_over
     assert classify_calls(server, 401) == refused_key + 1 and classify_calls(server, 422) == too_long + 1
+
+
+def test_slash_messages_are_left_to_rasa_and_not_recorded(served, server, admin_key):
+    config, model = served
+    texts = ["/restart", '/inform{"city": "paris"}', "a cheap fare to boston please"]
+
+    (messages,), _ = process(admin_key, [(config, model, texts)])
+
+    assert [m["intent"]["name"] for m in messages[:2]] == [None, None]
+    assert [m["intent_ranking"] for m in messages[:2]] == [[], []]
+    assert messages[2]["intent"]["name"] in INTENTS
+    recorded = low_confidence_texts(server, admin_key)
+    assert texts[2] in recorded and not recorded & set(texts[:2])
 
 
 def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, retrained, server, admin_key):

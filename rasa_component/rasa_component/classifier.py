@@ -172,10 +172,13 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     def process(self, messages: List[Message]) -> List[Message]:
         """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch.
 
-        A text longer than ``max_text_chars`` is classified on its first ``max_text_chars`` characters.
+        A text that starts with ``/`` (``/restart``, a button's ``/inform{"city": "paris"}``) names
+        its intent itself: it gets no intent here, is not sent to the service (so not recorded as
+        unsure) and Rasa's RegexMessageHandler sets its intent. A text longer than ``max_text_chars``
+        is classified on its first ``max_text_chars`` characters.
         """
         texts = [(m.get(TEXT) or "").strip() for m in messages]
-        wanted = [bool(text) for text in texts] if self.model else [False] * len(texts)
+        wanted = [bool(text) and not text.startswith("/") for text in texts] if self.model else [False] * len(texts)
         to_classify = [self.shortened(text) for text, want in zip(texts, wanted) if want]
         rankings = []
         for start in range(0, len(to_classify), MAX_BATCH):
