@@ -423,22 +423,61 @@ def _read_rasa_yaml(text: str, source: str, problems: list[Problem]) -> list[_Ro
         if intent is None:
             continue  # synonyms, regexes and lookups carry no labelled examples
         block = _mapping_get(item, "examples")
-        if not isinstance(intent, yaml.ScalarNode) or not isinstance(block, yaml.ScalarNode):
+        if isinstance(intent, yaml.ScalarNode) and isinstance(block, yaml.ScalarNode):
+            examples = _rasa_block_examples(block, source, problems)
+        elif isinstance(intent, yaml.ScalarNode) and isinstance(block, yaml.SequenceNode):
+            examples = _rasa_list_examples(block, source, problems)
+        else:
             problems.append(
-                Problem(source, item.start_mark.line + 1, "an intent needs a name and an 'examples: |' block")
+                Problem(
+                    source,
+                    item.start_mark.line + 1,
+                    "an intent needs a name and its examples: an 'examples: |' block or a list of '- text: ...'",
+                )
             )
             continue
-        first_line = block.start_mark.line + (2 if block.style == "|" else 1)
-        for offset, content in enumerate(block.value.splitlines()):
-            stripped = content.strip()
-            if not stripped:
+        for line, utterance in examples:
+            if not utterance:
+                problems.append(Problem(source, line, "empty example skipped", "warning"))
                 continue
-            if not stripped.startswith("- "):
-                problems.append(Problem(source, first_line + offset, "each example starts with '- '"))
-                continue
-            utterance = _RASA_ENTITY.sub(r"\1", stripped[2:])
-            rows.append((first_line + offset, utterance, parse_labels(intent.value)))
+            rows.append((line, _RASA_ENTITY.sub(r"\1", utterance), parse_labels(intent.value)))
     return rows
+
+
+def _rasa_block_examples(block: yaml.ScalarNode, source: str, problems: list[Problem]) -> list[tuple[int, str]]:
+    """Each line of an ``examples: |`` block that starts with ``-``, without it, as Rasa reads them:
+    Rasa skips (with a warning) a line without the ``-``, and reads ``-hello`` as ``hello``."""
+    first_line = block.start_mark.line + (2 if block.style == "|" else 1)
+    examples = []
+    for offset, content in enumerate(block.value.splitlines()):
+        if not content.strip():
+            continue
+        if not content.startswith("-"):
+            problems.append(
+                Problem(source, first_line + offset, "an example that does not start with '-' is skipped", "warning")
+            )
+            continue
+        examples.append((first_line + offset, content[1:].strip()))
+    return examples
+
+
+def _rasa_list_examples(block: yaml.SequenceNode, source: str, problems: list[Problem]) -> list[tuple[int, str]]:
+    """The texts of an examples list, Rasa's form for examples with metadata (which is not kept here)::
+
+    examples:
+    - text: |
+        hello
+      metadata:
+        sentiment: neutral
+    """
+    examples = []
+    for item in block.value:
+        text = _mapping_get(item, "text")
+        if not isinstance(text, yaml.ScalarNode):
+            problems.append(Problem(source, item.start_mark.line + 1, "an item of an examples list needs 'text:'"))
+            continue
+        examples.append((text.start_mark.line + (2 if text.style == "|" else 1), text.value.strip()))
+    return examples
 
 
 # Characters a one-line example of a Rasa block cannot hold: line breaks (YAML's and Python's

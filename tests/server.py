@@ -27,6 +27,7 @@ class Server:
             "HF_HUB_OFFLINE": "1",
             "INTENT_ROUTER_MAX_UPLOAD_BYTES": "200000",
             "INTENT_ROUTER_MAX_TEXT_CHARS": "500",
+            "PYTHONUNBUFFERED": "1",  # uvicorn's access lines reach self.log as each request ends
         }
         self.log = open(home / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

@@ -325,13 +325,53 @@ def test_rasa_file_without_an_nlu_list_is_a_clear_error(tmp_path: Path, content:
     assert "top-level 'nlu:' list" in problems[0].message
 
 
-def test_rasa_example_without_a_dash_names_its_line(tmp_path: Path) -> None:
+def test_rasa_example_without_a_dash_is_skipped_with_a_warning_as_rasa_does(tmp_path: Path) -> None:
     path = write(tmp_path, "nlu.yml", "nlu:\n- intent: greet\n  examples: |\n    - hi\n    hello\n")
+
+    data = load_dataset(path)
+
+    assert data.texts == ["hi"]
+    assert located(data.warnings) == [(str(path), 5, "warning")]
+    assert "does not start with '-'" in data.warnings[0].message
+
+
+def test_rasa_dash_without_a_space_and_empty_examples_are_read_as_rasa_reads_them(tmp_path: Path) -> None:
+    content = "nlu:\n- intent: greet\n  examples: |\n    - hi\n    - \n    -\n    -hello\n"
+    path = write(tmp_path, "nlu.yml", content)
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.text) for e in data.examples] == [(4, "hi"), (7, "hello")]
+    assert located(data.warnings) == [(str(path), 5, "warning"), (str(path), 6, "warning")]
+    assert data.warnings[0].message == "empty example skipped"
+
+
+def test_rasa_examples_with_metadata_are_read_with_their_line_numbers(tmp_path: Path) -> None:
+    content = (
+        'version: "3.1"\nnlu:\n- intent: greet\n  metadata:\n    sentiment: positive\n  examples:\n'
+        "  - text: |\n      hello\n    metadata:\n      sentiment: neutral\n"
+        "  - text: good [morning](time)\n"
+        "- intent: bye\n  examples: |\n    - see you\n"
+    )
+    path = write(tmp_path, "nlu.yml", content)
+
+    data = load_dataset(path)
+
+    assert [(e.line, e.text, e.label) for e in data.examples] == [
+        (8, "hello", "greet"),
+        (11, "good morning", "greet"),
+        (14, "see you", "bye"),
+    ]
+    assert data.warnings == []
+
+
+def test_rasa_examples_list_item_without_text_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "nlu.yml", "nlu:\n- intent: greet\n  examples:\n  - text: hi\n  - hello\n")
 
     problems = load_errors(path)
 
     assert located(problems) == [(str(path), 5, "error")]
-    assert "starts with '- '" in problems[0].message
+    assert "needs 'text:'" in problems[0].message
 
 
 def test_rasa_intent_without_an_examples_block_names_its_line(tmp_path: Path) -> None:
@@ -340,7 +380,7 @@ def test_rasa_intent_without_an_examples_block_names_its_line(tmp_path: Path) ->
     problems = load_errors(path)
 
     assert located(problems) == [(str(path), 5, "error")]
-    assert "'examples: |' block" in problems[0].message
+    assert "'examples: |' block or a list of '- text: ...'" in problems[0].message
 
 
 # --- Rasa NLU export ----------------------------------------------------------------------------------

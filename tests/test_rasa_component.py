@@ -48,9 +48,30 @@ asyncio.run(main())
 """
 
 
+PROCESS = """
+import json, logging, sys
+from rasa.shared.nlu.training_data.message import Message
+from rasa_component import IntentRouterClassifier
+
+logging.basicConfig(level=logging.WARNING)
+results = []
+for config, model, texts in json.loads(sys.argv[1]):
+    try:
+        component = IntentRouterClassifier({**IntentRouterClassifier.get_default_config(), **config}, None, None, model)
+        messages = component.process([Message.build(text=text) for text in texts])
+        results.append([{"intent": m.get("intent"), "intent_ranking": m.get("intent_ranking")} for m in messages])
+    except Exception as error:
+        results.append({"error": f"{type(error).__name__}: {error}"})
+print("PROCESSED " + json.dumps(results))
+"""
+
+
 def rasa_env(key: str) -> dict[str, str]:
+    # The component of this checkout, not the one installed (editable) in the Rasa environment.
+    component = [str(ROOT / "rasa_component"), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join(component),
         "INTENT_ROUTER_API_KEY": key,
         "RASA_TELEMETRY_ENABLED": "false",
         "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -85,6 +106,21 @@ def parse(project: Path, key: str, requests: list[tuple[str, str]]) -> tuple[lis
     return json.loads(lines[-1].removeprefix("PARSED ")), result.stdout + result.stderr
 
 
+def process(key: str, calls: list[tuple[dict, dict | None, list[str]]]) -> tuple[list, str]:
+    """For each (config, model, texts), the component made in Rasa's environment processes the texts
+    in one batch; the messages' intent and intent_ranking (or the error), and the log."""
+    result = subprocess.run(
+        [str(RASA_VENV / "bin" / "python"), "-c", PROCESS, json.dumps(calls)],
+        env=rasa_env(key),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("PROCESSED ")]
+    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(lines[-1].removeprefix("PROCESSED ")), result.stdout + result.stderr
+
+
 def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) -> Path:
     (project / "data").mkdir(parents=True)
     (project / "data" / "nlu.yml").write_text(nlu.read_text())
@@ -99,6 +135,7 @@ def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) ->
         "timeout": 4.0,  # the 2 cores are shared: a forward pass can take seconds under load
         "retries": 1,
         "low_confidence_threshold": 1.0,  # every message reaches the low-confidence store
+        "max_text_chars": 500,  # tests/server.py's INTENT_ROUTER_MAX_TEXT_CHARS
         **settings,
     }
     config = {
@@ -242,6 +279,111 @@ def test_rasa_train_with_the_service_down_stops_with_a_clear_error(rasa_venv, ad
 
     assert f"intent-router service at {url} did not answer GET /v1/models/rasa-" in result.stdout + result.stderr
     assert not (project / "models").exists() or not any((project / "models").iterdir())
+
+
+@pytest.fixture(scope="module")
+def served(trained, server, admin_key) -> tuple[dict, dict]:
+    """The component's config against the test service, and the model `rasa train nlu` made there."""
+    (job,) = finetunes(server, admin_key)
+    config = {"url": server.url, "timeout": 4.0, "low_confidence_threshold": 1.0, "max_text_chars": 500}
+    return config, {"name": job["name"], "labels": INTENTS, "intents": {i: i for i in INTENTS}}
+
+
+def low_confidence_texts(server, key) -> set[str]:
+    store = httpx.get(
+        f"{server.url}/v1/low-confidence", headers={"Authorization": f"Bearer {key}"}, params={"limit": 1000}
+    ).json()
+    return {item["text"] for item in store["items"]}
+
+
+def classify_calls(server, status: int) -> int:
+    """How many /v1/classify calls the service has answered with this status (its access log)."""
+    log = (server.home / f"server-{server.port}.log").read_text()
+    return log.count(f'"POST /v1/classify HTTP/1.1" {status}')
+
+
+def test_rasa_train_refuses_an_unknown_option_naming_it(rasa_venv, server, admin_key, nlu_files, home):
+    project = write_project(home / "bot-typo", server.url, *nlu_files, ranking_lenght=3)
+
+    result = rasa(project, admin_key, "train", "nlu", ok=False)
+
+    log = result.stdout + result.stderr
+    assert "unknown option 'ranking_lenght'; did you mean 'ranking_length'? the options are url," in log
+
+
+def test_bad_option_values_are_refused_when_the_component_is_made(served, admin_key):
+    config, model = served
+    bad = {
+        "retries": -1,
+        "low_confidence_threshold": 1.5,
+        "model": "../models/hwu",
+        "timeout": "3",
+        "ranking_length": -1,
+        "record_low_confidnce": False,
+        "on_error": "ignore",
+    }
+
+    results, _ = process(
+        admin_key, [({**config, key: value}, model, ["fares to denver"]) for key, value in bad.items()]
+    )
+
+    for (key, value), result in zip(bad.items(), results, strict=True):
+        assert result["error"].startswith("InvalidConfigException: IntentRouterClassifier in config.yml: ")
+        assert f"{key} is {value!r}; " in result["error"] or f"unknown option {key!r}" in result["error"]
+    assert "timeout is '3'; give a number above 0" in results[3]["error"]
+    assert "did you mean 'record_low_confidence'?" in results[5]["error"]
+
+
+def test_the_component_checks_model_names_and_steps_with_the_service_rules():
+    from intent_router.api.schemas import MODEL_NAME, FinetuneRequest
+
+    config = (ROOT / "rasa_component" / "rasa_component" / "config.py").read_text()
+    max_steps = next(m.le for m in FinetuneRequest.model_fields["steps"].metadata if hasattr(m, "le"))
+
+    assert f'MODEL_NAME = re.compile(r"{MODEL_NAME}")' in config
+    assert f"MAX_STEPS = {max_steps}" in config
+
+
+def test_a_text_over_the_service_limit_is_classified_on_its_first_characters(served, admin_key):
+    config, model = served
+    texts = ["show me fares from boston to denver", "what is the cheapest fare to denver " * 70, "limo in dallas"]
+
+    (messages,), log = process(admin_key, [({**config, "on_error": "raise"}, model, texts)])
+
+    assert [m["intent"]["name"] in INTENTS for m in messages] == [True, True, True], log[-3000:]
+    assert f"a message of {len(texts[1].strip())} characters is classified on its first 500" in log
+
+
+def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(served, server, admin_key):
+    config, model = served
+    refused_key, too_long = classify_calls(server, 401), classify_calls(server, 422)
+    calls = [
+        ({**config, "retries": 3}, model, ["fares to denver", "limo in dallas"]),  # with a key the service refuses
+        ({**config, "retries": 3, "max_text_chars": 2000}, model, ["fares to denver " * 40]),  # the service's is 500
+    ]
+
+    (wrong_key,), log = process("not-a-key", calls[:1])
+    (over_limit,), log_over = process(admin_key, calls[1:])
+
+    assert [m["intent"]["name"] for m in wrong_key] == [None, None]
+    assert [m["intent"]["name"] for m in over_limit] == [None]
+    assert "refused the key in INTENT_ROUTER_API_KEY" in log and "2 message(s) get no intent" in log
+    assert "failed (422)" in log_over and "at most 500 per text" in log_over
+    assert "until it answers again" not in log + log_over
+    assert classify_calls(server, 401) == refused_key + 1 and classify_calls(server, 422) == too_long + 1
+
+
+def test_slash_messages_are_left_to_rasa_and_not_recorded(served, server, admin_key):
+    config, model = served
+    texts = ["/restart", '/inform{"city": "paris"}', "a cheap fare to boston please"]
+
+    (messages,), _ = process(admin_key, [(config, model, texts)])
+
+    assert [m["intent"]["name"] for m in messages[:2]] == [None, None]
+    assert [m["intent_ranking"] for m in messages[:2]] == [[], []]
+    assert messages[2]["intent"]["name"] in INTENTS
+    recorded = low_confidence_texts(server, admin_key)
+    assert texts[2] in recorded and not recorded & set(texts[:2])
 
 
 def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, retrained, server, admin_key):

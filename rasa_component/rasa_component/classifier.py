@@ -24,16 +24,26 @@ from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from .config import DEFAULTS, check_config
+
 logger = logging.getLogger(f"rasa.{__name__}")  # under "rasa": Rasa's --verbose, --debug and LOG_LEVEL apply
 
 MODEL_FILE = "intent_router.json"
-ON_ERROR = ("empty", "raise")
 MAX_BATCH = 96  # texts per /v1/classify call: the service's default limit
 NO_INTENT: Tuple[Dict[str, Any], List[Dict[str, Any]]] = ({"name": None, "confidence": 0.0}, [])
 
 
 class IntentRouterError(RuntimeError):
     """The intent-router service cannot be reached, refused a call, or failed a fine-tune."""
+
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status of the service's answer; None: no answer
+
+    @property
+    def outage(self) -> bool:
+        """No answer or a server error, worth trying again; a 4xx is a mistake in the call itself."""
+        return self.status is None or self.status >= 500
 
 
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
@@ -49,28 +59,10 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
 
     @staticmethod
     def get_default_config() -> Dict[str, Any]:
-        return {
-            "url": "http://127.0.0.1:8000",  # the router service
-            "api_key_env": "INTENT_ROUTER_API_KEY",  # environment variable holding the API key
-            "model": None,  # a model already fine-tuned in the service: no training in Rasa
-            "base_model": "english-small",
-            "steps": None,  # fine-tuning steps; None: the service scales them to the data
-            "seed": 0,
-            "allow_rare_labels": False,  # train on intents with a single example
-            "multilabel": False,  # flight+airfare is two labels, each predicted on its own
-            "ranking_length": 10,  # intents in intent_ranking; 0: all of them
-            "timeout": 3.0,  # seconds per classify attempt
-            "retries": 1,  # further attempts after a failed classify call
-            "on_error": "empty",  # service down at inference: "empty" (no intent) or "raise"
-            "record_low_confidence": True,  # send unsure messages to the service's low-confidence store
-            "low_confidence_threshold": None,  # None: the model's fitted threshold
-            "poll_seconds": 2.0,  # how often training checks the fine-tune
-            "train_timeout": 3600.0,  # seconds to wait for a fine-tune
-        }
+        return dict(DEFAULTS)
 
     def __init__(self, config: Dict[str, Any], model_storage: ModelStorage, resource: Resource, model: Optional[Dict]):
-        if config["on_error"] not in ON_ERROR:
-            raise ValueError(f"IntentRouterClassifier: on_error is {config['on_error']!r}; use one of {ON_ERROR}")
+        check_config(config)
         key = os.environ.get(config["api_key_env"])
         if not key:
             raise IntentRouterError(
@@ -178,23 +170,40 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     # -- inference ------------------------------------------------------------------------------
 
     def process(self, messages: List[Message]) -> List[Message]:
-        """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch."""
+        """Set ``intent`` and ``intent_ranking`` on each message, from one classify call per batch.
+
+        A text that starts with ``/`` (``/restart``, a button's ``/inform{"city": "paris"}``) names
+        its intent itself: it gets no intent here, is not sent to the service (so not recorded as
+        unsure) and Rasa's RegexMessageHandler sets its intent. A text longer than ``max_text_chars``
+        is classified on its first ``max_text_chars`` characters.
+        """
         texts = [(m.get(TEXT) or "").strip() for m in messages]
-        to_classify = [t for t in texts if t] if self.model else []
+        wanted = [bool(text) and not text.startswith("/") for text in texts] if self.model else [False] * len(texts)
+        to_classify = [self.shortened(text) for text, want in zip(texts, wanted) if want]
         rankings = []
         for start in range(0, len(to_classify), MAX_BATCH):
             rankings += self.classify(to_classify[start : start + MAX_BATCH])
         ranked = iter(rankings)
-        for message, text in zip(messages, texts):
-            intent, ranking = next(ranked, NO_INTENT) if text else NO_INTENT
+        for message, want in zip(messages, wanted):
+            intent, ranking = next(ranked) if want else NO_INTENT
             length = self.config["ranking_length"]
             message.set(INTENT, intent, add_to_output=True)
             message.set(INTENT_RANKING_KEY, ranking[:length] if length else ranking, add_to_output=True)
         return messages
 
+    def shortened(self, text: str) -> str:
+        """The text, or its first ``max_text_chars`` characters: the service refuses longer ones."""
+        limit = self.config["max_text_chars"]
+        if len(text) > limit:
+            logger.warning(f"intent-router: a message of {len(text)} characters is classified on its first {limit}")
+        return text[:limit]
+
     def classify(self, texts: List[str]) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
         """Each text's intent and its intents, most confident first; no intent if the service fails
-        and on_error is empty. A multilabel model's intent is its predicted set (see ``predicted_set``)."""
+        and on_error is empty. A multilabel model's intent is its predicted set (see ``predicted_set``).
+
+        Only an outage (no answer, or a 5xx) is tried again and logged as one; a refusal (4xx: a bad
+        key, an unknown model) is logged each time, as it will not go away on its own."""
         assert self.model is not None
         body: Dict[str, Any] = {"model": self.model["name"], "inputs": texts}
         if self.config["record_low_confidence"]:
@@ -205,13 +214,15 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
                 answer = self.call("POST", "/v1/classify", json=body, timeout=self.config["timeout"])
                 break
             except IntentRouterError as error:
-                if attempt + 1 < attempts:
+                if error.outage and attempt + 1 < attempts:
                     continue
                 if self.config["on_error"] == "raise":
                     raise
-                if not self.failing:
+                if not error.outage:
+                    logger.error(f"{error}; {len(texts)} message(s) get no intent (on_error: empty)")
+                elif not self.failing:
                     logger.error(f"{error}; predicting no intent until it answers again (on_error: empty)")
-                self.failing = True
+                    self.failing = True
                 return [NO_INTENT for _ in texts]
         if self.failing:
             logger.warning(f"intent-router at {self.url} answers again")
@@ -240,10 +251,13 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         if response.status_code in (401, 403):
             raise IntentRouterError(
                 f"intent-router refused the key in {self.config['api_key_env']} for {method} {path} "
-                f"({response.status_code}): training needs an admin key, inference an inference or admin key"
+                f"({response.status_code}): training needs an admin key, inference an inference or admin key",
+                response.status_code,
             )
         if response.status_code >= 400:
-            raise IntentRouterError(f"intent-router: {method} {path} failed ({response.status_code}): {response.text}")
+            raise IntentRouterError(
+                f"intent-router: {method} {path} failed ({response.status_code}): {response.text}", response.status_code
+            )
         return response.json()
 
 
