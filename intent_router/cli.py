@@ -71,13 +71,15 @@ def preview(
 
     with _reported_errors():
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
-        table = Table("line", "text", "label", title=f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
+        table = Table(
+            "line", "text", "label", title=escape(f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
+        )
         for example in dataset.examples[:rows]:
-            table.add_row(str(example.line), example.text, example.label)
+            table.add_row(str(example.line), escape(example.text), escape(example.label))
         console.print(table)
         counts = Table("label", "examples", "share", title="Examples per label")
         for label, count in dataset.label_counts(multilabel).most_common():
-            counts.add_row(label, str(count), f"{count / len(dataset):.1%}")
+            counts.add_row(escape(label), str(count), f"{count / len(dataset):.1%}")
         console.print(counts)
         warnings = list(dataset.warnings) + long_text_warnings(dataset, _quiet(load_base_model, base_model))
         try:
@@ -113,7 +115,9 @@ def export(
             sys.stdout.write(text)
         else:
             out.write_text(text, encoding="utf-8")
-            errors.print(f"Wrote {len(dataset)} examples of {len(dataset.label_counts())} intents to {out}")
+            errors.print(
+                f"Wrote {len(dataset)} examples of {len(dataset.label_counts())} intents to {out}", markup=False
+            )
 
 
 @app.command()
@@ -195,7 +199,7 @@ def train(
             saved = _quiet(classifier.save, target, overwrite=overwrite)
         except ModelExistsError:  # saved by someone else during the fit
             raise _name_taken(name, models_dir) from None
-        console.print(f"[green]Saved[/] {name!r} to {saved}")
+        console.print(f"[green]Saved[/] {escape(repr(name))} to {escape(str(saved))}")
 
 
 @app.command()
@@ -241,7 +245,7 @@ def optimize(
             _quiet(classifier.optimize, train_part, held_out, cascade=cascade)
         _print_backends(classifier.info_["inference"])
         _quiet(classifier.save, path, overwrite=True)
-        console.print(f"[green]Saved[/] the backends into {path}")
+        console.print(f"[green]Saved[/] the backends into {escape(str(path))}")
 
 
 @app.command()
@@ -294,9 +298,9 @@ def predict(
                 print(json.dumps(result))
                 continue
             title = f"{text}  ->  {prediction or '(no label)'}" if classifier.multilabel else text
-            table = Table("label", "confidence", title=title, title_justify="left")
+            table = Table("label", "confidence", title=escape(title), title_justify="left")
             for label, confidence in ranked[:top]:
-                table.add_row(label, f"{confidence:.3f}")
+                table.add_row(escape(label), f"{confidence:.3f}")
             console.print(table)
 
 
@@ -329,7 +333,7 @@ def plot(
             before = encode(base, dataset.texts, classifier.clean_text)
             after = classifier.embed(dataset.texts)
             write_embedding_plot(target, dataset.texts, dataset.labels, before, after, f"{model}: before / after")
-        console.print(f"[green]Wrote[/] {target}")
+        console.print(f"[green]Wrote[/] {escape(str(target))}")
 
 
 @app.command()
@@ -454,7 +458,7 @@ def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
     table = Table("name", "labels", "validation accuracy", "macro F1", "created", title=str(models_dir))
     for name, config, metrics, problem in list_models(models_dir):
         if problem is not None:
-            table.add_row(name, "damaged", problem, "", "", style="red")
+            table.add_row(name, "damaged", escape(problem), "", "", style="red")
             continue
         metrics = metrics or {}
         table.add_row(
@@ -583,7 +587,7 @@ def list_keys(database_url: DatabaseUrl = "sqlite:///intent-router.db") -> None:
     with _reported_errors(), Registry(database_url) as registry:
         table = Table("name", "scope", "prefix", "created")
         for key in registry.list_api_keys():
-            table.add_row(key.name, key.scope, key.prefix, str(key.created_at))
+            table.add_row(escape(key.name), key.scope, key.prefix, str(key.created_at))
     console.print(table)
 
 
@@ -743,7 +747,7 @@ class _progress_bar:
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
-    summary = Table("metric", "value", title=f"{title} ({metrics['examples']} examples)")
+    summary = Table("metric", "value", title=escape(f"{title} ({metrics['examples']} examples)"))
     multilabel = "hamming_loss" in metrics
     keys = ["accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"]
     if multilabel:  # accuracy is exact-set accuracy there too
@@ -754,7 +758,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
     console.print(summary)
     per_label = Table("label", "precision", "recall", "f1", "support", title="Per label")
     for label, row in metrics["per_label"].items():
-        per_label.add_row(label, *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")), str(row["support"]))
+        per_label.add_row(escape(label), *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")), str(row["support"]))
     console.print(per_label)
     if multilabel:
         empty = metrics["empty_sets"]
@@ -762,7 +766,11 @@ def _print_metrics(metrics: dict, title: str) -> None:
     else:
         _print_confusion_matrix(metrics["confusion_matrix"])
     if metrics.get("unknown_labels"):
-        errors.print(f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}", style="yellow")
+        errors.print(
+            f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}",
+            style="yellow",
+            markup=False,
+        )
 
 
 def _print_confusion_matrix(confusion: dict) -> None:
@@ -770,7 +778,7 @@ def _print_confusion_matrix(confusion: dict) -> None:
     if len(labels) > 12:
         console.print(f"Confusion matrix: {len(labels)} labels, see the JSON output (--json) or metrics.json.")
         return
-    matrix = Table("true \\ predicted", *labels, title="Confusion matrix")
+    matrix = Table("true \\ predicted", *map(escape, labels), title="Confusion matrix")
     for label, row in zip(labels, confusion["matrix"], strict=True):
-        matrix.add_row(label, *(str(v) for v in row))
+        matrix.add_row(escape(label), *(str(v) for v in row))
     console.print(matrix)
