@@ -13,7 +13,7 @@ from .export import check_export_path, export_clusters
 from .known_intents import COVERAGE_GAP, NEW_INTENT, KnownIntents
 from .labelling import KeywordLabeller
 from .pipeline import Cluster, Discovery, DiscoveryError, DiscoveryResult
-from .report import render_report, write_report
+from .report import check_report_path, render_report, write_report
 from .sources import Utterances, utterances_from_file, utterances_from_store, utterances_from_texts
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "SplittingHDBSCAN",
     "Utterances",
     "check_export_path",
+    "check_report_path",
     "export_clusters",
     "render_report",
     "utterances_from_file",

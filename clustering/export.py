@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from intent_router.data import format_from_name
+from intent_router.data import Dataset, Example, format_from_name, to_rasa_nlu
 from intent_router.plot import write_page
 
 from .pipeline import DiscoveryResult
@@ -28,23 +29,28 @@ def export_clusters(
 ) -> Path:
     """Write each distinct utterance of the chosen clusters (default: all) with its cluster's name.
 
-    The format follows the suffix: ``.csv`` (``text,label``), ``.tsv``, or ``.yml``/``.yaml`` (Rasa NLU).
-    ``names`` renames clusters by id.
+    The format follows the suffix: ``.csv`` (``text,label``), ``.tsv``, or ``.yml``/``.yaml`` (Rasa NLU,
+    written by ``intent_router.data.to_rasa_nlu``; its warnings, such as text Rasa would read as an
+    entity, come as ``UserWarning``). A cluster chosen twice is written once. ``names`` renames
+    clusters by id.
     """
     path = Path(path)
     format = check_export_path(path)
+    ids = None if clusters is None else list(dict.fromkeys(clusters))
     known = {c.id for c in result.clusters}
-    unknown = [i for i in clusters or [] if i not in known]
+    unknown = [i for i in ids or [] if i not in known]
     if unknown:
         found = f"the clusters are 0 to {max(known)}" if known else "this run found no clusters"
         raise ValueError(f"no cluster {', '.join(map(str, unknown))}: {found}")
-    chosen = [result.cluster(i) for i in clusters] if clusters is not None else result.clusters
+    if ids == []:
+        raise ValueError("no clusters chosen: give at least one cluster id, or none (None) for every cluster")
+    chosen = [result.cluster(i) for i in ids] if ids is not None else result.clusters
     if not chosen:
-        raise ValueError("no clusters to export")
+        raise ValueError("this run found no clusters: there is nothing to export")
     names = names or {}
     rows = [(" ".join(result.texts[i].split()), names.get(c.id, c.name)) for c in chosen for i in c.members]
     if format == "yaml":
-        return write_page(path, _rasa_nlu(rows))
+        return write_page(path, _rasa_nlu(rows, path))
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="," if format == "csv" else "\t", lineterminator="\n")
     writer.writerow(["text", "label"])
@@ -60,11 +66,10 @@ def check_export_path(path: str | Path) -> str:
     return format
 
 
-def _rasa_nlu(rows: list[tuple[str, str]]) -> str:
-    by_intent: dict[str, list[str]] = {}
-    for text, label in rows:
-        by_intent.setdefault(label, []).append(text)
-    lines = ['version: "3.1"', "nlu:"]
-    for intent, texts in by_intent.items():
-        lines += [f"- intent: {intent}", "  examples: |", *(f"    - {text}" for text in texts)]
-    return "\n".join(lines) + "\n"
+def _rasa_nlu(rows: list[tuple[str, str]], path: Path) -> str:
+    examples = [Example(text, frozenset([label]), number) for number, (text, label) in enumerate(rows, start=1)]
+    text, problems = to_rasa_nlu(Dataset(examples, str(path)))
+    for problem in problems:
+        example = examples[(problem.line or 1) - 1]
+        warnings.warn(f"{path}: intent {example.label!r}: {example.text!r}: {problem.message}", stacklevel=3)
+    return text

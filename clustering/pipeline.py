@@ -56,6 +56,7 @@ from .sources import Utterances, utterances_from_texts
 # most unknown intents from splitting into several clusters (mean of 3 seeds: ARI 0.69 -> 0.79,
 # NMI 0.79 -> 0.85) and recovered as many; on small pools 30 neighbours merge small intents.
 MIN_CLUSTER_SIZE = (5, 10)
+MAX_CLUSTER_SIZE = 1000  # the largest smallest cluster one may ask for
 NEIGHBOURS = (15, 50)
 REDUCED_DIMENSIONS = 5
 MAP_NEIGHBOURS = 15  # for the 2-D map, which only has to look right
@@ -154,6 +155,13 @@ class Discovery:
         map_2d: bool = True,
         seed: int = 0,
     ):
+        if min_cluster_size is not None and not 2 <= min_cluster_size <= MAX_CLUSTER_SIZE:
+            raise ValueError(
+                f"min_cluster_size (--min-cluster-size) is {min_cluster_size}; give 2 to {MAX_CLUSTER_SIZE}, "
+                "or none for 1% of the distinct utterances"
+            )
+        if not 0 <= seed < 2**32:
+            raise ValueError(f"seed (--seed) is {seed}; give a whole number from 0 to {2**32 - 1}")
         self.model = model
         self.encoder = encoder
         self.reducer = reducer
@@ -180,11 +188,7 @@ class Discovery:
     def fit(self, utterances: Utterances | Sequence[str]) -> DiscoveryResult:
         """Cluster the pool; raise ``DiscoveryError`` when it is too small to cluster."""
         pool = utterances if isinstance(utterances, Utterances) else utterances_from_texts(utterances)
-        if len(pool) < self.minimum_utterances:
-            raise DiscoveryError(
-                f"{pool.source} has {len(pool)} distinct utterance(s); discovery needs at least "
-                f"{self.minimum_utterances} (twice the minimum cluster size of {self.minimum_utterances // 2})"
-            )
+        self.check_pool(pool)
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         embeddings = self._encoder()(pool.texts)
@@ -213,6 +217,14 @@ class Discovery:
         return DiscoveryResult(
             pool.source, pool.texts, pool.counts, assignments, clusters, map_2d, self._settings(len(pool)), seconds
         )
+
+    def check_pool(self, pool: Utterances) -> None:
+        """Raise ``DiscoveryError`` when the pool is too small to cluster (before any encoding)."""
+        if len(pool) < self.minimum_utterances:
+            raise DiscoveryError(
+                f"{pool.source} has {len(pool)} distinct utterance(s); discovery needs at least "
+                f"{self.minimum_utterances} (twice the minimum cluster size of {self.minimum_utterances // 2})"
+            )
 
     def _encoder(self) -> Encoder:
         if self.encoder is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from intent_router.plot import PALETTE, STYLE, svg_panel, write_page
 
 from .pipeline import DiscoveryResult
 
+# Control characters HTML does not allow (all of C0 but tab, line feed, form feed and carriage
+# return; DEL; C1). User text may hold them; the embedded JSON escapes its own, so only raw ones go.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 NOISE_COLOUR = "#d9d9d9"
 NOISE_LABEL = "noise"
 
@@ -68,7 +72,7 @@ def render_report(result: DiscoveryResult, title: str = "New-intent discovery") 
         f"{coverage['coverage_gap_share']:.0%} in coverage gaps of existing intents, "
         f"{data['noise']['share']:.0%} noise ({result.noise} utterances).</p>"
     )
-    return (
+    page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_escape(title)}</title>\n<style>{STYLE}{REPORT_STYLE}</style>\n</head>\n<body>\n"
         f"<h1>{_escape(title)}</h1>\n{summary}\n"
@@ -79,13 +83,22 @@ def render_report(result: DiscoveryResult, title: str = "New-intent discovery") 
         f'<script type="application/json" id="discovery-data">{json_for_script(data)}</script>\n'
         f"<script>{SCRIPT}</script>\n</body>\n</html>\n"
     )
+    return _CONTROL_CHARACTERS.sub("", page)
 
 
 def write_report(path: str | Path, result: DiscoveryResult, title: str = "New-intent discovery") -> Path:
     """Write the HTML report and, beside it, the same data as ``<name>.json``; returns the HTML path."""
     path = Path(path)
-    write_page(path.with_suffix(".json"), json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
+    write_page(check_report_path(path), json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
     return write_page(path, render_report(result, title))
+
+
+def check_report_path(path: str | Path) -> Path:
+    """Where the report's JSON goes (``<name>.json`` beside it); ``ValueError`` if that is the report itself."""
+    path = Path(path)
+    if path.with_suffix(".json") == path:
+        raise ValueError(f"{path}: the report's JSON is written beside it as <name>.json; name the report .html")
+    return path.with_suffix(".json")
 
 
 def json_for_script(data: object) -> str:

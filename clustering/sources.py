@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from intent_router.data import load_dataset, normalize_text
+from intent_router.data import Problem, load_dataset, normalize_text
 from intent_router.registry import Registry
 
 
@@ -27,6 +27,7 @@ class Utterances:
     texts: list[str]
     counts: list[int]
     source: str = "<memory>"
+    warnings: tuple[Problem, ...] = ()  # met while reading: empty texts skipped, say
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -38,18 +39,30 @@ class Utterances:
 
 
 def utterances_from_texts(texts: Iterable[str], source: str = "<memory>") -> Utterances:
-    """Normalise (as the classifier does), drop empty texts and collapse duplicates with a count."""
-    counts = Counter(text for text in (normalize_text(t) for t in texts) if text)
+    """Normalise (as the classifier does), drop empty texts and collapse duplicates with a count.
+
+    ``TypeError`` for a single string (a list of utterances is meant) or an item that is not a string.
+    """
+    if isinstance(texts, str):
+        raise TypeError(f"got one string ({texts[:40]!r}); give a list of utterances, e.g. [{texts[:40]!r}]")
+    checked = []
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"utterance {position} is {type(text).__name__} {text!r}; every utterance is a string")
+        checked.append(normalize_text(text))
+    counts = Counter(text for text in checked if text)
     return Utterances(list(counts), list(counts.values()), source)
 
 
 def utterances_from_file(path: str | Path, format: str | None = None) -> Utterances:
     """A CSV/TSV (one column of utterances, or text,label), JSONL (``{"text": ...}``) or Rasa NLU file.
 
-    Labels, if any, are ignored. Bad files raise ``intent_router.DataError`` naming the line.
+    Labels, if any, are ignored; empty texts are skipped, counted in ``warnings``. Bad files raise
+    ``intent_router.DataError`` naming the line.
     """
     dataset = load_dataset(path, format=format, labelled=False, deduplicate=False)
-    return utterances_from_texts(dataset.texts, str(path))
+    pool = utterances_from_texts(dataset.texts, str(path))
+    return Utterances(pool.texts, pool.counts, pool.source, tuple(dataset.warnings))
 
 
 def utterances_from_store(

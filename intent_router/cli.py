@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -68,13 +71,15 @@ def preview(
 
     with _reported_errors():
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
-        table = Table("line", "text", "label", title=f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
+        table = Table(
+            "line", "text", "label", title=escape(f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
+        )
         for example in dataset.examples[:rows]:
-            table.add_row(str(example.line), example.text, example.label)
+            table.add_row(str(example.line), escape(example.text), escape(example.label))
         console.print(table)
         counts = Table("label", "examples", "share", title="Examples per label")
         for label, count in dataset.label_counts(multilabel).most_common():
-            counts.add_row(label, str(count), f"{count / len(dataset):.1%}")
+            counts.add_row(escape(label), str(count), f"{count / len(dataset):.1%}")
         console.print(counts)
         warnings = list(dataset.warnings) + long_text_warnings(dataset, _quiet(load_base_model, base_model))
         try:
@@ -110,7 +115,9 @@ def export(
             sys.stdout.write(text)
         else:
             out.write_text(text, encoding="utf-8")
-            errors.print(f"Wrote {len(dataset)} examples of {len(dataset.label_counts())} intents to {out}")
+            errors.print(
+                f"Wrote {len(dataset)} examples of {len(dataset.label_counts())} intents to {out}", markup=False
+            )
 
 
 @app.command()
@@ -200,7 +207,7 @@ def train(
             saved = _quiet(classifier.save, target, overwrite=overwrite)
         except ModelExistsError:  # saved by someone else during the fit
             raise _name_taken(name, models_dir) from None
-        console.print(f"[green]Saved[/] {name!r} to {saved}")
+        console.print(f"[green]Saved[/] {escape(repr(name))} to {escape(str(saved))}")
 
 
 @app.command()
@@ -246,7 +253,7 @@ def optimize(
             _quiet(classifier.optimize, train_part, held_out, cascade=cascade)
         _print_backends(classifier.info_["inference"])
         _quiet(classifier.save, path, overwrite=True)
-        console.print(f"[green]Saved[/] the backends into {path}")
+        console.print(f"[green]Saved[/] the backends into {escape(str(path))}")
 
 
 @app.command()
@@ -299,9 +306,9 @@ def predict(
                 print(json.dumps(result))
                 continue
             title = f"{text}  ->  {prediction or '(no label)'}" if classifier.multilabel else text
-            table = Table("label", "confidence", title=title, title_justify="left")
+            table = Table("label", "confidence", title=escape(title), title_justify="left")
             for label, confidence in ranked[:top]:
-                table.add_row(label, f"{confidence:.3f}")
+                table.add_row(escape(label), f"{confidence:.3f}")
             console.print(table)
 
 
@@ -334,7 +341,7 @@ def plot(
             before = encode(base, dataset.texts, classifier.clean_text)
             after = classifier.embed(dataset.texts)
             write_embedding_plot(target, dataset.texts, dataset.labels, before, after, f"{model}: before / after")
-        console.print(f"[green]Wrote[/] {target}")
+        console.print(f"[green]Wrote[/] {escape(str(target))}")
 
 
 @app.command()
@@ -380,12 +387,14 @@ def discover(
     from clustering import (
         Discovery,
         check_export_path,
+        check_report_path,
         export_clusters,
         utterances_from_file,
         utterances_from_store,
         write_report,
     )
 
+    from .model_folder import read_labels
     from .registry import as_utc
 
     def moment(value: str | None, option: str) -> datetime | None:
@@ -402,41 +411,52 @@ def discover(
     with _reported_errors():
         if encoder not in ("base", "model"):
             raise ValueError(f"--encoder {encoder!r}: choose 'base' or 'model'")
+        plan = Discovery(min_cluster_size=min_cluster_size, seed=seed)  # checks both options
+        start, end = moment(since, "--since"), moment(until, "--until")
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"--since {since} is not before --until {until}: the window holds no time")
         inputs = [] if source == "store" else [Path(source)]
-        _check_output(out, "--out", inputs)
+        outputs = {"--out": out, "--out's JSON": check_report_path(out)}
         if export is not None:
             check_export_path(export)
-            _check_output(export, "--export", inputs)
-        chosen = _cluster_ids(clusters) if clusters else None
+            outputs["--export"] = export
+        _check_outputs(outputs, inputs)
+        chosen = _cluster_ids(clusters) if clusters is not None else None
         if chosen is not None and export is None:
             raise ValueError("--clusters chooses the clusters --export writes: pass --export too")
-        classifier = _load(model, models_dir)
+        path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+        read_labels(path)  # a missing model is named before the store is read
         if source == "store":
             from .registry import Registry
 
+            _check_database_exists(database_url)
             with Registry(database_url) as registry:
                 pool = utterances_from_store(
-                    registry,
-                    model=None if all_models else Path(model).name,
-                    router=router,
-                    since=moment(since, "--since"),
-                    until=moment(until, "--until"),
+                    registry, model=None if all_models else Path(model).name, router=router, since=start, until=end
                 )
         else:
             pool = utterances_from_file(source, format=format)
+        _print_problems(pool.warnings)
+        plan.check_pool(pool)
+        classifier = _load(model, models_dir)
         with console.status(f"Clustering {pool.total} utterances ({len(pool)} distinct)..."):
             tuned = classifier.embed if encoder == "model" else None
             result = Discovery(classifier, encoder=tuned, min_cluster_size=min_cluster_size, seed=seed).fit(pool)
             report = write_report(out, result, f"New-intent discovery: {Path(model).name}")
         table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent (cosine)", "keywords")
         for c in result.clusters:
-            nearest = f"{c.nearest_intent} ({c.similarity:.2f})"
-            table.add_row(str(c.id), c.name, c.kind, str(c.size), f"{c.share:.1%}", nearest, ", ".join(c.keywords[:4]))
+            nearest = escape(f"{c.nearest_intent} ({c.similarity:.2f})")
+            keywords = escape(", ".join(c.keywords[:4]))
+            table.add_row(str(c.id), escape(c.name), c.kind, str(c.size), f"{c.share:.1%}", nearest, keywords)
         table.add_row("-", "noise", "", str(result.noise), f"{result.noise / result.total:.1%}", "", "")
         console.print(table)
-        console.print(f"[green]Wrote[/] {report} and {report.with_suffix('.json')}")
+        console.print(f"[green]Wrote[/] {escape(str(report))} and {escape(str(report.with_suffix('.json')))}")
         if export is not None:
-            console.print(f"[green]Exported[/] {export_clusters(result, export, clusters=chosen)}")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                exported = export_clusters(result, export, clusters=chosen)
+            _print_problems([str(warning.message) for warning in caught])
+            console.print(f"[green]Exported[/] {escape(str(exported))}")
 
 
 @app.command("models")
@@ -446,7 +466,7 @@ def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
     table = Table("name", "labels", "validation accuracy", "macro F1", "created", title=str(models_dir))
     for name, config, metrics, problem in list_models(models_dir):
         if problem is not None:
-            table.add_row(name, "damaged", problem, "", "", style="red")
+            table.add_row(name, "damaged", escape(problem), "", "", style="red")
             continue
         metrics = metrics or {}
         table.add_row(
@@ -575,7 +595,7 @@ def list_keys(database_url: DatabaseUrl = "sqlite:///intent-router.db") -> None:
     with _reported_errors(), Registry(database_url) as registry:
         table = Table("name", "scope", "prefix", "created")
         for key in registry.list_api_keys():
-            table.add_row(key.name, key.scope, key.prefix, str(key.created_at))
+            table.add_row(escape(key.name), key.scope, key.prefix, str(key.created_at))
     console.print(table)
 
 
@@ -626,9 +646,9 @@ class _reported_errors:
         if isinstance(error, DataError):
             _print_problems(error.problems)
         elif isinstance(error, ModelFolderError | BaseModelError | ValueError | TypeError):
-            errors.print(f"[red]error:[/] {error}", soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         elif isinstance(error, OSError) and error.filename is not None:  # e.g. a file or folder a user named
-            errors.print(f"[red]error:[/] {error.filename}: {error.strerror}", soft_wrap=True)
+            errors.print(f"[red]error:[/] {escape(f'{error.filename}: {error.strerror}')}", soft_wrap=True)
         else:
             return False
         raise typer.Exit(1)
@@ -645,8 +665,45 @@ def _check_output(path: Path, option: str, inputs: list[Path]) -> None:
     if not path.parent.is_dir():
         raise ValueError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
     for source in inputs:
-        if path.exists() and source.exists() and os.path.samefile(path, source):
+        if _same_file(path, source):
             raise ValueError(f"{option} {path} is the input file {source}: write to another file")
+    try:  # a folder one may not write in (or /proc) fails now, not after the work
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{option} {path}: cannot write in {path.parent} ({error.strerror}); choose another folder"
+        ) from None
+
+
+def _check_outputs(outputs: dict[str, Path], inputs: list[Path]) -> None:
+    """``_check_output`` for each file a command writes, and no two of them the same file."""
+    for option, path in outputs.items():
+        _check_output(path, option, inputs)
+    named = list(outputs.items())
+    for i, (option, path) in enumerate(named):
+        for other, other_path in named[i + 1 :]:
+            if _same_file(path, other_path):
+                raise ValueError(f"{option} {path} is also {other} {other_path}: write each to a file of its own")
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    if path.exists() and other.exists():
+        return os.path.samefile(path, other)
+    return path.resolve() == other.resolve()
+
+
+def _check_database_exists(database_url: str) -> None:
+    """A command that only reads the store refuses a SQLite file that is not there (it would make one)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if on_disk and not Path(str(url.database)).is_file():
+        raise ValueError(
+            f"no database at {url.database}: --database-url (or INTENT_ROUTER_DATABASE_URL) names the "
+            "router's database, e.g. sqlite:///path/to/intent-router.db"
+        )
 
 
 def _cluster_ids(text: str) -> list[int]:
@@ -698,7 +755,7 @@ class _progress_bar:
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
-    summary = Table("metric", "value", title=f"{title} ({metrics['examples']} examples)")
+    summary = Table("metric", "value", title=escape(f"{title} ({metrics['examples']} examples)"))
     multilabel = "hamming_loss" in metrics
     keys = ["accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"]
     if multilabel:  # accuracy is exact-set accuracy there too
@@ -709,7 +766,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
     console.print(summary)
     per_label = Table("label", "precision", "recall", "f1", "support", title="Per label")
     for label, row in metrics["per_label"].items():
-        per_label.add_row(label, *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")), str(row["support"]))
+        per_label.add_row(escape(label), *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")), str(row["support"]))
     console.print(per_label)
     if multilabel:
         empty = metrics["empty_sets"]
@@ -717,7 +774,11 @@ def _print_metrics(metrics: dict, title: str) -> None:
     else:
         _print_confusion_matrix(metrics["confusion_matrix"])
     if metrics.get("unknown_labels"):
-        errors.print(f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}", style="yellow")
+        errors.print(
+            f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}",
+            style="yellow",
+            markup=False,
+        )
 
 
 def _print_confusion_matrix(confusion: dict) -> None:
@@ -725,7 +786,7 @@ def _print_confusion_matrix(confusion: dict) -> None:
     if len(labels) > 12:
         console.print(f"Confusion matrix: {len(labels)} labels, see the JSON output (--json) or metrics.json.")
         return
-    matrix = Table("true \\ predicted", *labels, title="Confusion matrix")
+    matrix = Table("true \\ predicted", *map(escape, labels), title="Confusion matrix")
     for label, row in zip(labels, confusion["matrix"], strict=True):
-        matrix.add_row(label, *(str(v) for v in row))
+        matrix.add_row(escape(label), *(str(v) for v in row))
     console.print(matrix)

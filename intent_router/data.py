@@ -264,7 +264,7 @@ def parse_dataset(
     else:
         raise ValueError(f"unknown format {format!r}; use one of {FORMATS}")
     if not labelled:
-        rows = [(line, utterance, frozenset()) for line, utterance, _ in rows]
+        rows = _without_empty_texts(rows, source, problems)
     examples = _check_rows(rows, source, multilabel or not labelled, deduplicate, problems)
     if not rows and not problems:
         problems.append(Problem(source, None, "no examples found"))
@@ -276,6 +276,17 @@ def parse_dataset(
 
 # A row as read: (line number, text, labels)
 _Row = tuple[int, str, frozenset[str]]
+
+
+def _without_empty_texts(rows: list[_Row], source: str, problems: list[Problem]) -> list[_Row]:
+    """Utterances only (labels dropped); an empty one is skipped with a warning, since a pool of user
+    traffic holds some and none of them is worth stopping for (training data keeps them an error)."""
+    kept = [(line, utterance, frozenset[str]()) for line, utterance, _ in rows if normalize_text(utterance)]
+    skipped = [line for line, utterance, _ in rows if not normalize_text(utterance)]
+    if skipped:
+        shown = ", ".join(str(n) for n in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+        problems.append(Problem(source, None, f"{len(skipped)} empty text(s) skipped (lines {shown})", "warning"))
+    return kept
 
 
 def _read_delimited(
@@ -291,7 +302,10 @@ def _read_delimited(
     except csv.Error as err:
         problems.append(_csv_problem(err, source, delimiter, line, reader.line_num))
     records = [(line, r) for line, r in records if any(cell.strip() for cell in r)]
+    # Utterances under a one-column header: a comma (or tab) belongs to the text, not to a label
+    one_column = False
     if records and (header if header is not None else _looks_like_header(records, labelled)):
+        one_column = not labelled and len(records[0][1]) == 1
         records = records[1:]
     elif records and header is None and labelled and _may_be_header(records):
         first_line, first = records[0]
@@ -307,8 +321,8 @@ def _read_delimited(
         )
     rows: list[_Row] = []
     for line, record in records:
-        if not labelled and len(record) == 1:
-            rows.append((line, record[0], frozenset()))
+        if one_column or (not labelled and len(record) == 1):
+            rows.append((line, delimiter.join(record), frozenset()))
             continue
         if len(record) != 2:
             what = "a third column" if len(record) > 2 else "only one column"

@@ -52,6 +52,17 @@ def test_preview_shows_rows_counts_and_readiness(atis_3class_path):
     assert "Ready to train: 344 examples, 3 labels" in result.stdout
 
 
+def test_preview_shows_text_that_looks_like_rich_markup_as_it_is(tmp_path):
+    folder = tmp_path / "rep[" / "red]"
+    folder.mkdir(parents=True)
+    data = folder / "p9.csv"
+    data.write_text("text,label\n[/red] close the tag,[b]\n[bold]open it,[/b]\n", encoding="utf-8")
+    result = run("preview", data)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    for shown in ("[/red] close the tag", "[bold]open it", "[/b]", "rep[/red]/p9.csv"):
+        assert shown in result.stdout
+
+
 def test_preview_of_a_bad_file_names_the_line_and_fails(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello,greet\nbye,farewell,extra\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from clustering import (
     NEW_INTENT,
     Discovery,
     DiscoveryError,
+    DiscoveryResult,
     export_clusters,
     utterances_from_file,
     utterances_from_store,
@@ -149,6 +151,25 @@ def test_the_report_escapes_hostile_text(known_model, pool_rows, tmp_path):
     assert page.count("<circle") == len(found.texts)
 
 
+def test_the_report_holds_no_raw_control_characters(result, tmp_path):
+    texts = [*result.texts, "ring\x07 the bell\x00 now"]
+    hostile = DiscoveryResult(
+        result.source, texts, [*result.counts, 1], np.append(result.assignments, -1), result.clusters,
+        None, result.settings, result.seconds,
+    )  # fmt: skip
+    page = write_report(tmp_path / "report.html", hostile).read_text(encoding="utf-8")
+    assert "\x00" not in page and "\x07" not in page
+    assert "ring the bell now" in page
+    data = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert data["points"][-1]["text"] == "ring\x07 the bell\x00 now"  # the JSON keeps the text as it was
+
+
+def test_a_report_named_json_is_refused_before_it_overwrites_its_own_json(result, tmp_path):
+    with pytest.raises(ValueError, match="report.json: the report's JSON is written beside it"):
+        write_report(tmp_path / "report.json", result)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_utterances_are_read_from_csv_jsonl_and_rasa_files(tmp_path):
     (tmp_path / "one.csv").write_text("text\nwake me up\nwake me up\nwill it rain\n", encoding="utf-8")
     (tmp_path / "two.csv").write_text("text,intent\nwake me up,alarm\nwill it rain,weather\n", encoding="utf-8")
@@ -163,6 +184,50 @@ def test_utterances_are_read_from_csv_jsonl_and_rasa_files(tmp_path):
     (tmp_path / "latin1.csv").write_bytes("text\ncaf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(DataError, match="latin1.csv:2: error: bytes that are not UTF-8"):
         utterances_from_file(tmp_path / "latin1.csv")
+
+
+def test_a_one_column_csv_keeps_commas_in_its_utterances(tmp_path):
+    path = tmp_path / "comma.csv"
+    path.write_text("text\nhi, can you set an alarm\nplay some jazz\nok, turn it off, now\n", encoding="utf-8")
+    assert utterances_from_file(path).texts == ["hi, can you set an alarm", "play some jazz", "ok, turn it off, now"]
+    tabs = tmp_path / "tabs.tsv"
+    tabs.write_text("text\nwake me\tup\n", encoding="utf-8")
+    assert utterances_from_file(tabs).texts == ["wake me\tup"]
+
+
+def test_empty_texts_in_a_source_file_are_skipped_with_a_count(tmp_path):
+    (tmp_path / "pool.jsonl").write_text('{"text": ""}\n{"text": "wake me up"}\n{"text": "  "}\n', encoding="utf-8")
+    (tmp_path / "pool.csv").write_text('text,intent\n"",x\nwake me up,alarm\n', encoding="utf-8")
+    jsonl = utterances_from_file(tmp_path / "pool.jsonl")
+    assert jsonl.texts == ["wake me up"]
+    assert [str(w) for w in jsonl.warnings] == [
+        f"{tmp_path / 'pool.jsonl'}: warning: 2 empty text(s) skipped (lines 1, 3)"
+    ]
+    assert utterances_from_file(tmp_path / "pool.csv").texts == ["wake me up"]
+    with pytest.raises(DataError, match="pool.csv:2: error: empty text"):  # training data: still an error
+        load_dataset(tmp_path / "pool.csv")
+
+
+def test_a_string_or_a_non_string_utterance_is_a_clear_type_error(known_model):
+    with pytest.raises(TypeError, match=r"got one string \('set an alarm'\); give a list of utterances"):
+        Discovery(known_model).fit("set an alarm")
+    for bad, name in [(None, "NoneType None"), (5, "int 5")]:
+        with pytest.raises(TypeError, match=f"utterance 1 is {name}; every utterance is a string"):
+            Discovery(known_model).fit(["set an alarm", bad])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_cluster_size": 1}, r"min_cluster_size \(--min-cluster-size\) is 1; give 2 to 1000"),
+        ({"min_cluster_size": -3}, "is -3; give 2 to 1000"),
+        ({"seed": -1}, r"seed \(--seed\) is -1; give a whole number from 0 to 4294967295"),
+        ({"seed": 2**33}, "is 8589934592; give a whole number"),
+    ],
+)
+def test_a_bad_cluster_size_or_seed_is_refused_at_once(known_model, options, message):
+    with pytest.raises(ValueError, match=message):
+        Discovery(known_model, **options)
 
 
 @pytest.mark.parametrize("suffix", ["csv", "yml"])
@@ -180,6 +245,34 @@ def test_exporting_an_unknown_cluster_names_the_clusters_there_are(result, tmp_p
     with pytest.raises(ValueError, match=f"no cluster 99: the clusters are 0 to {last}"):
         export_clusters(result, tmp_path / "new.csv", clusters=[0, 99])
     assert not (tmp_path / "new.csv").exists()
+
+
+def test_clusters_to_export_may_come_from_a_generator_and_twice_is_once(result, tmp_path):
+    path = export_clusters(result, tmp_path / "new.csv", clusters=(i for i in [0]))
+    assert len(load_dataset(path)) == result.clusters[0].distinct
+    twice = export_clusters(result, tmp_path / "twice.csv", clusters=[0, 0])
+    assert len(load_dataset(twice, deduplicate=False)) == result.clusters[0].distinct
+    with pytest.raises(ValueError, match="no clusters chosen: give at least one cluster id"):
+        export_clusters(result, tmp_path / "none.csv", clusters=[])
+
+
+def test_the_rasa_export_quotes_intent_names_and_warns_of_entity_markup(result, tmp_path):
+    names = ["a: b", "-", "[x]", "x #y"]
+    texts = ["fly to [paris](city)", "ring\x07 the\x00 bell", "plain one", "plain two"]
+    assignments = np.arange(len(texts))
+    clusters = [
+        replace(result.clusters[0], id=i, name=name, members=[i], size=1, distinct=1) for i, name in enumerate(names)
+    ]
+    odd = DiscoveryResult("<memory>", texts, [1] * 4, assignments, clusters, None, {}, {})
+    with pytest.warns(UserWarning) as caught:
+        path = export_clusters(odd, tmp_path / "odd.yml")
+    assert [str(w.message).split(": ", 1)[1] for w in caught] == [
+        "intent 'a: b': 'fly to [paris](city)': Rasa reads [text](name) as an entity",
+        "intent '-': 'ring\\x07 the\\x00 bell': line breaks or control characters became spaces",
+    ]
+    data = load_dataset(path)
+    assert data.labels == names
+    assert data.texts[1] == "ring  the  bell"  # each control character became a space
 
 
 def test_the_store_is_read_whole_or_by_model_router_and_time(tmp_path):
@@ -248,6 +341,7 @@ def test_cli_discover_writes_the_report_and_exports_chosen_clusters(known_model_
 def test_cli_discover_on_an_empty_store_says_so_in_one_line(known_model_dir, tmp_path):
     from test_cli import run
 
+    Registry(f"sqlite:///{tmp_path / 'empty.db'}").close()
     done = run("discover", "--model", known_model_dir, "--database-url", f"sqlite:///{tmp_path / 'empty.db'}")
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0
@@ -269,12 +363,67 @@ def test_cli_discover_checks_its_options_before_the_run(known_model_dir, pool_cs
         (["--clusters", "0"], "pass --export too"),
         (["--export", tmp_path / "no-such-folder" / "new.csv"], "does not exist; create it first"),
         (["--export", pool_csv], "is the input file"),
+        (["--export", tmp_path / "new.csv", "--clusters", ""], "--clusters '': give cluster ids separated by commas"),
+        (["--out", tmp_path / "r.json"], "r.json: the report's JSON is written beside it as <name>.json"),
+        (["--out", tmp_path / "same.csv", "--export", tmp_path / "same.csv"], "is also --export"),
+        (["--out", "/proc/r.html"], "--out /proc/r.html: cannot write in /proc"),
+        (["--seed", "-1"], "seed (--seed) is -1; give a whole number from 0 to 4294967295"),
+        (["--seed", "8589934592"], "seed (--seed) is 8589934592"),
+        (["--min-cluster-size", "1"], "min_cluster_size (--min-cluster-size) is 1; give 2 to 1000"),
+        (["--min-cluster-size", "-3"], "min_cluster_size (--min-cluster-size) is -3"),
+        (["--since", "2026-05-08", "--until", "2026-05-01"], "--since 2026-05-08 is not before --until 2026-05-01"),
     ]:
         done = run("discover", "--model", known_model_dir, "--source", pool_csv, "--out", out, *options)
         assert done.returncode == 1, options
         assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, done.stderr
         assert message in done.stderr
     assert not out.exists()
+    assert not list(Path("/proc").glob(".r.json.*"))
+
+
+def test_cli_discover_never_writes_its_report_onto_the_source(known_model_dir, pool_rows, tmp_path):
+    from test_cli import assert_one_line_error, run
+
+    source = tmp_path / "traffic.json"
+    source.write_text("".join(json.dumps({"text": text}) + "\n" for text, _ in pool_rows), encoding="utf-8")
+    before = source.read_bytes()
+    done = run("discover", "--model", known_model_dir, "--source", source, "--format", "jsonl",
+               "--out", tmp_path / "traffic.html")  # fmt: skip
+    assert_one_line_error(done, f"--out's JSON {source} is the input file {source}: write to another file")
+    assert source.read_bytes() == before and not (tmp_path / "traffic.html").exists()
+
+
+def test_cli_discover_prints_user_text_that_looks_like_markup_as_it_is(known_model_dir, tmp_path):
+    from test_cli import assert_one_line_error, run
+
+    folder = tmp_path / "rep[/red]"
+    folder.mkdir(parents=True)  # rep[ holding red]
+    (folder / "p9.csv").write_text("text\nwake me up\nwill it rain\n", encoding="utf-8")
+    done = run("discover", "--model", known_model_dir, "--source", folder / "p9.csv", "--out", tmp_path / "r.html")
+    assert_one_line_error(done, f"{folder / 'p9.csv'} has 2 distinct utterance(s); discovery needs at least 10")
+
+
+def test_cli_discover_refuses_a_store_database_that_does_not_exist(known_model_dir, tmp_path):
+    from test_cli import assert_one_line_error, run
+
+    missing = tmp_path / "nowhere.db"
+    done = run("discover", "--model", known_model_dir, "--database-url", f"sqlite:///{missing}")
+    assert_one_line_error(done, f"no database at {missing}: --database-url (or INTENT_ROUTER_DATABASE_URL) names")
+    assert not missing.exists()
+
+
+def test_cli_discover_warns_of_empty_texts_it_skips(known_model_dir, tmp_path):
+    from test_cli import run
+
+    source = tmp_path / "pool.jsonl"
+    source.write_text('{"text": ""}\n{"text": "wake me up"}\n', encoding="utf-8")
+    done = run("discover", "--model", known_model_dir, "--source", source, "--out", tmp_path / "r.html")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"{source}: warning: 1 empty text(s) skipped (lines 1)",
+        f"error: {source} has 1 distinct utterance(s); discovery needs at least 10 (twice the minimum cluster size "
+        "of 5)",
+    ]
 
 
 def test_cli_discover_of_an_unknown_cluster_id_keeps_the_report_and_names_the_clusters(
@@ -327,6 +476,7 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
             assert slowest < 2.0, f"the event loop was blocked for {slowest:.1f} s"
             body = answer.json()
             assert body["utterances"] == len(pool_rows) and body["clusters"]
+            assert isinstance(body["noise"]["utterances"], int)
             assert {"name", "kind", "nearest_intent", "similarity", "keywords"} <= set(body["clusters"][0])
             report = Path(body["report"])
             assert report.parent == home / "discovery-reports" and report.is_file()
@@ -334,6 +484,12 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
 
             empty = http.post("/v1/discover", json={"model": "hwu-4", "router": "nobody"}, headers=admin)
             assert empty.status_code == 422 and "0 distinct utterance(s)" in empty.json()["detail"]
+            for seed in (-1, 2**33):
+                refused = http.post("/v1/discover", json={"model": "hwu-4", "seed": seed}, headers=admin)
+                assert refused.status_code == 422 and "seed" in refused.text
+            window = {"model": "hwu-4", "since": "2026-05-08", "until": "2026-05-01"}
+            backwards = http.post("/v1/discover", json=window, headers=admin)
+            assert backwards.status_code == 422 and "is not before until" in backwards.text
             unknown = http.post("/v1/discover", json={"model": "nope"}, headers=admin)
             assert unknown.status_code == 404 and "hwu-4" in unknown.text
     finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from . import auth
 from .schemas import MODEL_NAME, UtcDatetime
@@ -36,7 +36,13 @@ class DiscoverRequest(BaseModel):
     encoder: Literal["base", "model"] = Field(
         "base", description="cluster in the base model's frozen space (default) or the fine-tuned model's"
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seed for UMAP and the random examples")
+
+    @model_validator(mode="after")
+    def since_before_until(self) -> DiscoverRequest:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(f"since ({self.since.isoformat()}) is not before until ({self.until.isoformat()})")
+        return self
 
 
 class ClusterInfo(BaseModel):
@@ -53,12 +59,17 @@ class ClusterInfo(BaseModel):
     kind: str
 
 
+class NoiseInfo(BaseModel):
+    utterances: int
+    share: float
+
+
 class DiscoverResponse(BaseModel):
     report: str = Field(description="path of the stored HTML report on the server; the JSON is beside it")
     source: str
     utterances: int
     distinct_utterances: int
-    noise: dict[str, float]
+    noise: NoiseInfo
     clusters: list[ClusterInfo]
     coverage: dict[str, float]
     settings: dict[str, Any]
