@@ -93,32 +93,28 @@ def rasa(project: Path, key: str, *args: str, ok: bool = True) -> subprocess.Com
 
 def parse(project: Path, key: str, requests: list[tuple[str, str]]) -> tuple[list[dict], str]:
     """Rasa's Agent parses each (model file, text); the results and the log."""
-    result = subprocess.run(
-        [str(RASA_VENV / "bin" / "python"), "-c", PARSE, json.dumps(requests)],
-        cwd=project,
-        env=rasa_env(key),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("PARSED ")]
-    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(lines[-1].removeprefix("PARSED ")), result.stdout + result.stderr
+    return run_in_rasa(PARSE, "PARSED ", requests, key, project)
 
 
 def process(key: str, calls: list[tuple[dict, dict | None, list[str]]]) -> tuple[list, str]:
     """For each (config, model, texts), the component made in Rasa's environment processes the texts
     in one batch; the messages' intent and intent_ranking (or the error), and the log."""
+    return run_in_rasa(PROCESS, "PROCESSED ", calls, key)
+
+
+def run_in_rasa(script: str, marker: str, payload: list, key: str, cwd: Path | None = None) -> tuple[list, str]:
+    """Run ``script`` with Rasa's Python on ``payload`` (JSON); what it printed after ``marker``, and the log."""
     result = subprocess.run(
-        [str(RASA_VENV / "bin" / "python"), "-c", PROCESS, json.dumps(calls)],
+        [str(RASA_VENV / "bin" / "python"), "-c", script, json.dumps(payload)],
+        cwd=cwd,
         env=rasa_env(key),
         capture_output=True,
         text=True,
         timeout=600,
     )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("PROCESSED ")]
+    lines = [line for line in result.stdout.splitlines() if line.startswith(marker)]
     assert lines, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(lines[-1].removeprefix("PROCESSED ")), result.stdout + result.stderr
+    return json.loads(lines[-1].removeprefix(marker)), result.stdout + result.stderr
 
 
 def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) -> Path:
