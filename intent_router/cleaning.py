@@ -23,7 +23,8 @@ import unicodedata
 
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
-_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>\"]+", re.IGNORECASE)
+# A scheme is letters, digits, + and - not inside a word: "boston.https://x" keeps "boston."
+_URL = re.compile(r"(?<![\w+-])(?:[a-z][a-z0-9+-]*://|www\.)[^\s<>\"]+", re.IGNORECASE)
 _REPEATED_PUNCTUATION = re.compile(r"([^\w\s])\1{2,}")
 _WHITE_SPACE = re.compile(r"\s+")
 _VARIATION_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")  # marks (Mn) that style emoji

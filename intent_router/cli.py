@@ -234,6 +234,8 @@ def optimize(
     with _reported_errors():
         path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
         classifier = _load(model, models_dir, backend="torch")
+        if classifier.multilabel:  # before reading the data, whose empty label sets a single-label read refuses
+            raise ValueError(f"{model} is a multilabel model; they run on torch only (ONNX and cascade: single-label)")
         dataset = load_dataset(data, format=format, header=header)
         split = classifier.info_.get("data", {}).get("validation_split", {})
         if validation is not None:
@@ -521,7 +523,9 @@ def serve(
         if config is not None:  # a router the file gets wrong stops the start, one line, database unchanged
             asyncio.run(Service(settings).close())
         registry = Registry(database_url)
-        for name in recover(registry, settings.models_dir):
+        # Only a server that runs the fine-tune worker recovers: one without it (e.g. a second server on
+        # the same database) would fail the jobs another server's worker is running.
+        for name in recover(registry, settings.models_dir) if finetune_worker else []:
             errors.print(f"fine-tune {name!r} was interrupted by the last stop; marked failed", style="yellow")
         if registry.count_api_keys() == 0:
             errors.print("no API keys yet: create one with 'intent-router keys create --scope admin'", style="yellow")

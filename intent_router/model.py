@@ -106,10 +106,10 @@ class IntentClassifier:
         self.allow_rare_labels = allow_rare_labels
         self.multilabel = multilabel
         self.head_regularization = head_regularization
-        if synthetic_multi_intent < 0 or (synthetic_multi_intent and not multilabel):
+        if not 0 <= synthetic_multi_intent <= 1 or (synthetic_multi_intent and not multilabel):
             raise ValueError(
-                f"synthetic_multi_intent is {synthetic_multi_intent}: give a share >= 0 (synthetic rows per "
-                "training row), and only with multilabel=True"
+                f"synthetic_multi_intent is {synthetic_multi_intent}: give a share from 0 to 1 (synthetic rows "
+                "per training row), and only with multilabel=True"
             )
         # multilabel: this many synthetic multi-intent rows per training row join the head's data
         self.synthetic_multi_intent = synthetic_multi_intent

@@ -60,7 +60,7 @@ API_KEY_PREFIX = "ir_"
 JOB_STATUSES = ("queued", "finetuning", "completed", "failed", "cancelled")
 FINISHED_JOB_STATUSES = ("completed", "failed", "cancelled")
 _UNFINISHED_JOB_STATUSES = ("queued", "finetuning")
-_REPLACEABLE_JOB_STATUSES = ("failed", "cancelled")
+_REPLACEABLE_JOB_STATUSES = ("failed", "cancelled", "completed")  # completed: only once its model is deleted
 _SQLITE_WRITE_OPTION = "intent_router_write"
 _POSTGRES_MIGRATION_LOCK = 0x1A7E_0001  # any constant; serialises migrations of concurrent processes
 
@@ -464,8 +464,10 @@ class Registry:
     ) -> Job:
         """Queue a fine-tune whose model will be called ``name``.
 
-        Raises NameTaken if a job of that name is queued, running or completed, or a model has that name;
-        a failed or cancelled job of that name is deleted and replaced. Raises ValueError for an unknown
+        Raises NameTaken if a job of that name is queued or running, or a model has that name; a failed
+        or cancelled job of that name is deleted and replaced, and so is a completed one whose model was
+        deleted since (a completed job registers its model before it ends, so while the model is there
+        the name is taken by it). Raises ValueError for an unknown
         data set.
         """
         now = _now()

@@ -20,6 +20,7 @@ from intent_router.data import normalize_text
         ("<p>fares to <b>Denver</b></p>", "fares to Denver"),
         ("Flüge nach K&ouml;ln&nbsp;&amp; zurück", "Flüge nach Köln & zurück"),
         ("book it https://example.com/a?b=1 or www.example.org now", "book it or now"),
+        ("fare to boston.https://x.com and svn+ssh://h/x", "fare to boston. and"),
         ("hi 😀👍🏽 there ✈️", "hi there"),
         ("ｆｌｉｇｈｔ to ﬁji", "flight to fiji"),
         ("why??? no!!!! wait…", "why? no! wait..."),

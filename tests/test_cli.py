@@ -180,6 +180,12 @@ def test_train_refuses_a_margin_out_of_range_in_one_line(small_csv, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_optimize_says_a_multilabel_model_runs_on_torch_only(fitted_multilabel, small_csv, tmp_path):
+    fitted_multilabel.save(tmp_path / "multi")
+    result = run("optimize", tmp_path / "multi", "--data", small_csv)
+    assert_one_line_error(result, "is a multilabel model; they run on torch only")
+
+
 def test_a_database_that_cannot_be_used_is_a_one_line_error(tmp_path):
     not_a_database = tmp_path / "bad.db"
     not_a_database.write_text("not a database")

@@ -179,6 +179,9 @@ def test_a_fit_with_synthetic_rows_adds_them_to_the_heads_data_only(multilabel_s
     assert not set(synthetic.texts) & set(validation.texts)
     with pytest.raises(ValueError, match="multilabel"):
         IntentClassifier(synthetic_multi_intent=0.1)
+    for share in (-0.1, 5):  # as POST /v1/finetunes: a share of the training rows, 0 to 1
+        with pytest.raises(ValueError, match=f"synthetic_multi_intent is {share}: give a share from 0 to 1"):
+            IntentClassifier(multilabel=True, synthetic_multi_intent=share)
 
 
 MULTI_LABELS = ["airfare", "flight", "ground_service"]

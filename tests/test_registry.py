@@ -298,11 +298,23 @@ def test_name_of_a_live_or_completed_job_is_taken(registry: Registry, dataset_id
     registry.create_job("atis", "english-small", dataset_id, None, {})
     if status != "queued":
         registry.claim_next_job()
-    if status == "completed":
+    if status == "completed":  # as a worker ends a job: its model registered first
+        registry.add_model("atis", "/models/atis", ["flight"], None, {})
         registry.finish_job("atis", "completed", metrics={})
     with pytest.raises(NameTaken):
         registry.create_job("atis", "english-small", dataset_id, None, {})
     assert registry.get_job("atis").status == status
+
+
+def test_a_completed_job_whose_model_was_deleted_is_replaced(registry: Registry, dataset_id: str) -> None:
+    old = registry.create_job("atis", "english-small", dataset_id, None, {})
+    registry.claim_next_job()
+    registry.add_model("atis", "/models/atis", ["flight"], None, {})
+    registry.finish_job("atis", "completed", metrics={})
+    assert registry.delete_model("atis")
+    new = registry.create_job("atis", "english-small", dataset_id, None, {"steps": 9})
+    assert new.id != old.id and new.status == "queued"
+    assert [job.id for job in registry.list_jobs()] == [new.id]
 
 
 def test_name_of_a_model_is_taken(registry: Registry, dataset_id: str) -> None:

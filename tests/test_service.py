@@ -491,6 +491,18 @@ def test_a_dead_finetune_worker_fails_its_job_and_is_replaced(server, home, keys
         time.sleep(0.5)
 
 
+def test_a_second_server_without_a_worker_leaves_the_running_job_alone(server, home, keys):
+    headers = keys["admin"]
+    _start_long_finetune(server, headers, "busy")
+    second = Server(home, "--no-finetune-worker")  # same database and models folder, another port
+    try:
+        job = httpx.get(f"{second.url}/v1/finetunes/busy", headers=headers).json()
+        assert job["status"] == "finetuning", job  # not failed as "interrupted by the last stop"
+    finally:
+        second.stop()
+    assert httpx.delete(f"{server.url}/v1/finetunes/busy", headers=headers).json()["status"] == "cancelled"
+
+
 def _start_long_finetune(server, headers, name: str) -> None:
     """A fine-tune of an uploaded dataset, long enough to be caught midway; returns once it runs."""
     dataset_id = next(
