@@ -181,7 +181,18 @@ def normalize_text(text: str, clean: bool = False) -> str:
     "x²" -> "x2", "™" -> "TM"), which loses distinctions; it is part of the ``clean`` option.
     """
     text = unicodedata.normalize("NFC", text)
-    return clean_text(text) if clean else text.strip()
+    return clean_text(text) if clean else _strip_invisible(text)
+
+
+def _strip_invisible(text: str) -> str:
+    """Outer white space and invisible format characters (zero-width spaces, BOM) removed, so a text
+    of nothing else is empty; the tokenizer drops such characters anyway."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or unicodedata.category(text[start]) == "Cf"):
+        start += 1
+    while end > start and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) == "Cf"):
+        end -= 1
+    return text[start:end]
 
 
 def unicode_problem(text: str, name: str) -> str | None:

@@ -391,7 +391,7 @@ def _onnx_encoder(path: Path, backend: str, head: LinearHead, inference: dict) -
     file = path / ONNX_FILES[backend]
     if not file.is_file():
         raise ModelFolderError(
-            f"{path} has no {ONNX_FILES[backend]}: it was saved before the ONNX backends existed. Build them with "
+            f"{path} has no {ONNX_FILES[backend]} (it was deleted, or saved before the ONNX backends). Build them with "
             f"`intent-router optimize {path.name} --data TRAIN.csv`, or load it with backend='torch'"
         )
     try:
