@@ -131,11 +131,17 @@ def train_folds(train_part, train_x, valid_x, valid_t, labels, args, share, kind
     return score(accepted, targets)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def saved_model_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options of the benchmarks that work on a saved multilabel ATIS model's cached embeddings."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--model", type=Path, default=Path("/tmp/multilabel-models/atis-multilabel"))
     parser.add_argument("--cache", type=Path, default=Path("/tmp/atis-multilabel-augmentation-cache"))
+    return parser
+
+
+def main() -> None:
+    parser = saved_model_parser(__doc__)
     parser.add_argument("--shares", default="0,0.025,0.05,0.1,0.2", help="synthetic rows per train-part row")
     parser.add_argument("--seeds", default="0,1,2", help="augmentation seeds")
     parser.add_argument("--weights", default="1", help="the synthetic rows' weights in the head's fit")

@@ -23,15 +23,13 @@ choose from the other columns). Each cell: sets exactly right (multi-intent rows
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from atis_multilabel_augmentation import cached_embed, held_out, hot, score  # noqa: E402
-from atis_multilabel_diagnosis import DATA_DIR, saved_split  # noqa: E402
+from atis_multilabel_augmentation import cached_embed, held_out, hot, saved_model_parser, score  # noqa: E402
+from atis_multilabel_diagnosis import saved_split  # noqa: E402
 
 from intent_router import IntentClassifier  # noqa: E402
 from intent_router.data import parse_labels  # noqa: E402
@@ -62,10 +60,7 @@ def cell(figures: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--model", type=Path, default=Path("/tmp/multilabel-models/atis-multilabel"))
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/atis-multilabel-augmentation-cache"))
+    parser = saved_model_parser(__doc__)
     parser.add_argument("--test", action="store_true", help="also score the test rows (for reporting only)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
