@@ -300,10 +300,16 @@ _Row = tuple[int, str, frozenset[str]]
 def _without_empty_texts(rows: list[_Row], source: str, problems: list[Problem]) -> list[_Row]:
     """Utterances only (labels dropped); an empty one is skipped with a warning, since a pool of user
     traffic holds some and none of them is worth stopping for (training data keeps them an error)."""
-    kept = [(line, utterance, frozenset[str]()) for line, utterance, _ in rows if normalize_text(utterance)]
-    skipped = [line for line, utterance, _ in rows if not normalize_text(utterance)]
+    kept: list[_Row] = []
+    skipped: list[int] = []
+    for line, utterance, _ in rows:
+        if normalize_text(utterance):
+            kept.append((line, utterance, frozenset()))
+        else:
+            skipped.append(line)
     if skipped:
-        shown = ", ".join(str(n) for n in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+        more = ", ..." if len(skipped) > SAME_PROBLEM_SHOWN else ""
+        shown = ", ".join(map(str, skipped[:SAME_PROBLEM_SHOWN])) + more
         problems.append(Problem(source, None, f"{len(skipped)} empty text(s) skipped (lines {shown})", "warning"))
     return kept
 

@@ -8,11 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from .. import model_folder
 from ..data import unicode_problem
 from ..registry import as_utc
 from ..routing import RouterConfig
 
-MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MODEL_NAME = model_folder.MODEL_NAME.pattern
 MAX_METADATA_BYTES = 4096  # /v1/route metadata, as JSON: it is stored with every fallback
 
 # A time without a zone is UTC, as on the command line.

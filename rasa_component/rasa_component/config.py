@@ -14,7 +14,7 @@ from typing import Any, Dict, NoReturn, Optional, Tuple
 from rasa.shared.exceptions import InvalidConfigException
 
 ON_ERROR = ("empty", "raise")
-# The service's pattern for a model name (intent_router/api/schemas.py, MODEL_NAME).
+# The service's pattern for a model name (intent_router/model_folder.py, MODEL_NAME).
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_STEPS = 20000  # the service's limit for a fine-tune (FinetuneRequest.steps)
 
