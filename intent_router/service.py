@@ -132,7 +132,7 @@ def _check_cleaned(loaded: LoadedModel, texts: list[str], max_chars: int) -> Non
     if not loaded.classifier.clean_text:
         return
     for i, text in enumerate(texts):
-        cleaned = normalize_text(text, clean=True)
+        cleaned = normalize_text(text, True, loaded.classifier.cleaning_version_)
         if not cleaned:
             raise EmptiedText(loaded.name, i)
         if len(cleaned) > max_chars:

@@ -224,6 +224,26 @@ def test_a_clean_text_model_holds_the_cleaned_text_to_the_length_limit(server, h
         shutil.rmtree(folder)
 
 
+def test_the_service_cleans_as_the_version_a_model_was_trained_with(server, home, keys):
+    folders = []
+    for name, version in (("atis-unversioned", None), ("atis-cleaning-2", 2)):
+        folder = shutil.copytree(home / "models" / "atis-3", home / "models" / name)
+        config = json.loads((folder / "intent_router.json").read_text())
+        config.update({"clean_text": True, **({"cleaning_version": version} if version else {})})
+        (folder / "intent_router.json").write_text(json.dumps(config))
+        folders.append(folder)
+    encoded = ["fares", "&lt;p&gt;&amp;nbsp;&lt;/p&gt;"]  # version 1 leaves "<p>&nbsp;</p>"; version 2 nothing
+    try:
+        classify = partial(httpx.post, f"{server.url}/v1/classify", headers=keys["inference"])
+        assert classify(json={"model": "atis-unversioned", "inputs": encoded}).status_code == 200
+        refused = classify(json={"model": "atis-cleaning-2", "inputs": encoded})
+        assert refused.status_code == 422
+        assert "text 1 of the request is empty once cleaned" in refused.json()["detail"]
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder)
+
+
 def test_a_finetune_with_clean_text_refuses_rows_that_cleaning_empties(server, keys, train_csv):
     data = train_csv.read_bytes() + b"<br/>&nbsp;,atis_airfare\n"
     upload = httpx.post(f"{server.url}/v1/datasets", files={"file": ("html.csv", data)}, headers=keys["admin"])
