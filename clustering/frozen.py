@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from intent_router import cleaning
 from intent_router.backends import BackendError, OnnxEncoder, Tokenizer, export_onnx
 from intent_router.base_models import load_base_model
 from intent_router.model import encode, prepare_texts
@@ -33,14 +34,15 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "intent-router"
 
 
-def frozen_encoder(base_model: str, clean: bool = False) -> Encoder:
-    """``texts -> unit vectors`` of the base model ``base_model``, frozen; ``clean`` as the model's ``clean_text``."""
+def frozen_encoder(base_model: str, clean: bool = False, cleaning_version: int = cleaning.VERSION) -> Encoder:
+    """``texts -> unit vectors`` of the base model ``base_model``, frozen; ``clean`` and ``cleaning_version``
+    as the model's ``clean_text`` and ``cleaning_version_``."""
     body = load_base_model(base_model)
     try:
         onnx = OnnxEncoder(exported(body), Tokenizer.from_body(body), f"{base_model} (frozen)")
     except (OSError, BackendError):  # nowhere to keep the export, or a body ONNX cannot run: torch
-        return lambda texts: encode(body, texts, clean)
-    return lambda texts: onnx.encode(prepare_texts(texts, clean))
+        return lambda texts: encode(body, texts, clean, cleaning_version)
+    return lambda texts: onnx.encode(prepare_texts(texts, clean, cleaning_version))
 
 
 def exported(body) -> Path:

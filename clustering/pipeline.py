@@ -229,7 +229,9 @@ class Discovery:
     def _encoder(self) -> Encoder:
         if self.encoder is not None:
             return self.encoder
-        return frozen_encoder(self._base_model(), self.model is not None and self.model.clean_text)
+        if self.model is None:
+            return frozen_encoder(self._base_model())
+        return frozen_encoder(self._base_model(), self.model.clean_text, self.model.cleaning_version_)
 
     def _base_model(self) -> str:
         return self.model.info_.get("base_model", DEFAULT_BASE_MODEL) if self.model else DEFAULT_BASE_MODEL

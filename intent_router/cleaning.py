@@ -1,18 +1,27 @@
 """Optional text cleaning for utterances copied from web pages, e-mails and chat widgets.
 
-A model trained with ``clean_text=True`` stores the choice and cleans every text the same way at
-training and at inference (``data.normalize_text(text, clean=True)`` is the one entry point):
+A model trained with ``clean_text=True`` stores the choice and the cleaning version, and cleans every
+text the same way at training and at inference (``data.normalize_text(text, clean=True)`` is the one
+entry point):
 
     >>> clean_text("<p>Flights to Köln&nbsp;please!!! 👉 https://example.com/book</p>")
     'Flights to Köln please!'
+    >>> clean_text("&lt;b&gt;fares&lt;/b&gt; to denver")
+    'fares to denver'
 
-In order: HTML comments and tags are removed; HTML entities are decoded; Unicode compatibility
-forms are folded (NFKC: full-width letters, ligatures, non-breaking spaces); URLs and ``www.``
-addresses are removed; symbols that carry no words (emoji, pictographs, dingbats, private-use and
-control or zero-width characters) are removed; a punctuation mark repeated three or more times is
-kept once (dots stay an ellipsis); white space runs become one space. Letters, digits, ordinary
-punctuation, currency and maths signs stay. A text can become empty (it held only markup or links):
-training data refuses such a row, and the HTTP service such a request.
+In order: HTML entities are decoded (up to three times: ``&amp;lt;b&amp;gt;`` is ``<b>``); HTML
+comments and tags are removed, so markup goes whether it was written or entity-encoded; Unicode
+compatibility forms are folded (NFKC: full-width letters, ligatures, non-breaking spaces); URLs and
+``www.`` addresses are removed; symbols that carry no words (emoji, pictographs, dingbats,
+private-use and control or zero-width characters) are removed; a punctuation mark repeated three or
+more times is kept once (dots stay an ellipsis); white space runs become one space. Letters, digits,
+ordinary punctuation, currency and maths signs stay. A text can become empty (it held only markup or
+links): training data refuses such a row, and the HTTP service such a request.
+
+Versions: a saved model records the ``version`` it was trained with (``cleaning_version`` in its
+``intent_router.json``) and is always cleaned that way, so a change here never changes what an
+existing model sees. Version 1 (models saved without a version) removed tags before decoding
+entities, so entity-encoded markup stayed in the text; version 2 is the one above.
 """
 
 from __future__ import annotations
@@ -20,6 +29,13 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+
+VERSION = 2  # what new models are trained with
+VERSIONS = (1, 2)
+UNVERSIONED = 1  # the version of a model saved before versions were recorded
+# Text escaped twice (a widget escaping what its page had escaped) is common; three passes undo that
+# and one more level. A deeper nesting stays partly encoded rather than costing a pass per level.
+_ENTITY_DECODING_PASSES = 3
 
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
@@ -36,17 +52,37 @@ _SYMBOL_CATEGORIES = {"So", "Sk", "Co", "Cn", "Cs", "Cc"}
 _FORMAT_CATEGORY = "Cf"
 
 
-def clean_text(text: str) -> str:
-    """``text`` without markup, links and stray symbols, NFKC-folded, with single spaces."""
-    text = _HTML_COMMENT.sub(" ", text)
-    text = _HTML_TAG.sub(" ", text)
-    text = html.unescape(text)
+def clean_text(text: str, version: int = VERSION) -> str:
+    """``text`` without markup, links and stray symbols, NFKC-folded, with single spaces, as cleaning
+    ``version`` does it (``VERSIONS``; a model passes the one it was trained with)."""
+    if version not in VERSIONS:
+        raise ValueError(
+            f"unknown cleaning version {version!r}: this intent-router knows {', '.join(map(str, VERSIONS))}"
+        )
+    if version == 1:
+        text = _without_markup(text)
+        text = html.unescape(text)
+    else:
+        text = _without_markup(_decoded(text))
     text = unicodedata.normalize("NFKC", text)
     text = _URL.sub(" ", text)
     text = _VARIATION_SELECTORS.sub("", text)
     text = "".join(_without_symbols(text))
     text = _REPEATED_PUNCTUATION.sub(_once, text)
     return _WHITE_SPACE.sub(" ", text).strip()
+
+
+def _without_markup(text: str) -> str:
+    return _HTML_TAG.sub(" ", _HTML_COMMENT.sub(" ", text))
+
+
+def _decoded(text: str) -> str:
+    for _ in range(_ENTITY_DECODING_PASSES):
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def _without_symbols(text: str):

@@ -340,7 +340,7 @@ def plot(
             dataset = dataset.subset(sorted(keep.tolist()))
         base = _quiet(load_base_model, classifier.info_.get("base_model", DEFAULT_BASE_MODEL))
         with console.status("Embedding and projecting..."):
-            before = encode(base, dataset.texts, classifier.clean_text)
+            before = encode(base, dataset.texts, classifier.clean_text, classifier.cleaning_version_)
             after = classifier.embed(dataset.texts)
             write_embedding_plot(target, dataset.texts, dataset.labels, before, after, f"{model}: before / after")
         console.print(f"[green]Wrote[/] {escape(str(target))}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .cleaning import clean_text
+from . import cleaning
 
 LABEL_SEPARATOR = "+"
 MIN_EXAMPLES = 32
@@ -121,11 +121,11 @@ class Dataset:
             digest.update(b"\x1e")
         return digest.hexdigest()
 
-    def cleaned(self) -> Dataset:
+    def cleaned(self, cleaning_version: int = cleaning.VERSION) -> Dataset:
         """Every text cleaned as ``clean_text`` models do; a text that cleaning empties is a ``DataError``."""
         examples, problems = [], []
         for example in self.examples:
-            text = normalize_text(example.text, clean=True)
+            text = normalize_text(example.text, clean=True, cleaning_version=cleaning_version)
             if text:
                 examples.append(replace(example, text=text))
             else:
@@ -171,9 +171,10 @@ def label_name(name: str) -> str:
     return name.strip()
 
 
-def normalize_text(text: str, clean: bool = False) -> str:
+def normalize_text(text: str, clean: bool = False, cleaning_version: int = cleaning.VERSION) -> str:
     """How every text is prepared, the same way at training and inference: Unicode NFC and outer white
-    space removed; with ``clean``, also markup, links and stray symbols (see ``cleaning.clean_text``).
+    space removed; with ``clean``, also markup, links and stray symbols (see ``cleaning.clean_text``),
+    as cleaning version ``cleaning_version`` does it (a model's own: ``IntentClassifier.cleaning_version_``).
 
     NFC, not NFKC, is the default because it only merges canonically equal spellings (a composed and
     a decomposed "é"), so it never changes what a text says and a model trained before cleaning
@@ -181,7 +182,7 @@ def normalize_text(text: str, clean: bool = False) -> str:
     "x²" -> "x2", "™" -> "TM"), which loses distinctions; it is part of the ``clean`` option.
     """
     text = unicodedata.normalize("NFC", text)
-    return clean_text(text) if clean else _strip_invisible(text)
+    return cleaning.clean_text(text, cleaning_version) if clean else _strip_invisible(text)
 
 
 def _strip_invisible(text: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, cleaning
 from .backends import ONNX_FILES, BackendError, Encoder, OnnxEncoder, Tokenizer, TorchEncoder
 from .base_models import DEFAULT_BASE_MODEL, load_base_model
 from .data import (
@@ -137,9 +137,10 @@ class IntentClassifier:
         """Fine-tune on ``train``; score on ``validation`` or on an automatic stratified split."""
         report = progress or (lambda stage, fraction: None)
         started = time.perf_counter()
+        version = cleaning.VERSION  # a new training cleans as the current version, also of a loaded model
         if self.clean_text:
-            train = train.cleaned()
-            validation = validation.cleaned() if validation is not None else None
+            train = train.cleaned(version)
+            validation = validation.cleaned(version) if validation is not None else None
         warnings = list(train.warnings) + check_trainable(
             train, multilabel=self.multilabel, allow_rare_labels=self.allow_rare_labels
         )
@@ -173,7 +174,7 @@ class IntentClassifier:
         count = round(self.synthetic_multi_intent * len(train_part))
         synthetic = synthetic_multi_intent(train_part, count, self.settings.seed)
         fitted_on = Dataset(train_part.examples + synthetic.examples, train_part.source)
-        train_vectors = encode(body, fitted_on.texts, self.clean_text)
+        train_vectors = encode(body, fitted_on.texts, self.clean_text, version)
         if self.multilabel:
             targets = _multi_hot(fitted_on.label_sets, labels)
             head: LinearHead = SigmoidHead.fit(train_vectors, targets, len(labels), self.head_regularization)
@@ -191,7 +192,7 @@ class IntentClassifier:
         else:
             thresholds["default_threshold"] = {"value": 0.5, "fitted_on": 0}
         if len(validation):
-            vectors = encode(body, validation.texts, self.clean_text)
+            vectors = encode(body, validation.texts, self.clean_text, version)
             probabilities = head.predict_proba(vectors)
             thresholds["default_similarity_threshold"] = fit_similarity_threshold(head, vectors)
             if self.multilabel:
@@ -211,9 +212,9 @@ class IntentClassifier:
             self.optimized_ = optimize(
                 body,
                 head,
-                prepare_texts(train_part.texts, self.clean_text),
+                prepare_texts(train_part.texts, self.clean_text, version),
                 np.array(class_ids),
-                prepare_texts([validation.texts[i] for i in known], self.clean_text),
+                prepare_texts([validation.texts[i] for i in known], self.clean_text, version),
                 np.array([labels.index(validation.labels[i]) for i in known]),
             )
             report("optimizing", 1.0)
@@ -230,6 +231,7 @@ class IntentClassifier:
                 else {}
             ),
             "clean_text": self.clean_text,
+            **({"cleaning_version": version} if self.clean_text else {}),
             **thresholds,
             **({"inference": self.optimized_.info} if self.optimized_ else {}),
             "data": {
@@ -245,12 +247,19 @@ class IntentClassifier:
         }
         return self
 
+    @property
+    def cleaning_version_(self) -> int:
+        """The text cleaning version (``cleaning.VERSIONS``) the model was trained with, and so cleans
+        its inputs with: recorded in ``info_`` with ``clean_text``; a model saved before versions were
+        recorded has none and means version 1."""
+        return int(self.info_.get("cleaning_version", cleaning.UNVERSIONED))
+
     # -- inference ------------------------------------------------------------------------------
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Fine-tuned, unit-length embeddings, one row per text (from the loaded backend's transformer)."""
         encoder, head, _ = self._fitted()
-        prepared = prepare_texts(texts, self.clean_text)
+        prepared = prepare_texts(texts, self.clean_text, self.cleaning_version_)
         if not prepared:
             return np.zeros((0, head.dimension), dtype=np.float32)
         return encoder.encode(prepared)
@@ -258,7 +267,7 @@ class IntentClassifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """A confidence for every label, one row per text; columns follow ``labels_``."""
         encoder, head, _ = self._fitted()
-        prepared = prepare_texts(texts, self.clean_text)
+        prepared = prepare_texts(texts, self.clean_text, self.cleaning_version_)
         if not prepared:
             return np.zeros((0, head.n_classes), dtype=np.float32)
         if self.cascade_ is not None:
@@ -332,13 +341,13 @@ class IntentClassifier:
             raise ValueError("multilabel models run on torch only: the ONNX and cascade backends are single-label")
         train_part = [i for i, label in enumerate(train.labels) if label in labels]
         known = [i for i, label in enumerate(validation.labels) if label in labels]
-        texts = prepare_texts([train.texts[i] for i in train_part], self.clean_text)
+        texts = prepare_texts([train.texts[i] for i in train_part], self.clean_text, self.cleaning_version_)
         self.optimized_ = optimize(
             body,
             head,
             texts,
             np.array([labels.index(train.labels[i]) for i in train_part]),
-            prepare_texts([validation.texts[i] for i in known], self.clean_text),
+            prepare_texts([validation.texts[i] for i in known], self.clean_text, self.cleaning_version_),
             np.array([labels.index(validation.labels[i]) for i in known]),
             cascade=cascade,
         )
@@ -493,20 +502,24 @@ def long_text_warnings(dataset: Dataset, body) -> list[Problem]:
     return [Problem(dataset.source, None, message, "warning")]
 
 
-def encode(body, texts: Sequence[str], clean: bool = False) -> np.ndarray:
+def encode(body, texts: Sequence[str], clean: bool = False, cleaning_version: int = cleaning.VERSION) -> np.ndarray:
     """Unit-length embeddings of ``texts`` by a body (tuned or base), made as the classifier makes them.
 
-    ``clean`` is the model's ``clean_text``. A text that is empty once prepared (white space, or with
-    ``clean`` only markup, links or symbols) is encoded as the empty string: it gets a defined but
-    meaningless prediction, so the HTTP service refuses such texts with a 422 instead.
+    ``clean`` and ``cleaning_version`` are the model's ``clean_text`` and ``cleaning_version_``. A text
+    that is empty once prepared (white space, or with ``clean`` only markup, links or symbols) is
+    encoded as the empty string: it gets a defined but meaningless prediction, so the HTTP service
+    refuses such texts with a 422 instead.
     """
     vectors = body.encode(
-        prepare_texts(texts, clean), batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True, normalize_embeddings=True
+        prepare_texts(texts, clean, cleaning_version),
+        batch_size=ENCODE_BATCH_SIZE,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
     )
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
 
-def prepare_texts(texts: Sequence[str], clean: bool = False) -> list[str]:
+def prepare_texts(texts: Sequence[str], clean: bool = False, cleaning_version: int = cleaning.VERSION) -> list[str]:
     """The texts as the encoder sees them (``data.normalize_text``), after checking they are strings
     of valid Unicode (a lone surrogate, from a bad ``\\u`` escape or undecodable bytes, is refused:
     the tokenizer cannot take it)."""
@@ -519,7 +532,7 @@ def prepare_texts(texts: Sequence[str], clean: bool = False) -> list[str]:
         problem = unicode_problem(text, f"text {i}")
         if problem:
             raise ValueError(problem)
-        prepared.append(normalize_text(text, clean))
+        prepared.append(normalize_text(text, clean, cleaning_version))
     return prepared
 
 

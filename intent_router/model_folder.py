@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+from . import cleaning
 from .head import LinearHead, SigmoidHead
 
 CONFIG_FILE = "intent_router.json"
@@ -151,6 +152,13 @@ def read_model_folder(path: Path, device: str | None = None, load_body: bool = T
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise ModelFolderError(
             f"{path} was written by a newer intent-router (format {config['format_version']}); upgrade to load it"
+        )
+    cleaning_version = config.get("cleaning_version", cleaning.UNVERSIONED)
+    if config.get("clean_text") and cleaning_version not in cleaning.VERSIONS:
+        raise ModelFolderError(
+            f"{config_path}: 'cleaning_version' is {cleaning_version!r}, a text cleaning this intent-router does "
+            f"not know (it knows {', '.join(map(str, cleaning.VERSIONS))}): the model was trained by a newer "
+            "intent-router; upgrade to load it"
         )
     labels = config.get("labels")
     if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):

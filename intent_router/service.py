@@ -33,6 +33,12 @@ from .registry import Registry
 from .routing import RouteDecision, RouterConfig, decide
 
 ENV_PREFIX = "INTENT_ROUTER_"
+# A model trained with clean_text holds a text to max_text_chars once cleaned, and takes this many
+# times as much as sent: a question pasted with its page's markup or a link with tracking
+# parameters is a few times its words, while cleaning (regex passes and a pass over every
+# character) costs about 3 ms per 20,000 characters, so a full batch of such texts costs about as
+# much as the transformer's pass over the cleaned ones, not an unbounded amount.
+RAW_TEXT_FACTOR = 10
 
 
 class ServiceSettings(BaseModel):
@@ -51,6 +57,12 @@ class ServiceSettings(BaseModel):
     low_confidence_max_rows: int = 100_000
     low_confidence_max_age_days: float = 90.0
     redact_low_confidence: bool = True
+
+    @property
+    def max_raw_text_chars(self) -> int:
+        """How long a text to a model trained with ``clean_text`` may be as sent (``max_text_chars``
+        applies to it once cleaned)."""
+        return self.max_text_chars * RAW_TEXT_FACTOR
 
     @classmethod
     def from_env(cls) -> ServiceSettings:
@@ -86,7 +98,11 @@ class UnknownIntents(ValueError):
         super().__init__(f"intents {unknown} are not labels of model {model!r}: {labels}")
 
 
-class EmptiedText(ValueError):
+class CleanedTextRefused(ValueError):
+    """A text a model trained with ``clean_text`` cannot take once cleaned (the HTTP API answers 422)."""
+
+
+class EmptiedText(CleanedTextRefused):
     """A text with words only in markup, links or symbols, sent to a model trained with ``clean_text``."""
 
     def __init__(self, model: str, index: int):
@@ -97,13 +113,30 @@ class EmptiedText(ValueError):
         )
 
 
-def _check_not_emptied(loaded: LoadedModel, texts: list[str]) -> None:
-    """Refuse what would get a meaningless prediction; the HTTP API already refuses blank texts."""
+class CleanedTextTooLong(CleanedTextRefused):
+    """A text still longer than ``max_text_chars`` once a model trained with ``clean_text`` cleaned it."""
+
+    def __init__(self, model: str, index: int, cleaned: int, sent: int, limit: int):
+        self.model, self.index = model, index
+        super().__init__(
+            f"text {index} of the request is {cleaned} characters once cleaned ({sent} as sent); model {model!r} "
+            f"takes at most {limit} per text after removing markup, links and symbols (clean_text); send a "
+            "shorter utterance"
+        )
+
+
+def _check_cleaned(loaded: LoadedModel, texts: list[str], max_chars: int) -> None:
+    """For a model trained with ``clean_text``: refuse a text that cleaning empties (it would get a
+    meaningless prediction; the HTTP API already refuses blank texts) or leaves longer than ``max_chars``
+    (the HTTP API has held it to ``max_raw_text_chars`` as sent)."""
     if not loaded.classifier.clean_text:
         return
     for i, text in enumerate(texts):
-        if not normalize_text(text, clean=True):
+        cleaned = normalize_text(text, True, loaded.classifier.cleaning_version_)
+        if not cleaned:
             raise EmptiedText(loaded.name, i)
+        if len(cleaned) > max_chars:
+            raise CleanedTextTooLong(loaded.name, i, len(cleaned), len(text), max_chars)
 
 
 @dataclass
@@ -275,12 +308,12 @@ class Service:
 
     async def embed(self, model: str, texts: list[str]) -> np.ndarray:
         loaded = await self.model(model)
-        _check_not_emptied(loaded, texts)
+        _check_cleaned(loaded, texts, self.settings.max_text_chars)
         return await loaded.batcher.submit(texts)
 
     async def classify(self, model: str, texts: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = await self.model(model)
-        _check_not_emptied(loaded, texts)
+        _check_cleaned(loaded, texts, self.settings.max_text_chars)
         return loaded.labels, await loaded.classify_batcher.submit(texts)
 
     def recall(self, kind: str, key: str, load: Callable[[], object]) -> object:

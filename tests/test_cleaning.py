@@ -4,14 +4,16 @@ choice is saved with the model, and that a text it empties is refused or has a d
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from intent_router import DataError, Dataset, IntentClassifier
+from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError
 from intent_router.cleaning import clean_text
 from intent_router.data import normalize_text
+from intent_router.model import encode
 
 
 @pytest.mark.parametrize(
@@ -29,8 +31,53 @@ from intent_router.data import normalize_text
         ("¿Cuál es la tarifa?", "¿Cuál es la tarifa?"),
     ],
 )
-def test_cleaning_removes_markup_links_and_stray_symbols_and_keeps_words(raw, cleaned):
+@pytest.mark.parametrize("version", [1, 2])
+def test_cleaning_removes_markup_links_and_stray_symbols_and_keeps_words(raw, cleaned, version):
+    assert clean_text(raw, version) == cleaned
+
+
+ENCODED = [
+    ("&lt;b&gt;bold&lt;/b&gt; fares to denver", "bold fares to denver"),
+    ("&amp;lt;p&amp;gt;fares&amp;lt;/p&amp;gt;", "fares"),  # escaped twice
+    ("&#60;i&#62;cheap&#60;/i&#62; flights", "cheap flights"),
+    ("&lt;!-- note --&gt;fares &amp;amp; fees", "fares & fees"),
+    ("<p>fares to <b>Denver</b></p> &lt;br&gt;", "fares to Denver"),
+    ("3 &lt; 5 &amp;&amp; AT&amp;T", "3 < 5 && AT&T"),  # a decoded "<" that starts no tag stays
+]
+
+
+@pytest.mark.parametrize("raw, cleaned", ENCODED)
+def test_cleaning_removes_entity_encoded_markup_as_it_removes_markup(raw, cleaned):
     assert clean_text(raw) == cleaned
+    assert clean_text(cleaned) == cleaned  # training cleans its rows, then prepares them like any input
+
+
+# What version 1, the cleaning before versions were recorded, made of the same texts: its models
+# were trained on these and must go on seeing them.
+VERSION_1 = [
+    "<b>bold</b> fares to denver",
+    "&lt;p&gt;fares&lt;/p&gt;",
+    "<i>cheap</i> flights",
+    "<!-- note -->fares &amp; fees",
+    "fares to Denver <br>",
+    "3 < 5 && AT&T",
+]
+
+
+def test_entities_are_decoded_three_times_at_most():
+    assert clean_text("&amp;amp;amp;amp;lt;b&amp;gt;x") == "&amp;lt;b>x"
+    assert clean_text("&" + "amp;" * 5000) == "&" + "amp;" * 4997  # not a pass for each of 5000 levels
+
+
+@pytest.mark.parametrize("raw, cleaned", list(zip([raw for raw, _ in ENCODED], VERSION_1, strict=True)))
+def test_version_1_cleaning_is_kept_for_the_models_trained_with_it(raw, cleaned):
+    assert clean_text(raw, version=1) == cleaned
+    assert normalize_text(raw, clean=True, cleaning_version=1) == cleaned
+
+
+def test_an_unknown_cleaning_version_is_refused():
+    with pytest.raises(ValueError, match="unknown cleaning version 3: this intent-router knows 1, 2"):
+        clean_text("fares", version=3)
 
 
 def test_without_cleaning_only_nfc_and_outer_space_change():
@@ -53,9 +100,10 @@ def test_training_and_inference_clean_alike_and_the_choice_is_saved(small_split,
     assert np.allclose(from_dirty.predict_proba(dirty(held_out).texts[:20]), expected, atol=1e-5)
 
     folder = from_dirty.save(tmp_path / "clean")
-    assert json.loads((folder / "intent_router.json").read_text())["clean_text"] is True
+    config = json.loads((folder / "intent_router.json").read_text())
+    assert config["clean_text"] is True and config["cleaning_version"] == 2
     reloaded = IntentClassifier.load(folder, backend="torch")
-    assert reloaded.clean_text is True
+    assert reloaded.clean_text is True and reloaded.cleaning_version_ == 2
     assert np.allclose(reloaded.predict_proba(dirty(held_out).texts[:20]), expected, atol=1e-5)
     fastest = IntentClassifier.load(folder)  # the model's default backend cleans the same way
     assert fastest.predict(dirty(held_out).texts[:20]) == from_clean.predict(texts)
@@ -79,3 +127,29 @@ def test_a_text_that_cleaning_empties_is_classified_like_an_empty_text(small_spl
     model = IntentClassifier(steps=0, clean_text=True).fit(train)
     only_markup, empty = model.predict_proba(["<p>&nbsp;</p> 😀", ""])
     assert np.allclose(only_markup, empty)
+
+
+def cleaning_copy(saved_model, tmp_path, **changes):
+    """A copy of ``saved_model`` whose config says it was trained with cleaning, changed by ``changes``
+    (a value None removes the key)."""
+    folder = tmp_path / "copy"
+    shutil.copytree(saved_model, folder)
+    config_file = folder / "intent_router.json"
+    config = {**json.loads(config_file.read_text()), "clean_text": True, **changes}
+    config_file.write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return folder
+
+
+def test_a_model_saved_without_a_cleaning_version_is_cleaned_as_version_1(saved_model, tmp_path):
+    unversioned = IntentClassifier.load(cleaning_copy(saved_model, tmp_path, cleaning_version=None), backend="torch")
+    assert unversioned.cleaning_version_ == 1
+    raw = "&lt;b&gt;bold&lt;/b&gt; fares to denver"
+    as_trained = encode(unversioned.body_, [clean_text(raw, version=1)])  # "<b>bold</b> fares to denver"
+    assert np.allclose(unversioned.embed([raw]), as_trained, atol=1e-6)
+    assert not np.allclose(as_trained, encode(unversioned.body_, [clean_text(raw)]), atol=1e-3)
+
+
+def test_a_model_of_an_unknown_cleaning_version_is_refused_on_load(saved_model, tmp_path):
+    folder = cleaning_copy(saved_model, tmp_path, cleaning_version=3)
+    with pytest.raises(ModelFolderError, match=r"'cleaning_version' is 3, a text cleaning this intent-router does "):
+        IntentClassifier.load(folder)

@@ -187,6 +187,63 @@ def test_a_clean_text_model_cleans_requests_and_refuses_a_text_cleaning_empties(
         shutil.rmtree(folder)
 
 
+def test_a_clean_text_model_holds_the_cleaned_text_to_the_length_limit(server, home, keys, small_split):
+    train, _ = small_split
+    folder = IntentClassifier(steps=0, clean_text=True).fit(train).save(home / "models" / "atis-long")
+    # 500 characters is the test server's limit (tests/server.py); this text is 23 once cleaned
+    pasted = "<p>show me fares to denver</p> https://example.com/track?id=" + "x" * 600
+    post = partial(httpx.post, headers=keys["inference"])
+    try:
+        plain = post(f"{server.url}/v1/classify", json={"model": "atis-long", "inputs": ["show me fares to denver"]})
+        classified = post(f"{server.url}/v1/classify", json={"model": "atis-long", "inputs": [pasted]})
+        assert classified.status_code == 200, classified.text
+        assert classified.json()["classifications"][0]["labels"] == plain.json()["classifications"][0]["labels"]
+        embedded = post(f"{server.url}/v1/embed", json={"model": "atis-long", "texts": [pasted]})
+        assert embedded.status_code == 200, embedded.text
+        router = {"model": "atis-long", "default_destination": "nlu"}
+        assert httpx.put(f"{server.url}/v1/routers/long", json=router, headers=keys["admin"]).status_code == 200
+        routed = post(f"{server.url}/v1/route", json={"text": pasted, "router": "long"})
+        assert routed.status_code == 200, routed.text
+
+        wordy = post(f"{server.url}/v1/classify", json={"model": "atis-long", "inputs": ["fine", "fares " * 100]})
+        assert wordy.status_code == 422
+        assert wordy.json()["detail"] == (
+            "text 1 of the request is 599 characters once cleaned (600 as sent); model 'atis-long' takes at "
+            "most 500 per text after removing markup, links and symbols (clean_text); send a shorter utterance"
+        )
+        huge = post(f"{server.url}/v1/embed", json={"model": "atis-long", "texts": ["<b>fares</b>" * 417]})
+        assert huge.status_code == 422
+        assert "texts[0]: 5004 characters as sent; at most 5000 per text before cleaning" in huge.text
+        assert "(model 'atis-long' cleans texts, then takes at most 500)" in huge.text
+
+        unclean = post(f"{server.url}/v1/classify", json={"model": "atis-3", "inputs": [pasted]})
+        assert unclean.status_code == 422  # a model without cleaning takes 500 characters as sent, as before
+        assert f"inputs[0]: {len(pasted)} characters; at most 500 per text" in unclean.text
+    finally:
+        httpx.delete(f"{server.url}/v1/routers/long", headers=keys["admin"])
+        shutil.rmtree(folder)
+
+
+def test_the_service_cleans_as_the_version_a_model_was_trained_with(server, home, keys):
+    folders = []
+    for name, version in (("atis-unversioned", None), ("atis-cleaning-2", 2)):
+        folder = shutil.copytree(home / "models" / "atis-3", home / "models" / name)
+        config = json.loads((folder / "intent_router.json").read_text())
+        config.update({"clean_text": True, **({"cleaning_version": version} if version else {})})
+        (folder / "intent_router.json").write_text(json.dumps(config))
+        folders.append(folder)
+    encoded = ["fares", "&lt;p&gt;&amp;nbsp;&lt;/p&gt;"]  # version 1 leaves "<p>&nbsp;</p>"; version 2 nothing
+    try:
+        classify = partial(httpx.post, f"{server.url}/v1/classify", headers=keys["inference"])
+        assert classify(json={"model": "atis-unversioned", "inputs": encoded}).status_code == 200
+        refused = classify(json={"model": "atis-cleaning-2", "inputs": encoded})
+        assert refused.status_code == 422
+        assert "text 1 of the request is empty once cleaned" in refused.json()["detail"]
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder)
+
+
 def test_a_finetune_with_clean_text_refuses_rows_that_cleaning_empties(server, keys, train_csv):
     data = train_csv.read_bytes() + b"<br/>&nbsp;,atis_airfare\n"
     upload = httpx.post(f"{server.url}/v1/datasets", files={"file": ("html.csv", data)}, headers=keys["admin"])

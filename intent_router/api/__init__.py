@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from .. import __version__
 from ..model_folder import ModelFolderError
-from ..service import EmptiedText, Service, ServiceSettings, UnknownIntents, UnknownModel, UnknownRouter
+from ..service import CleanedTextRefused, Service, ServiceSettings, UnknownIntents, UnknownModel, UnknownRouter
 from . import admin, discovery, inference
 
 
@@ -115,8 +115,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def unknown_intents(request: Request, error: UnknownIntents) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
-    @app.exception_handler(EmptiedText)
-    async def emptied_text(request: Request, error: EmptiedText) -> JSONResponse:
+    @app.exception_handler(CleanedTextRefused)
+    async def refused_once_cleaned(request: Request, error: CleanedTextRefused) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(ModelFolderError)

@@ -18,15 +18,31 @@ def check_texts(request: Request, texts: list[str], field: str) -> None:
     for i, text in enumerate(texts):
         if not text.strip():
             raise HTTPException(422, f"{field}[{i}] is empty; send the user's utterance")
-        if len(text) > settings.max_text_chars:
+
+
+async def check_lengths(request: Request, texts: list[str], field: str, model: str) -> None:
+    """422 for a text longer than ``model`` takes as sent: ``max_text_chars``, or ``max_raw_text_chars``
+    for a model trained with ``clean_text`` (the service holds its texts to ``max_text_chars`` once cleaned)."""
+    service = request.app.state.service
+    settings = service.settings
+    cleans = (await service.model(model)).classifier.clean_text
+    limit = settings.max_raw_text_chars if cleans else settings.max_text_chars
+    for i, text in enumerate(texts):
+        if len(text) <= limit:
+            continue
+        if cleans:
             raise HTTPException(
-                422, f"{field}[{i}]: {len(text)} characters; at most {settings.max_text_chars} per text"
+                422,
+                f"{field}[{i}]: {len(text)} characters as sent; at most {limit} per text before cleaning "
+                f"(model {model!r} cleans texts, then takes at most {settings.max_text_chars})",
             )
+        raise HTTPException(422, f"{field}[{i}]: {len(text)} characters; at most {limit} per text")
 
 
 @router.post("/classify", response_model=ClassifyResponse)
 async def classify(body: ClassifyRequest, request: Request) -> dict:
     check_texts(request, body.inputs, "inputs")
+    await check_lengths(request, body.inputs, "inputs", body.model)
     service = request.app.state.service
     labels, probabilities = await service.classify(body.model, body.inputs)
     if body.record_low_confidence:
@@ -56,6 +72,7 @@ async def classify(body: ClassifyRequest, request: Request) -> dict:
 @router.post("/embed", response_model=EmbedResponse)
 async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
     check_texts(request, body.texts, "texts")
+    await check_lengths(request, body.texts, "texts", body.model)
     vectors = await request.app.state.service.embed(body.model, body.texts)
     return EmbedResponse(model=body.model, embeddings=vectors.tolist())
 
@@ -64,6 +81,7 @@ async def embed(body: EmbedRequest, request: Request) -> EmbedResponse:
 async def route(body: RouteRequest, request: Request) -> RouteResponse:
     check_texts(request, [body.text], "text")
     service = request.app.state.service
+    await check_lengths(request, [body.text], "text", service.router(body.router)[1].model)
     router_name, config, decision = await service.route(body.text, body.router, body.conversation_id, body.metadata)
     request.app.state.metrics.routed(router_name, config.model, decision.reason)
     return RouteResponse(**decision.to_dict(), router=router_name, model=config.model)
