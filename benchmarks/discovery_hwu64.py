@@ -8,13 +8,16 @@ split of the other 48 (validated on their valid split, which fits its default th
 traffic is the whole test split plus the train-split utterances of the held-out intents, never
 seen by the model. Everything the router would not pass is the pool: below the model's default
 confidence threshold, or further from every intent centroid than its default similarity threshold
-(``--similarity-percentile`` refits that on validation). Discovery with its defaults (the model's
+(``--similarity-percentile`` refits that on validation). With ``--review``, the pool also holds
+what a router with ``review`` on keeps while routing it: passed, but further from every intent
+centroid than the model's review threshold (the 15th percentile of validation). Discovery with its defaults (the model's
 base model frozen, UMAP 5-d cosine, HDBSCAN, the smallest cluster and UMAP's neighbours set from the
 pool's size) runs on the pool.
 
 Reports: capture (share of held-out-intent traffic that reaches the pool; also by the confidence
 rule alone, and at the issue's baseline rule, a threshold at the 10th percentile of validation
-confidence), the share of known-intent traffic that falls back too (the cost), NMI and ARI of the
+confidence), the share of known-intent traffic that falls back too (the cost), the share of it that
+reaches the pool (the same, unless ``--review``), NMI and ARI of the
 clusters against the true intents (over clustered points, and with noise as one group), the noise
 share, the share of held-out intents recovered as a cluster of their own (>= 60% of a cluster of
 >= 3 members from that intent), the accuracy of the new-intent / coverage-gap call (a cluster whose
@@ -39,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from clustering import NEW_INTENT, Discovery, utterances_from_texts  # noqa: E402
 from intent_router import Dataset, IntentClassifier, load_dataset  # noqa: E402
-from intent_router.model import SIMILARITY_PERCENTILE, fit_similarity_threshold  # noqa: E402
+from intent_router.model import REVIEW_PERCENTILE, SIMILARITY_PERCENTILE, fit_similarity_threshold  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "hwu64"
 HELD_OUT_SHARE = 0.25
@@ -48,6 +51,7 @@ PURITY, MIN_MEMBERS = 0.6, 3
 COLUMNS = [
     ("capture", "capture"),
     ("known_fallback", "known traffic falling back"),
+    ("known_pooled", "known traffic in the pool"),
     ("capture_confidence", "capture, confidence alone"),
     ("capture_p10", "capture at p10"),
     ("pool", "pool"),
@@ -90,6 +94,7 @@ def run_seed(
     steps: int | None,
     margin: float | None,
     similarity_percentile: float | None,
+    review: bool = False,
 ) -> dict:
     intents = sorted(set(train.labels))
     rng = np.random.default_rng(seed)
@@ -108,8 +113,15 @@ def run_seed(
         similarity_threshold = fit_similarity_threshold(head, model.embed(known_valid.texts), percentile)["value"]
     vectors = model.embed(traffic)
     confidence = head.predict_proba(vectors).max(axis=1)
+    similarity = head.centroid_similarity(vectors)
     unsure = confidence < threshold
-    low = unsure | (head.centroid_similarity(vectors) < similarity_threshold)
+    fallback = unsure | (similarity < similarity_threshold)
+    low = fallback.copy()
+    if review:  # a model fitted before the review threshold existed gets it fitted here, the same way
+        fitted = model.info_.get("default_review_similarity_threshold", {}).get("value")
+        if not fitted:
+            fitted = fit_similarity_threshold(head, model.embed(known_valid.texts), REVIEW_PERCENTILE)["value"]
+        low |= similarity < fitted
     unseen = np.array([y in held_out for y in truth])
     pool = utterances_from_texts([t for t, is_low in zip(traffic, low, strict=True) if is_low], "hwu64 week")
     started = time.perf_counter()
@@ -136,7 +148,8 @@ def run_seed(
         "threshold": threshold,
         "similarity_threshold": similarity_threshold,
         "capture": float(low[unseen].mean()),
-        "known_fallback": float(low[~unseen].mean()),
+        "known_fallback": float(fallback[~unseen].mean()),
+        "known_pooled": float(low[~unseen].mean()),
         "capture_confidence": float(unsure[unseen].mean()),
         "capture_p10": float((confidence < p10)[unseen].mean()),
         "pool": pool.total,
@@ -199,6 +212,11 @@ def main() -> None:
         default=None,
         help=f"refit the similarity threshold at this validation percentile (default: {SIMILARITY_PERCENTILE})",
     )
+    parser.add_argument(
+        "--review",
+        action="store_true",
+        help=f"add routed utterances below the review threshold (p{REVIEW_PERCENTILE:.0f} of validation)",
+    )
     parser.add_argument("--no-timing", action="store_true", help="skip timing discovery on 10,000 utterances")
     args = parser.parse_args()
     train = load_dataset(args.data / "train.csv")
@@ -208,7 +226,9 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory()
     models = args.models or Path(scratch.name)
     for seed in args.seeds:
-        rows.append(run_seed(seed, train, valid, test, models, args.steps, args.margin, args.similarity_percentile))
+        rows.append(
+            run_seed(seed, train, valid, test, models, args.steps, args.margin, args.similarity_percentile, args.review)
+        )
         print(f"seed {seed} done: " + ", ".join(f"{k}={_cell(k, rows[-1][k])}" for k, _ in COLUMNS), flush=True)
     print_table(rows)
     if not args.no_timing:

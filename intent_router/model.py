@@ -55,6 +55,9 @@ STUDENT_FILE = "student.safetensors"
 THRESHOLD_PRECISION = 0.95  # the default router threshold keeps validation precision at this level
 # The default similarity threshold: this share (in %) of validation utterances is nearer no intent centroid.
 SIMILARITY_PERCENTILE = 5.0
+# The default review threshold (a router's ``review``): routed, yet further from every intent centroid
+# than this share (in %) of validation utterances, so kept for discovery. See README, Discovery.
+REVIEW_PERCENTILE = 15.0
 
 
 class NotFittedError(RuntimeError):
@@ -186,7 +189,10 @@ class IntentClassifier:
 
         report("evaluating", 0.0)
         self.metrics_ = None
-        thresholds: dict = {"default_similarity_threshold": {"value": 0.0, "fitted_on": 0}}
+        thresholds: dict = {
+            "default_similarity_threshold": {"value": 0.0, "fitted_on": 0},
+            "default_review_similarity_threshold": {"value": 0.0, "fitted_on": 0},
+        }
         if self.multilabel:
             self.thresholds_ = np.full(len(labels), 0.5)
         else:
@@ -195,6 +201,9 @@ class IntentClassifier:
             vectors = encode(body, validation.texts, self.clean_text, version)
             probabilities = head.predict_proba(vectors)
             thresholds["default_similarity_threshold"] = fit_similarity_threshold(head, vectors)
+            thresholds["default_review_similarity_threshold"] = fit_similarity_threshold(
+                head, vectors, REVIEW_PERCENTILE
+            )
             if self.multilabel:
                 fitted = label_thresholds(probabilities, _multi_hot(validation.label_sets, labels))
                 self.thresholds_ = np.round(fitted, 4)  # as stored in intent_router.json

@@ -26,6 +26,13 @@ confident first, and the utterance goes to the destination of the first of them:
 4. ``confident``: the top accepted intent's destination; the others are in ``intents``.
 There is no ``ambiguous`` rule: two intents both above their thresholds are both meant, not a doubt.
 For a single-label model ``intents`` holds the top intent when it reaches its threshold.
+
+**Review** (off unless the router sets ``review``): an utterance that is routed (``confident``) but
+whose cosine to the nearest intent centroid is below the review threshold (the router's
+``review_similarity_threshold``, else the model's default: the 15th percentile of validation
+similarities) is still routed, and ``review`` is true: the service also keeps it in the
+low-confidence store (reason ``review``) so new-intent discovery sees it. This widens what discovery
+sees without sending more traffic to the fallback.
 """
 
 from __future__ import annotations
@@ -50,6 +57,16 @@ class RouterConfig(BaseModel):
         None, ge=0, le=1, description="cosine to the nearest intent centroid; None: the model's default, 0: off"
     )
     ambiguity_margin: float = Field(0.1, ge=0, le=1)
+    review: bool = Field(
+        False,
+        description="also keep routed utterances far from every intent in the low-confidence store, for discovery",
+    )
+    review_similarity_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="with review on: the cosine below which a routed utterance is kept; None: the model's",
+    )
     alternatives: int = Field(3, ge=0, le=20, description="how many runners-up to return")
 
 
@@ -64,6 +81,7 @@ class RouteDecision:
     alternatives: list[dict] = field(default_factory=list)
     intents: list[dict] = field(default_factory=list)  # every intent at or above its threshold
     similarity: float | None = None  # cosine to the nearest intent centroid (None: the model keeps no centroids)
+    review: bool = False  # routed, and kept in the low-confidence store for discovery
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +96,7 @@ def decide(
     *,
     similarity: float | None = None,
     default_similarity_threshold: float = 0.0,
+    default_review_similarity_threshold: float = 0.0,
 ) -> RouteDecision:
     """Route one utterance given its confidence for every label (a row of ``predict_proba``).
 
@@ -107,10 +126,17 @@ def decide(
     )
     similarity = None if similarity is None else round(float(similarity), 6)
 
+    review_threshold = (
+        config.review_similarity_threshold
+        if config.review_similarity_threshold is not None
+        else default_review_similarity_threshold
+    )
+
     def decision(destination: str, reason: str) -> RouteDecision:
         fell_back = reason != "confident"
+        review = config.review and not fell_back and similarity is not None and similarity < review_threshold
         return RouteDecision(
-            top, top_confidence, destination, fell_back, reason, threshold, alternatives, intents, similarity
+            top, top_confidence, destination, fell_back, reason, threshold, alternatives, intents, similarity, review
         )
 
     if top_confidence < threshold:

@@ -165,6 +165,11 @@ class LoadedModel:
         return float(self.classifier.info_.get("default_similarity_threshold", {}).get("value", 0.0))
 
     @property
+    def default_review_similarity_threshold(self) -> float:
+        """0 (nothing kept for review unless the router sets a threshold) for models fitted before it existed."""
+        return float(self.classifier.info_.get("default_review_similarity_threshold", {}).get("value", 0.0))
+
+    @property
     def label_thresholds(self) -> np.ndarray | None:
         """A multilabel model's fitted threshold for each label; None for a single-label model."""
         return self.classifier.thresholds_ if self.classifier.multilabel else None
@@ -354,7 +359,8 @@ class Service:
         conversation_id: str | None = None,
         metadata: dict | None = None,
     ) -> tuple[str, RouterConfig, RouteDecision]:
-        """Route one utterance; fallbacks are written to the low-confidence store."""
+        """Route one utterance; fallbacks (and, with the router's ``review``, far-off routed ones) are
+        written to the low-confidence store."""
         router_name, config = self.router(router)
         loaded = await self.model(config.model)
         vectors = await self.embed(config.model, [text])
@@ -367,12 +373,14 @@ class Service:
             loaded.label_thresholds,
             similarity=None if similarity is None else float(similarity[0]),
             default_similarity_threshold=loaded.default_similarity_threshold,
+            default_review_similarity_threshold=loaded.default_review_similarity_threshold,
         )
-        if decision.fallback:
+        if decision.fallback or decision.review:
             top = [[decision.intent, decision.confidence]] + [
                 [a["intent"], a["confidence"]] for a in decision.alternatives
             ]
-            self.record_later(text, config.model, router_name, top, decision.reason, conversation_id, metadata)
+            reason = decision.reason if decision.fallback else "review"
+            self.record_later(text, config.model, router_name, top, reason, conversation_id, metadata)
         return router_name, config, decision
 
     async def record_unsure(

@@ -74,6 +74,40 @@ def test_the_router_similarity_threshold_overrides_the_model_default_and_zero_tu
     assert decide(off, LABELS, confident, 0.5, similarity=0.1, default_similarity_threshold=0.55).reason == "confident"
 
 
+def test_review_keeps_a_routed_utterance_far_from_the_intents_without_falling_back():
+    confident = np.array([0.9, 0.05, 0.05])
+    reviewing = CONFIG.model_copy(update={"review": True})
+    kept = decide(
+        reviewing,
+        LABELS,
+        confident,
+        0.5,
+        similarity=0.6,
+        default_similarity_threshold=0.55,
+        default_review_similarity_threshold=0.7,
+    )
+    assert (kept.reason, kept.fallback, kept.destination, kept.review) == ("confident", False, "fares-bot", True)
+    near = decide(reviewing, LABELS, confident, 0.5, similarity=0.8, default_review_similarity_threshold=0.7)
+    assert near.review is False
+    # off by default; the router's own threshold overrides the model's; fallbacks are never "review"
+    assert (
+        decide(CONFIG, LABELS, confident, 0.5, similarity=0.6, default_review_similarity_threshold=0.7).review is False
+    )
+    own = reviewing.model_copy(update={"review_similarity_threshold": 0.5})
+    assert decide(own, LABELS, confident, 0.5, similarity=0.6, default_review_similarity_threshold=0.7).review is False
+    far = decide(
+        reviewing,
+        LABELS,
+        confident,
+        0.5,
+        similarity=0.3,
+        default_similarity_threshold=0.55,
+        default_review_similarity_threshold=0.7,
+    )
+    assert (far.reason, far.review) == ("far_from_intents", False)
+    assert decide(reviewing, LABELS, confident, 0.5, similarity=None).review is False
+
+
 def test_low_confidence_is_reported_before_distance_and_a_model_without_centroids_skips_distance():
     unsure = np.array([0.55, 0.25, 0.2])
     assert (

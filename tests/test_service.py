@@ -344,6 +344,22 @@ def test_a_router_with_a_similarity_threshold_sends_unfamiliar_utterances_to_the
     assert route["reason"] == "confident" and route["destination"] == "nlu"
 
 
+def test_a_reviewing_router_routes_an_unfamiliar_utterance_and_keeps_it_for_discovery(server, keys):
+    info = httpx.get(f"{server.url}/v1/models/atis-3", headers=keys["admin"]).json()
+    fitted = info["info"]["default_review_similarity_threshold"]
+    assert fitted["percentile"] == 15.0 and fitted["value"] > info["info"]["default_similarity_threshold"]["value"]
+    config = {"model": "atis-3", "default_destination": "nlu", "threshold": 0.0, "similarity_threshold": 0.0}
+    body = {"text": "show me the cheapest fare from boston to denver", "router": "reviewing"}
+    for review_threshold, kept in ((0.999, True), (0.001, False)):
+        config.update(review=True, review_similarity_threshold=review_threshold)
+        assert httpx.put(f"{server.url}/v1/routers/reviewing", json=config, headers=keys["admin"]).status_code == 200
+        route = httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).json()
+        assert (route["reason"], route["fallback"], route["destination"]) == ("confident", False, "nlu")
+        assert route["review"] is kept
+    page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "reviewing"}, headers=keys["admin"]).json()
+    assert [(item["text"], item["reason"]) for item in page["items"]] == [(body["text"], "review")]
+
+
 def test_classify_can_record_unsure_inputs_in_the_low_confidence_store(server, keys):
     def classify(text: str, **record) -> dict:
         body = {"model": "atis-3", "inputs": [text], "record_low_confidence": record}

@@ -122,6 +122,7 @@ class RouteResponse(BaseModel):
     alternatives: list[Alternative]
     intents: list[Alternative] = Field(description="every intent at or above its threshold, most confident first")
     similarity: float | None = Field(None, description="cosine to the nearest intent centroid")
+    review: bool = Field(False, description="routed, and kept in the low-confidence store for discovery")
     router: str
     model: str
 
