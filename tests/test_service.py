@@ -434,7 +434,7 @@ def test_a_job_leaves_a_folder_that_appeared_after_it_was_queued(tmp_path, train
     content = train_csv.read_bytes()
     dataset = registry.add_dataset("train.csv", "csv", content, 48, {}, []).id
     registry.create_job("late", "english-small", dataset, None, {"steps": 1})
-    job = registry.claim_next_job()
+    job = registry.claim_next_job("worker-a")
     (tmp_path / "models" / "late").mkdir(parents=True)
     (tmp_path / "models" / "late" / "mine.txt").write_text("made by hand")
     run_job(registry, tmp_path / "models", job)
