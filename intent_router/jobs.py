@@ -110,21 +110,22 @@ def run_worker(database_url: str, models_dir: str, server: int, poll_seconds: fl
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     registry = Registry(database_url)
-    worker = worker_id()
-    threading.Thread(target=_beat, args=(registry, worker), name="finetune-heartbeat", daemon=True).start()
+    worker, stopped = worker_id(), threading.Event()
+    beats = threading.Thread(target=_beat, args=(registry, worker, stopped), name="finetune-heartbeat", daemon=True)
+    beats.start()
     while os.getppid() == server:
         job = registry.claim_next_job(worker)
         if job is None:
             time.sleep(poll_seconds)
             continue
         run_job(registry, Path(models_dir), job, server)
+    stopped.set()
     log.info("the server stopped; the fine-tune worker stops too")
 
 
-def _beat(registry: Registry, worker: str) -> None:
-    """Stamp a heartbeat on the job this worker runs, whatever stage (even a long save) it is in."""
-    while True:
-        time.sleep(HEARTBEAT_INTERVAL)
+def _beat(registry: Registry, worker: str, stopped: threading.Event) -> None:
+    """Until ``stopped``: stamp a heartbeat on the job this worker runs, whatever it is doing (even a long save)."""
+    while not stopped.wait(HEARTBEAT_INTERVAL):
         try:
             registry.heartbeat(worker)
         except Exception:  # a busy or unreachable database: the next beat tries again

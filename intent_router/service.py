@@ -60,8 +60,9 @@ class ServiceSettings(BaseModel):
     def _longer_than_two_heartbeats(cls, seconds: float) -> float:
         if seconds < 2 * HEARTBEAT_INTERVAL:
             raise ValueError(
-                f"must be at least {2 * HEARTBEAT_INTERVAL:.0f} seconds (two heartbeats of a fine-tune worker), "
-                f"else a running job could be failed as abandoned; the default is {HEARTBEAT_TIMEOUT:.0f}"
+                f"{ENV_PREFIX}FINETUNE_HEARTBEAT_TIMEOUT_SECONDS must be at least {2 * HEARTBEAT_INTERVAL:.0f} "
+                "seconds (two heartbeats of a fine-tune worker), else a running job could be failed as "
+                f"abandoned; the default is {HEARTBEAT_TIMEOUT:.0f}"
             )
         return seconds
 

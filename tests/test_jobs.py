@@ -7,19 +7,26 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from intent_router import jobs
 from intent_router import registry as registry_module
 from intent_router.jobs import HEARTBEAT_TIMEOUT, recover, worker_id
 from intent_router.registry import Registry
+from intent_router.service import ServiceSettings
 
 CLAIM_AND_EXIT = """
 import sys
+import threading
+import time
 from intent_router.jobs import worker_id
 from intent_router.registry import Registry
+from intent_router.service import ServiceSettings
 
 with Registry(sys.argv[1]) as registry:
     print(registry.claim_next_job(worker_id()).worker)
@@ -132,3 +139,29 @@ def test_a_worker_id_names_this_host_and_process_and_differs_at_each_start():
     first, second = worker_id(), worker_id()
     assert first.split(":")[:2] == [socket.gethostname(), str(os.getpid())]
     assert first != second
+
+
+def test_a_heartbeat_timeout_shorter_than_two_heartbeats_is_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS", "20")
+    with pytest.raises(ValueError, match="HEARTBEAT_TIMEOUT_SECONDS must be at least 30 seconds"):
+        ServiceSettings.from_env()
+    monkeypatch.setenv("INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS", "600")
+    assert ServiceSettings.from_env().finetune_heartbeat_timeout_seconds == 600
+
+
+def test_a_worker_stamps_heartbeats_on_the_job_it_runs(registry, queue, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(jobs, "HEARTBEAT_INTERVAL", 0.05)
+    queue("running")
+    worker = worker_id()
+    claimed = registry.claim_next_job(worker)
+    stopped = threading.Event()
+    beats = threading.Thread(target=jobs._beat, args=(registry, worker, stopped))
+    beats.start()
+    try:
+        deadline = time.monotonic() + 10
+        while registry.get_job("running").heartbeat_at == claimed.heartbeat_at:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    finally:
+        stopped.set()
+        beats.join()
