@@ -523,14 +523,15 @@ def serve(
         if config is not None:  # a router the file gets wrong stops the start, one line, database unchanged
             asyncio.run(Service(settings).close())
         registry = Registry(database_url)
-        # Only a server that runs the fine-tune worker recovers: one without it (e.g. a second server on
-        # the same database) would fail the jobs another server's worker is running.
-        for name in recover(registry, settings.models_dir) if finetune_worker else []:
-            errors.print(f"fine-tune {name!r} was interrupted by the last stop; marked failed", style="yellow")
+        # Only a server that runs the fine-tune worker recovers, and only jobs whose worker is gone: another
+        # server's worker may be running one on the same database.
+        timeout = settings.finetune_heartbeat_timeout_seconds
+        for name in recover(registry, settings.models_dir, timeout) if finetune_worker else []:
+            errors.print(f"fine-tune {name!r} lost its worker (see its error); marked failed", style="yellow")
         if registry.count_api_keys() == 0:
             errors.print("no API keys yet: create one with 'intent-router keys create --scope admin'", style="yellow")
         registry.close()
-    watchdog = FinetuneWatchdog(database_url, settings.models_dir) if finetune_worker else None
+    watchdog = FinetuneWatchdog(database_url, settings.models_dir, timeout) if finetune_worker else None
     try:
         uvicorn.run("intent_router.api:create_app_from_env", factory=True, host=host, port=port, workers=workers)
     finally:
@@ -541,12 +542,13 @@ def serve(
 class FinetuneWatchdog:
     """Keeps one fine-tune worker process alive; if it dies mid-job, the job is failed and it restarts."""
 
-    def __init__(self, database_url: str, models_dir: Path, interval: float = 2.0):
+    def __init__(self, database_url: str, models_dir: Path, heartbeat_timeout: float, interval: float = 2.0):
         import threading
 
         from .jobs import start_worker
 
         self.database_url, self.models_dir, self.interval = database_url, models_dir, interval
+        self.heartbeat_timeout = heartbeat_timeout
         self.start_worker = start_worker
         self.worker = start_worker(database_url, models_dir)
         self.stopping = threading.Event()
@@ -561,7 +563,7 @@ class FinetuneWatchdog:
             if self.worker.is_alive():
                 continue
             registry = Registry(self.database_url)
-            for name in recover(registry, self.models_dir):
+            for name in recover(registry, self.models_dir, self.heartbeat_timeout):
                 errors.print(f"the fine-tune worker died during {name!r}; marked failed", style="yellow")
             registry.close()
             self.worker = self.start_worker(self.database_url, self.models_dir)

@@ -3,7 +3,12 @@
 Training never runs in the web server's event loop or process. A job's progress is written to the
 registry as it goes, so any server process can report it; a cancel is noticed at the next progress
 report. The model is published by an atomic rename (see ``model_folder``) and only then registered,
-so a job killed midway leaves no half-written model; the service marks it failed when it restarts.
+so a job killed midway leaves no half-written model.
+
+Several servers may share one database, each with a worker (e.g. during a rolling restart). A claimed
+job records its worker (``worker_id``), and the worker stamps a heartbeat on it while it runs. When a
+worker starts, ``recover`` fails only the running jobs whose worker is gone (``owner_gone``): no
+heartbeat for longer than the timeout, or a worker process of this host that no longer exists.
 """
 
 from __future__ import annotations
@@ -11,17 +16,24 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import secrets
+import socket
+import threading
 import time
+from datetime import datetime, timedelta
+from functools import partial
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from .data import DataError, Dataset, Problem, parse_dataset
 from .model import IntentClassifier
-from .model_folder import ModelExistsError, remove_stale_partials
+from .model_folder import ModelExistsError, process_exists, remove_stale_partials
 from .registry import Job, Registry
 
 log = logging.getLogger("intent_router.jobs")
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
+HEARTBEAT_INTERVAL = 15.0  # seconds between a worker's heartbeats on the job it runs
+HEARTBEAT_TIMEOUT = 120.0  # default: seconds without a heartbeat after which a job's worker is gone
 INTERRUPTED = "interrupted: the service stopped while this job was fine-tuning; start the job again"
 
 
@@ -37,10 +49,45 @@ class ServiceStopped(Exception):
     """The server process that started this worker is gone (killed, or stopped by a signal)."""
 
 
-def recover(registry: Registry, models_dir: Path) -> list[str]:
-    """At service start: fail the jobs a dead worker left running, remove their partial folders."""
+def worker_id() -> str:
+    """This process as the owner of the jobs it claims: ``host:pid:token``.
+
+    The token is new at each start, so a later process that gets the same PID is another worker.
+    """
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def owner_gone(job: Job, now: datetime, timeout: timedelta) -> str | None:
+    """Why the worker running ``job`` is gone (the job's error), or None if it may be alive.
+
+    Gone: it is a process of this host that no longer exists, or its last heartbeat is older than
+    ``timeout`` (a job claimed before heartbeats existed counts from its start).
+    """
+    host, _, rest = (job.worker or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit() and not process_exists(int(pid)):
+        return (
+            f"interrupted: its fine-tune worker (process {pid} on {host}) is gone, stopped while this job "
+            "was fine-tuning; start the job again"
+        )
+    last_heard = job.heartbeat_at or job.started_at
+    if last_heard is None or now - last_heard > timeout:
+        silent = "ever" if last_heard is None else f"{(now - last_heard).total_seconds():.0f} s"
+        return (
+            f"interrupted: its fine-tune worker ({job.worker or 'unknown'}) is gone: no heartbeat for "
+            f"{silent}, more than the {timeout.total_seconds():.0f} s allowed "
+            "(INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS); start the job again"
+        )
+    return None
+
+
+def recover(registry: Registry, models_dir: Path, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> list[str]:
+    """At a worker's start: fail the running jobs whose worker is gone, remove dead saves' partial folders.
+
+    A job another live worker runs (another server on the same database) is left alone.
+    """
     remove_stale_partials(models_dir)
-    return registry.fail_interrupted_jobs(INTERRUPTED)
+    return registry.fail_abandoned_jobs(partial(owner_gone, timeout=timedelta(seconds=heartbeat_timeout)))
 
 
 def start_worker(database_url: str, models_dir: Path) -> BaseProcess:
@@ -63,13 +110,26 @@ def run_worker(database_url: str, models_dir: str, server: int, poll_seconds: fl
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     registry = Registry(database_url)
+    worker, stopped = worker_id(), threading.Event()
+    beats = threading.Thread(target=_beat, args=(registry, worker, stopped), name="finetune-heartbeat", daemon=True)
+    beats.start()
     while os.getppid() == server:
-        job = registry.claim_next_job()
+        job = registry.claim_next_job(worker)
         if job is None:
             time.sleep(poll_seconds)
             continue
         run_job(registry, Path(models_dir), job, server)
+    stopped.set()
     log.info("the server stopped; the fine-tune worker stops too")
+
+
+def _beat(registry: Registry, worker: str, stopped: threading.Event) -> None:
+    """Until ``stopped``: stamp a heartbeat on the job this worker runs, whatever it is doing (even a long save)."""
+    while not stopped.wait(HEARTBEAT_INTERVAL):
+        try:
+            registry.heartbeat(worker)
+        except Exception:  # a busy or unreachable database: the next beat tries again
+            log.exception("could not record the fine-tune worker's heartbeat")
 
 
 def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None = None) -> None:

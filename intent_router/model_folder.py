@@ -115,13 +115,14 @@ def remove_stale_partials(models_dir: Path, max_age: float = PARTIAL_MAX_AGE) ->
         except FileNotFoundError:  # its save finished meanwhile
             continue
         pid = match["pid"]
-        if age > max_age or (pid is not None and not _process_exists(int(pid))):
+        if age > max_age or (pid is not None and not process_exists(int(pid))):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process of this ID runs on this machine (a zombie counts until its parent reaps it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

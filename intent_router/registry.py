@@ -47,6 +47,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -132,6 +133,8 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    worker: str | None  # the worker that claimed it (``jobs.worker_id``)
+    heartbeat_at: datetime | None  # when that worker last said it was running it
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,8 @@ jobs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("started_at", UtcDateTime, nullable=True),
     Column("finished_at", UtcDateTime, nullable=True),
+    Column("worker", String(200), nullable=True),  # since version 2
+    Column("heartbeat_at", UtcDateTime, nullable=True),  # since version 2
     sqlite_autoincrement=True,
 )
 
@@ -297,11 +302,43 @@ def _create_tables(connection: Connection) -> None:
     It creates the tables as declared above. When a later migration changes a table, copy that table's
     version-1 declaration into this function first, so a new database replays the same history.
     """
-    metadata.create_all(connection, tables=[api_keys, datasets, jobs, models, routers, low_confidence])
+    metadata.create_all(connection, tables=[api_keys, datasets, models, routers, low_confidence])
+    Table(
+        "jobs",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String(200), nullable=False, unique=True),
+        Column("status", String(20), nullable=False, index=True),
+        Column("base_model", Text, nullable=False),
+        Column("train_dataset", String(32), ForeignKey(datasets.c.id), nullable=False),
+        Column("validation_dataset", String(32), ForeignKey(datasets.c.id), nullable=True),
+        Column("settings", JSON, nullable=False),
+        Column("stage", Text, nullable=False),
+        Column("fraction", Float, nullable=False),
+        Column("metrics", JSON, nullable=True),
+        Column("error", Text, nullable=True),
+        Column("created_at", UtcDateTime, nullable=False),
+        Column("started_at", UtcDateTime, nullable=True),
+        Column("finished_at", UtcDateTime, nullable=True),
+        sqlite_autoincrement=True,
+    ).create(connection)
+
+
+def _add_job_owner(connection: Connection) -> None:
+    """Version 2: the worker running a job and its last heartbeat, so a start fails only abandoned jobs.
+
+    Adds only the columns the table lacks; existing rows keep everything and get NULL in both.
+    """
+    existing = {column["name"] for column in inspect(connection).get_columns("jobs")}
+    quote = connection.dialect.identifier_preparer.quote
+    for column in (jobs.c.worker, jobs.c.heartbeat_at):
+        if column.name not in existing:
+            kind = column.type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(column.name)} {kind}")
 
 
 # Migration n (1-based) is MIGRATIONS[n - 1]. Append only; never edit or reorder an applied one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_tables]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_tables, _add_job_owner]
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -511,12 +548,12 @@ class Registry:
         with self._read() as connection:
             return [_job(row) for row in connection.execute(select(jobs).order_by(jobs.c.id.desc())).mappings()]
 
-    def claim_next_job(self) -> Job | None:
-        """Take the oldest queued job and mark it finetuning; None if nothing is queued.
+    def claim_next_job(self, worker: str) -> Job | None:
+        """Take the oldest queued job and mark it finetuning by ``worker``; None if nothing is queued.
 
-        The conditional UPDATE (``status = 'queued'``) plus its rowcount make a claim exclusive even where
-        two processes picked the same candidate (Postgres, READ COMMITTED): the loser updates no row and
-        tries the next candidate.
+        The claim stamps the job's ``worker`` and first ``heartbeat_at``. The conditional UPDATE
+        (``status = 'queued'``) plus its rowcount make a claim exclusive even where two processes picked
+        the same candidate (Postgres, READ COMMITTED): the loser updates no row and tries the next one.
         """
         while True:
             with self._write() as connection:
@@ -527,11 +564,19 @@ class Registry:
                 )
                 if not candidate_ids:
                     return None
+                now = _now()
                 for job_id in candidate_ids:
                     claimed = connection.execute(
                         update(jobs)
                         .where(jobs.c.id == job_id, jobs.c.status == "queued")
-                        .values(status="finetuning", stage="starting", fraction=0.0, started_at=_now())
+                        .values(
+                            status="finetuning",
+                            stage="starting",
+                            fraction=0.0,
+                            started_at=now,
+                            worker=worker,
+                            heartbeat_at=now,
+                        )
                     )
                     if claimed.rowcount == 1:
                         return _job(_fetch_job(connection, jobs.c.id == job_id))
@@ -594,25 +639,40 @@ class Registry:
             row = connection.execute(select(jobs).where(jobs.c.name == name)).mappings().first()
         return _job(row) if row else None
 
-    def fail_interrupted_jobs(self, reason: str) -> list[str]:
-        """Mark every job still "finetuning" as failed with ``reason``; return their names.
-
-        For service start: a job that was running when the server died would otherwise look busy forever.
-        Call it only when no worker can be running a job.
-        """
+    def heartbeat(self, worker: str) -> int:
+        """Stamp ``heartbeat_at`` on the running jobs ``worker`` claimed; return how many there are."""
         with self._write() as connection:
-            names = list(
-                connection.execute(
-                    select(jobs.c.name).where(jobs.c.status == "finetuning").order_by(jobs.c.id)
-                ).scalars()
-            )
-            if names:
-                connection.execute(
+            return connection.execute(
+                update(jobs).where(jobs.c.worker == worker, jobs.c.status == "finetuning").values(heartbeat_at=_now())
+            ).rowcount
+
+    def fail_abandoned_jobs(self, abandoned: Callable[[Job, datetime], str | None]) -> list[str]:
+        """Fail each running job for which ``abandoned(job, now)`` gives a reason (its error); return their names.
+
+        For a worker's start: a job whose worker died would otherwise look busy forever. ``abandoned``
+        says whether the job's worker is gone (``jobs.owner_gone``). A job whose heartbeat changed
+        after it was read is left alone: its worker is alive.
+        """
+        failed = []
+        with self._write() as connection:
+            now = _now()
+            running = connection.execute(select(jobs).where(jobs.c.status == "finetuning").order_by(jobs.c.id))
+            for job in [_job(row) for row in running.mappings()]:
+                reason = abandoned(job, now)
+                if reason is None:
+                    continue
+                changed = connection.execute(
                     update(jobs)
-                    .where(jobs.c.name.in_(names), jobs.c.status == "finetuning")
-                    .values(status="failed", error=reason, finished_at=_now())
+                    .where(
+                        jobs.c.id == job.id,
+                        jobs.c.status == "finetuning",
+                        jobs.c.heartbeat_at.is_not_distinct_from(job.heartbeat_at),
+                    )
+                    .values(status="failed", error=reason, finished_at=now)
                 )
-        return names
+                if changed.rowcount == 1:
+                    failed.append(job.name)
+        return failed
 
     # ------------------------------------------------------------------------------------------ models
 
@@ -883,6 +943,8 @@ def _job(row: Mapping[Any, Any]) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        worker=row["worker"],
+        heartbeat_at=row["heartbeat_at"],
     )
 
 

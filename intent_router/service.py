@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from .batching import MicroBatcher
 from .data import normalize_text
 from .head import LinearHead
+from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .model import IntentClassifier
 from .model_folder import ModelFolderError, model_path, read_labels
 from .redact import redact
@@ -57,6 +58,19 @@ class ServiceSettings(BaseModel):
     low_confidence_max_rows: int = 100_000
     low_confidence_max_age_days: float = 90.0
     redact_low_confidence: bool = True
+    # A running job whose worker sent no heartbeat for this long is failed when a worker starts.
+    finetune_heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT
+
+    @field_validator("finetune_heartbeat_timeout_seconds")
+    @classmethod
+    def _longer_than_two_heartbeats(cls, seconds: float) -> float:
+        if seconds < 2 * HEARTBEAT_INTERVAL:
+            raise ValueError(
+                f"{ENV_PREFIX}FINETUNE_HEARTBEAT_TIMEOUT_SECONDS must be at least {2 * HEARTBEAT_INTERVAL:.0f} "
+                "seconds (two heartbeats of a fine-tune worker), else a running job could be failed as "
+                f"abandoned; the default is {HEARTBEAT_TIMEOUT:.0f}"
+            )
+        return seconds
 
     @property
     def max_raw_text_chars(self) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from intent_router import registry as registry_module
+from intent_router.jobs import worker_id
 from intent_router.registry import MIGRATIONS, NameTaken, Registry
 
 JOBS_TO_CLAIM = 20
@@ -99,12 +100,64 @@ def test_a_new_migration_is_applied_once_on_the_next_start(database_url: str, mo
         connection.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
 
     monkeypatch.setattr(registry_module, "MIGRATIONS", [*MIGRATIONS, add_notes_table])
+    every_version = list(range(1, len(MIGRATIONS) + 2))
     with Registry(database_url) as registry:
-        assert registry.schema_versions() == [1, 2]
+        assert registry.schema_versions() == every_version
         assert registry.get_router("support") is not None
     with Registry(database_url) as registry:
-        assert registry.schema_versions() == [1, 2]
+        assert registry.schema_versions() == every_version
     assert calls == [1]
+
+
+def _job_columns(database_url: str) -> set[str]:
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
+        return {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
+
+
+def test_a_database_from_before_job_owners_is_migrated_and_keeps_its_rows(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS[:1])  # the schema as version 1 left it
+    with Registry(database_url) as old:
+        assert old.schema_versions() == [1]
+        dataset = old.add_dataset("train.csv", "csv", b"text,label\nhi,greet\n", 1, {"greet": 1}, []).id
+    assert "worker" not in _job_columns(database_url)
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:  # as the old version wrote jobs
+        for name, status, started in (("waiting", "queued", None), ("running", "finetuning", "2025-01-01 12:00:00")):
+            connection.execute(
+                "INSERT INTO jobs (name, status, base_model, train_dataset, settings, stage, fraction, created_at,"
+                " started_at) VALUES (?, ?, 'english-small', ?, '{\"steps\": 3}', 'training', 0.5,"
+                " '2025-01-01 11:00:00', ?)",
+                (name, status, dataset, started),
+            )
+    monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS)
+
+    with Registry(database_url) as migrated:
+        assert migrated.schema_versions() == [1, 2]
+        running = migrated.get_job("running")
+        assert (running.status, running.settings, running.fraction) == ("finetuning", {"steps": 3}, 0.5)
+        assert running.started_at == datetime(2025, 1, 1, 12, tzinfo=UTC)
+        assert (running.worker, running.heartbeat_at) == (None, None)
+        assert migrated.claim_next_job("worker-b").name == "waiting"
+        assert migrated.get_job("waiting").worker == "worker-b"
+        assert migrated.get_dataset(dataset) is not None
+    assert {"worker", "heartbeat_at"} <= _job_columns(database_url)
+    with Registry(database_url) as reopened:  # applies nothing again
+        assert reopened.schema_versions() == [1, 2]
+        assert [job.name for job in reopened.list_jobs()] == ["running", "waiting"]
+
+
+def test_the_job_owner_migration_adds_only_the_columns_a_table_lacks(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS[:1])
+    Registry(database_url).close()
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:  # e.g. added by hand
+        connection.execute("ALTER TABLE jobs ADD COLUMN worker VARCHAR(200)")
+    monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS)
+    with Registry(database_url) as migrated:
+        assert migrated.schema_versions() == [1, 2]
+    assert {"worker", "heartbeat_at"} <= _job_columns(database_url)
 
 
 def test_refuses_a_database_written_by_a_newer_version(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,9 +266,10 @@ def test_job_lifecycle_queued_finetuning_completed(registry: Registry, dataset_i
         {"steps": 3},
     )
 
-    claimed = registry.claim_next_job()
+    claimed = registry.claim_next_job("worker-a")
     assert claimed is not None and claimed.name == "atis" and claimed.status == "finetuning"
     assert claimed.started_at is not None
+    assert (claimed.worker, claimed.heartbeat_at) == ("worker-a", claimed.started_at)
 
     assert registry.update_progress("atis", "training", 0.5) == "finetuning"
     running = registry.get_job("atis")
@@ -225,19 +279,19 @@ def test_job_lifecycle_queued_finetuning_completed(registry: Registry, dataset_i
     done = registry.get_job("atis")
     assert (done.status, done.metrics, done.fraction, done.error) == ("completed", {"accuracy": 0.93}, 1.0, None)
     assert done.finished_at is not None and done.finished_at >= done.started_at
-    assert registry.claim_next_job() is None
+    assert registry.claim_next_job("worker-a") is None
 
 
 def test_a_job_names_its_training_and_validation_datasets(registry: Registry, dataset_id: str) -> None:
     validation_id = registry.add_dataset("valid.csv", "csv", b"text,label\n", 0, {}, []).id
     job = registry.create_job("atis", "english-small", dataset_id, validation_id, {})
     assert (job.train_dataset, job.validation_dataset) == (dataset_id, validation_id)
-    assert registry.claim_next_job().validation_dataset == validation_id
+    assert registry.claim_next_job("worker-a").validation_dataset == validation_id
 
 
 def test_a_failed_job_keeps_its_error(registry: Registry, dataset_id: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
-    registry.claim_next_job()
+    registry.claim_next_job("worker-a")
     registry.finish_job("atis", "failed", error="out of memory")
     assert (registry.get_job("atis").status, registry.get_job("atis").error) == ("failed", "out of memory")
 
@@ -252,9 +306,9 @@ def test_claim_next_job_takes_the_oldest_queued_job(registry: Registry, dataset_
     for name in ("first", "second", "third"):
         registry.create_job(name, "english-small", dataset_id, None, {})
     registry.cancel_job("first")
-    assert registry.claim_next_job().name == "second"
-    assert registry.claim_next_job().name == "third"
-    assert registry.claim_next_job() is None
+    assert registry.claim_next_job("worker-a").name == "second"
+    assert registry.claim_next_job("worker-a").name == "third"
+    assert registry.claim_next_job("worker-a") is None
 
 
 def test_list_jobs_newest_first(registry: Registry, dataset_id: str) -> None:
@@ -268,12 +322,12 @@ def test_cancel_a_queued_job(registry: Registry, dataset_id: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
     cancelled = registry.cancel_job("atis")
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
-    assert registry.claim_next_job() is None
+    assert registry.claim_next_job("worker-a") is None
 
 
 def test_cancel_a_running_job_wins_over_its_worker(registry: Registry, dataset_id: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
-    registry.claim_next_job()
+    registry.claim_next_job("worker-a")
     registry.update_progress("atis", "training", 0.25)
 
     assert registry.cancel_job("atis").status == "cancelled"
@@ -286,7 +340,7 @@ def test_cancel_a_running_job_wins_over_its_worker(registry: Registry, dataset_i
 
 def test_cancel_leaves_an_ended_job_unchanged_and_unknown_is_none(registry: Registry, dataset_id: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
-    registry.claim_next_job()
+    registry.claim_next_job("worker-a")
     registry.finish_job("atis", "completed", metrics={})
     assert registry.cancel_job("atis") == registry.get_job("atis")
     assert registry.get_job("atis").status == "completed"
@@ -297,7 +351,7 @@ def test_cancel_leaves_an_ended_job_unchanged_and_unknown_is_none(registry: Regi
 def test_name_of_a_live_or_completed_job_is_taken(registry: Registry, dataset_id: str, status: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
     if status != "queued":
-        registry.claim_next_job()
+        registry.claim_next_job("worker-a")
     if status == "completed":  # as a worker ends a job: its model registered first
         registry.add_model("atis", "/models/atis", ["flight"], None, {})
         registry.finish_job("atis", "completed", metrics={})
@@ -308,7 +362,7 @@ def test_name_of_a_live_or_completed_job_is_taken(registry: Registry, dataset_id
 
 def test_a_completed_job_whose_model_was_deleted_is_replaced(registry: Registry, dataset_id: str) -> None:
     old = registry.create_job("atis", "english-small", dataset_id, None, {})
-    registry.claim_next_job()
+    registry.claim_next_job("worker-a")
     registry.add_model("atis", "/models/atis", ["flight"], None, {})
     registry.finish_job("atis", "completed", metrics={})
     assert registry.delete_model("atis")
@@ -327,7 +381,7 @@ def test_name_of_a_model_is_taken(registry: Registry, dataset_id: str) -> None:
 @pytest.mark.parametrize("end_status", ["failed", "cancelled"])
 def test_a_failed_or_cancelled_job_is_replaced(registry: Registry, dataset_id: str, end_status: str) -> None:
     old = registry.create_job("atis", "english-small", dataset_id, None, {"steps": 3})
-    registry.claim_next_job()
+    registry.claim_next_job("worker-a")
     registry.finish_job("atis", end_status, error="boom")
     new = registry.create_job("atis", "english-medium", dataset_id, None, {"steps": 9})
     assert new.id != old.id
@@ -337,7 +391,7 @@ def test_a_failed_or_cancelled_job_is_replaced(registry: Registry, dataset_id: s
 
 def test_a_stale_worker_cannot_touch_the_job_that_replaced_its_own(registry: Registry, dataset_id: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
-    stale = registry.claim_next_job()
+    stale = registry.claim_next_job("worker-a")
     registry.cancel_job("atis")
     registry.create_job("atis", "english-small", dataset_id, None, {})
 
@@ -362,40 +416,66 @@ def test_create_job_with_an_unknown_dataset_is_a_value_error(registry: Registry,
     assert registry.list_jobs() == []
 
 
-def test_fail_interrupted_jobs_fails_only_running_jobs(registry: Registry, dataset_id: str) -> None:
-    for name in ("done", "running-1", "running-2", "waiting"):
+def test_heartbeat_stamps_only_the_running_jobs_of_its_worker(registry: Registry, dataset_id: str, clock) -> None:
+    for name in ("done", "mine", "theirs"):
         registry.create_job(name, "english-small", dataset_id, None, {})
-    registry.claim_next_job()
+    registry.claim_next_job("worker-a")
     registry.finish_job("done", "completed", metrics={})
-    registry.claim_next_job()
-    registry.claim_next_job()
+    registry.claim_next_job("worker-a")
+    registry.claim_next_job("worker-b")
+    claimed_at = clock.now
+    clock.now = claimed_at + timedelta(seconds=15)
 
-    assert registry.fail_interrupted_jobs("server restarted") == ["running-1", "running-2"]
+    assert registry.heartbeat("worker-a") == 1
+    beats = {job.name: job.heartbeat_at for job in registry.list_jobs()}
+    assert beats == {"done": claimed_at, "mine": clock.now, "theirs": claimed_at}
+
+
+def test_fail_abandoned_jobs_fails_only_the_running_jobs_whose_worker_is_gone(
+    registry: Registry, dataset_id: str
+) -> None:
+    for name in ("done", "orphan-1", "alive", "orphan-2", "waiting"):
+        registry.create_job(name, "english-small", dataset_id, None, {})
+    registry.claim_next_job("worker-a")
+    registry.finish_job("done", "completed", metrics={})
+    for worker in ("dead", "live", "dead"):
+        registry.claim_next_job(worker)
+    asked = []
+
+    def abandoned(job, now) -> str | None:
+        asked.append(job.name)
+        return f"{job.worker} is gone" if job.worker == "dead" else None
+
+    assert registry.fail_abandoned_jobs(abandoned) == ["orphan-1", "orphan-2"]
+    assert asked == ["orphan-1", "alive", "orphan-2"]  # only running jobs are judged
     statuses = {job.name: (job.status, job.error) for job in registry.list_jobs()}
     assert statuses == {
         "done": ("completed", None),
-        "running-1": ("failed", "server restarted"),
-        "running-2": ("failed", "server restarted"),
+        "orphan-1": ("failed", "dead is gone"),
+        "alive": ("finetuning", None),
+        "orphan-2": ("failed", "dead is gone"),
         "waiting": ("queued", None),
     }
-    assert registry.get_job("running-1").finished_at is not None
-    assert registry.fail_interrupted_jobs("again") == []
+    assert registry.get_job("orphan-1").finished_at is not None
+    assert registry.fail_abandoned_jobs(abandoned) == []
 
 
 def _claim_until_none(database_url: str, start_together, claimed_names) -> None:
     """One worker process: open the database, wait for the others, claim jobs until none is left.
 
-    Puts the names it claimed on the queue, or the error that stopped it (so the test fails at once).
+    Puts its worker id and the names it claimed on the queue, or the error that stopped it (so the
+    test fails at once).
     """
     try:
         registry = Registry(database_url)
+        worker = worker_id()
         start_together.wait()
         names = []
-        while (job := registry.claim_next_job()) is not None:
+        while (job := registry.claim_next_job(worker)) is not None:
             names.append(job.name)
             time.sleep(0.005)  # "work" a moment, so the processes take turns
         registry.close()
-        claimed_names.put(names)
+        claimed_names.put((worker, names))
     except BaseException as error:
         claimed_names.put(repr(error))
         raise
@@ -416,12 +496,12 @@ def test_claim_next_job_gives_each_queued_job_to_one_process_only(registry: Regi
     ]
     for worker in workers:
         worker.start()
-    per_process: list[list[str]] = []
+    per_process: dict[str, list[str]] = {}
     try:
         for _ in workers:
             result = claimed_names.get(timeout=300)  # slow to start: each child imports intent_router
-            assert isinstance(result, list), f"a claiming process failed: {result}"
-            per_process.append(result)
+            assert isinstance(result, tuple), f"a claiming process failed: {result}"
+            per_process[result[0]] = result[1]
     finally:
         for worker in workers:
             worker.join(timeout=30 if len(per_process) == len(workers) else 0)
@@ -429,9 +509,12 @@ def test_claim_next_job_gives_each_queued_job_to_one_process_only(registry: Regi
                 worker.terminate()
     assert [worker.exitcode for worker in workers] == [0] * CLAIMING_PROCESSES
 
-    every_claim = [name for names in per_process for name in names]
+    assert len(per_process) == CLAIMING_PROCESSES, f"worker ids are not unique: {per_process}"
+    every_claim = [name for names in per_process.values() for name in names]
     assert sorted(every_claim) == queued, f"claims per process: {per_process}"
     assert {job.status for job in registry.list_jobs()} == {"finetuning"}
+    owners = {job.name: job.worker for job in registry.list_jobs()}
+    assert owners == {name: worker for worker, names in per_process.items() for name in names}
 
 
 # ------------------------------------------------------------------------------------------------ models

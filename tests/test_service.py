@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from server import CLI, Server, cli, common_options
 
 from intent_router import IntentClassifier
 from intent_router.api.schemas import MAX_METADATA_BYTES
-from intent_router.jobs import run_job
+from intent_router.jobs import HEARTBEAT_INTERVAL, run_job
 from intent_router.registry import Registry
 
 
@@ -507,7 +508,7 @@ def test_a_job_leaves_a_folder_that_appeared_after_it_was_queued(tmp_path, train
     content = train_csv.read_bytes()
     dataset = registry.add_dataset("train.csv", "csv", content, 48, {}, []).id
     registry.create_job("late", "english-small", dataset, None, {"steps": 1})
-    job = registry.claim_next_job()
+    job = registry.claim_next_job("worker-a")
     (tmp_path / "models" / "late").mkdir(parents=True)
     (tmp_path / "models" / "late" / "mine.txt").write_text("made by hand")
     run_job(registry, tmp_path / "models", job)
@@ -576,13 +577,36 @@ def test_a_second_server_without_a_worker_leaves_the_running_job_alone(server, h
     assert httpx.delete(f"{server.url}/v1/finetunes/busy", headers=headers).json()["status"] == "cancelled"
 
 
-def _start_long_finetune(server, headers, name: str) -> None:
+def test_a_second_server_with_a_worker_leaves_the_running_job_alone_and_it_completes(server, home, keys):
+    headers = keys["admin"]
+    _start_long_finetune(server, headers, "rolling", steps=100)
+    second = Server(home)  # a rolling restart: same database and models folder, its own fine-tune worker
+    try:
+        job = httpx.get(f"{second.url}/v1/finetunes/rolling", headers=headers).json()
+        assert job["status"] == "finetuning", job  # not failed as "interrupted"
+        with Registry(f"sqlite:///{home / 'router.db'}") as registry:
+            owner = registry.get_job("rolling").worker
+        assert owner.split(":")[1] == str(_finetune_worker_pid(server))
+        job = _wait_for_status(second, headers, "rolling", "completed", timeout=600)
+        assert job["error"] is None and job["metrics"] is not None
+        with Registry(f"sqlite:///{home / 'router.db'}") as registry:
+            finished = registry.get_job("rolling")
+        assert finished.worker == owner  # run to the end by the first server's worker, never claimed again
+        if finished.finished_at - finished.started_at > timedelta(seconds=HEARTBEAT_INTERVAL + 5):
+            assert finished.heartbeat_at > finished.started_at  # its worker kept saying it was alive
+        assert httpx.get(f"{second.url}/v1/models/rolling", headers=headers).status_code == 200
+    finally:
+        second.stop()
+    assert httpx.delete(f"{server.url}/v1/models/rolling", headers=headers).status_code == 204
+
+
+def _start_long_finetune(server, headers, name: str, steps: int = 400) -> None:
     """A fine-tune of an uploaded dataset, long enough to be caught midway; returns once it runs."""
     dataset_id = next(
         d["id"] for d in httpx.get(f"{server.url}/v1/datasets", headers=headers).json() if d["examples"] >= 32
     )
     job = httpx.post(
-        f"{server.url}/v1/finetunes", json={"name": name, "train_dataset": dataset_id, "steps": 400}, headers=headers
+        f"{server.url}/v1/finetunes", json={"name": name, "train_dataset": dataset_id, "steps": steps}, headers=headers
     )
     assert job.status_code == 202, job.text
     _wait_for_status(server, headers, name, "finetuning")

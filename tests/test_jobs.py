@@ -1,0 +1,167 @@
+"""Which running jobs a starting worker fails: only those whose worker is gone (real SQLite, real processes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from intent_router import jobs
+from intent_router import registry as registry_module
+from intent_router.jobs import HEARTBEAT_TIMEOUT, recover, worker_id
+from intent_router.registry import Registry
+from intent_router.service import ServiceSettings
+
+CLAIM_AND_EXIT = """
+import sys
+import threading
+import time
+from intent_router.jobs import worker_id
+from intent_router.registry import Registry
+from intent_router.service import ServiceSettings
+
+with Registry(sys.argv[1]) as registry:
+    print(registry.claim_next_job(worker_id()).worker)
+"""
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'router.db'}"
+
+
+@pytest.fixture
+def registry(database_url: str):
+    with Registry(database_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def queue(registry: Registry):
+    """Queue a job of each name given."""
+    dataset = registry.add_dataset("train.csv", "csv", b"text,label\nhi,greet\n", 1, {"greet": 1}, []).id
+
+    def add(*names: str) -> None:
+        for name in names:
+            registry.create_job(name, "english-small", dataset, None, {})
+
+    return add
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch):
+    """Set the time the registry stamps on rows and judges heartbeats by: ``clock.now = ...``."""
+
+    class Clock:
+        now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+    monkeypatch.setattr(registry_module, "_now", lambda: Clock.now)
+    return Clock
+
+
+def test_a_job_whose_worker_process_is_gone_is_failed_at_start(registry, queue, database_url, tmp_path):
+    queue("orphan")
+    claimed = subprocess.run(  # a worker process of this host claims the job, then dies
+        [sys.executable, "-c", CLAIM_AND_EXIT, database_url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=True,
+    )
+    worker = claimed.stdout.strip()
+    host, pid, _ = worker.split(":")
+    assert registry.get_job("orphan").worker == worker
+
+    assert recover(registry, tmp_path / "models") == ["orphan"]
+    job = registry.get_job("orphan")
+    assert job.status == "failed"
+    assert job.error.startswith(f"interrupted: its fine-tune worker (process {pid} on {host}) is gone")
+
+
+def test_a_job_whose_worker_is_alive_is_left_running(registry, queue, tmp_path):
+    queue("busy")
+    registry.claim_next_job(worker_id())  # this test's process: alive, and its heartbeat is fresh
+
+    assert recover(registry, tmp_path / "models") == []
+    assert registry.get_job("busy").status == "finetuning"
+
+
+def test_a_job_whose_heartbeat_is_older_than_the_timeout_is_failed_at_start(registry, queue, clock, tmp_path):
+    queue("silent", "beating", "own-host-silent")
+    registry.claim_next_job("elsewhere:4321:0a1b2c3d")  # another host: only its heartbeat tells
+    registry.claim_next_job("elsewhere:4322:0a1b2c3d")
+    registry.claim_next_job(worker_id())  # alive on this host, but hung: no heartbeat either
+    clock.now += timedelta(seconds=HEARTBEAT_TIMEOUT - 20)
+    registry.heartbeat("elsewhere:4322:0a1b2c3d")
+    clock.now += timedelta(seconds=60)
+
+    assert recover(registry, tmp_path / "models") == ["silent", "own-host-silent"]
+    silent = registry.get_job("silent")
+    assert silent.status == "failed"
+    assert silent.error == (
+        "interrupted: its fine-tune worker (elsewhere:4321:0a1b2c3d) is gone: no heartbeat for 160 s, more than "
+        "the 120 s allowed (INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS); start the job again"
+    )
+    assert registry.get_job("beating").status == "finetuning"
+
+
+def test_the_heartbeat_timeout_is_a_setting(registry, queue, clock, tmp_path):
+    queue("slow")
+    registry.claim_next_job("elsewhere:4321:0a1b2c3d")
+    clock.now += timedelta(seconds=200)
+
+    assert recover(registry, tmp_path / "models", heartbeat_timeout=300) == []
+    assert recover(registry, tmp_path / "models", heartbeat_timeout=100) == ["slow"]
+
+
+def test_a_job_claimed_before_heartbeats_existed_counts_from_its_start(registry, queue, clock, database_url, tmp_path):
+    queue("old-version")
+    registry.claim_next_job("worker-a")
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:  # as an older version left it
+        connection.execute("UPDATE jobs SET worker = NULL, heartbeat_at = NULL")
+    clock.now += timedelta(seconds=60)
+    assert recover(registry, tmp_path / "models") == []
+
+    clock.now += timedelta(seconds=HEARTBEAT_TIMEOUT)
+    assert recover(registry, tmp_path / "models") == ["old-version"]
+    assert "its fine-tune worker (unknown) is gone: no heartbeat for 180 s" in registry.get_job("old-version").error
+
+
+def test_a_worker_id_names_this_host_and_process_and_differs_at_each_start():
+    first, second = worker_id(), worker_id()
+    assert first.split(":")[:2] == [socket.gethostname(), str(os.getpid())]
+    assert first != second
+
+
+def test_a_heartbeat_timeout_shorter_than_two_heartbeats_is_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS", "20")
+    with pytest.raises(ValueError, match="HEARTBEAT_TIMEOUT_SECONDS must be at least 30 seconds"):
+        ServiceSettings.from_env()
+    monkeypatch.setenv("INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS", "600")
+    assert ServiceSettings.from_env().finetune_heartbeat_timeout_seconds == 600
+
+
+def test_a_worker_stamps_heartbeats_on_the_job_it_runs(registry, queue, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(jobs, "HEARTBEAT_INTERVAL", 0.05)
+    queue("running")
+    worker = worker_id()
+    claimed = registry.claim_next_job(worker)
+    stopped = threading.Event()
+    beats = threading.Thread(target=jobs._beat, args=(registry, worker, stopped))
+    beats.start()
+    try:
+        deadline = time.monotonic() + 10
+        while registry.get_job("running").heartbeat_at == claimed.heartbeat_at:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    finally:
+        stopped.set()
+        beats.join()
