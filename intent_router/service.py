@@ -27,7 +27,7 @@ from .batching import MicroBatcher
 from .data import normalize_text
 from .head import LinearHead
 from .model import IntentClassifier
-from .model_folder import ModelFolderError, model_path, read_labels
+from .model_folder import ModelLoadError, model_path, read_labels
 from .redact import redact
 from .registry import Registry
 from .routing import RouteDecision, RouterConfig, decide
@@ -195,7 +195,7 @@ class Service:
         for name, config in configs.items():
             try:
                 self.check_router(config)
-            except (LookupError, ValueError, ModelFolderError) as error:
+            except (LookupError, ValueError, ModelLoadError) as error:
                 raise ValueError(f"{path}: router {name!r}: {error}") from None
         for name, config in configs.items():
             self.registry.put_router(name, config.model_dump())

@@ -15,8 +15,10 @@ import pytest
 CLI = Path(sys.executable).parent / "intent-router"
 
 
-def run(*args: str, stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+def run(
+    *args: str, stdin: str | None = None, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
     )
@@ -158,6 +160,20 @@ def test_models_lists_a_damaged_folder_with_the_reason_and_removes_dead_saves(tr
     assert "atis-3" in result.stdout
     assert "broken" in result.stdout and "damaged" in result.stdout and "cannot read" in result.stdout
     assert not killed_save.exists()
+
+
+def test_a_hand_edited_threshold_is_one_error_line_naming_the_file_and_field(trained, tmp_path):
+    models, _ = trained
+    edited = shutil.copytree(models / "atis-3", tmp_path / "atis-3")
+    config = json.loads((edited / "intent_router.json").read_text())
+    config["default_threshold"]["value"] = "high"
+    (edited / "intent_router.json").write_text(json.dumps(config))
+    assert_one_line_error(
+        run("predict", "atis-3", "hello", "--models-dir", tmp_path),
+        f"model 'atis-3' cannot be loaded: {edited / 'intent_router.json'}: 'default_threshold.value' is 'high'",
+    )
+    listed = run("models", "--models-dir", tmp_path, env={"COLUMNS": "500"})  # the reason on one line
+    assert "damaged" in listed.stdout and "'default_threshold.value' is 'high'" in listed.stdout
 
 
 def test_predict_refuses_no_text_and_empty_text(trained):
