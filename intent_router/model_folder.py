@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -82,6 +83,7 @@ def write_model_folder(
             (staging / relative).write_bytes(content)
         _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **config})
         _write_json(staging / METRICS_FILE, metrics)
+        _give_files_the_usual_mode(staging, (staging / CONFIG_FILE).stat().st_mode)
         _fsync_tree(staging)
         if overwrite and path.exists():
             retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -316,6 +318,15 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelLoadError(path.parent, f"cannot read {path}: {err}") from err
+
+
+def _give_files_the_usual_mode(folder: Path, usual: int) -> None:
+    """Give every file in ``folder`` the mode ``usual`` (the mode of a file ``open`` just created there:
+    0666 less the umask, e.g. 0644). safetensors writes through a private temporary file, so its
+    weights would otherwise keep mode 0600, unreadable to the other users of a shared models folder."""
+    for file in folder.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            file.chmod(stat.S_IMODE(usual))
 
 
 def _fsync_tree(folder: Path) -> None:

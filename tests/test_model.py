@@ -338,6 +338,18 @@ def test_hand_edited_thresholds_are_refused_on_load_naming_the_file_and_field(sa
     assert message.endswith("; correct it, or retrain the model")
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_every_file_of_a_saved_model_has_the_mode_the_umask_gives(fitted, tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        path = fitted.save(tmp_path / "model")
+    finally:
+        os.umask(before)
+    files = {str(f.relative_to(path)): f.stat().st_mode & 0o777 for f in path.rglob("*") if f.is_file()}
+    assert {"model.safetensors", "head.safetensors", "intent_router.json", "onnx/model-int8.onnx"} <= set(files)
+    assert {name: oct(m) for name, m in files.items() if m != mode} == {}
+
+
 def _edit_config(path, **changes):
     config = json.loads((path / "intent_router.json").read_text())
     config.update(changes)
