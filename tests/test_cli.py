@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import unwritable_folder
 
 CLI = Path(sys.executable).parent / "intent-router"
 
@@ -174,6 +175,13 @@ def test_a_hand_edited_threshold_is_one_error_line_naming_the_file_and_field(tra
     )
     listed = run("models", "--models-dir", tmp_path, env={"COLUMNS": "500"})  # the reason on one line
     assert "damaged" in listed.stdout and "'default_threshold.value' is 'high'" in listed.stdout
+
+
+def test_an_unwritable_cache_folder_is_one_error_line_naming_its_variable(small_csv, tmp_path):
+    cache = unwritable_folder(tmp_path)
+    result = run("preview", small_csv, "--base-model", "multilingual-small", env={"INTENT_ROUTER_CACHE": str(cache)})
+    assert_one_line_error(result, f"INTENT_ROUTER_CACHE={cache}")
+    assert "set INTENT_ROUTER_CACHE to a writable folder" in result.stderr
 
 
 def test_predict_refuses_no_text_and_empty_text(trained):
