@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,8 +63,10 @@ def test_preview_shows_text_that_looks_like_rich_markup_as_it_is(tmp_path):
     data.write_text("text,label\n[/red] close the tag,[b]\n[bold]open it,[/b]\n", encoding="utf-8")
     result = run("preview", data)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    for shown in ("[/red] close the tag", "[bold]open it", "[/b]", "rep[/red]/p9.csv"):
+    for shown in ("[/red] close the tag", "[bold]open it", "[/b]"):
         assert shown in result.stdout
+    # the title (the path) wraps at the narrow table's width, where depends on the temporary folder's name
+    assert "rep[/red]/p9.csv" in re.sub(r"\n *", "", result.stdout)
 
 
 def test_preview_of_a_bad_file_names_the_line_and_fails(tmp_path):
