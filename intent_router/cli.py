@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
+from .bundled_e5 import BundledWeightsError
 from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu
 from .model_folder import ModelExistsError, ModelFolderError, list_models, model_path, remove_stale_partials
 
@@ -651,7 +652,7 @@ class _reported_errors:
     def __exit__(self, kind, error, traceback):
         if isinstance(error, DataError):
             _print_problems(error.problems)
-        elif isinstance(error, ModelFolderError | BaseModelError | ValueError | TypeError):
+        elif isinstance(error, ModelFolderError | BaseModelError | BundledWeightsError | ValueError | TypeError):
             errors.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         elif isinstance(error, OSError) and error.filename is not None:  # e.g. a file or folder a user named
             errors.print(f"[red]error:[/] {escape(f'{error.filename}: {error.strerror}')}", soft_wrap=True)

@@ -46,7 +46,7 @@ from .data import (
 from .finetune import DEFAULT_MARGIN, FinetuneSettings, ProgressCallback, finetune_body
 from .head import LinearHead, SigmoidHead
 from .metrics import classification_metrics, confidence_threshold, label_thresholds, multilabel_metrics
-from .model_folder import ModelFolderError, read_model_folder, write_model_folder
+from .model_folder import CONFIG_FILE, ModelLoadError, read_config, read_model_folder, write_model_folder
 from .optimize import BACKENDS, Optimized, optimize
 from .student import Cascade, StaticStudent
 
@@ -365,19 +365,22 @@ class IntentClassifier:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, backend: str | None = None) -> IntentClassifier:
-        """Load a folder written by ``save``; a foreign or damaged folder raises ``ModelFolderError``.
+        """Load a folder written by ``save``; a missing, foreign or damaged folder raises ``ModelLoadError``.
 
         ``backend``: ``torch``, ``onnx``, ``onnx-int8`` or ``cascade``; None takes the model's default
         (``info_["inference"]["default_backend"]``, fitted on its validation split; torch for models
         saved before backends existed).
         """
         path = Path(path)
-        _, _, config, _ = read_model_folder(path, load_body=False)
-        inference = config.get("inference") or {}
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        inference = read_config(path).get("inference") or {}
         chosen = backend or inference.get("default_backend") or "torch"
         if chosen not in BACKENDS:
-            raise ValueError(f"unknown backend {chosen!r}: choose one of {', '.join(BACKENDS)}")
+            raise _wrong_field(path, "inference.default_backend", chosen, ", ".join(BACKENDS))
         transformer = (inference.get("cascade") or {}).get("transformer", "torch") if chosen == "cascade" else chosen
+        if transformer not in ("torch", *ONNX_FILES):
+            raise _wrong_field(path, "inference.cascade.transformer", transformer, ", ".join(["torch", *ONNX_FILES]))
         body, head, config, metrics = read_model_folder(path, device, load_body=transformer == "torch")
         multilabel = bool(config.get("multilabel", False))
         classifier = cls(
@@ -405,25 +408,39 @@ class IntentClassifier:
         return self.encoder_, self.head_, self.labels_
 
 
+def _wrong_field(path: Path, field: str, value: object, choices: str) -> ModelLoadError:
+    return ModelLoadError(
+        path, f"{path / CONFIG_FILE}: '{field}' is {value!r}, not one of {choices}", "correct it, or retrain the model"
+    )
+
+
 def _onnx_encoder(path: Path, backend: str, head: LinearHead, inference: dict) -> OnnxEncoder:
     file = path / ONNX_FILES[backend]
     if not file.is_file():
-        raise ModelFolderError(
-            f"{path} has no {ONNX_FILES[backend]} (it was deleted, or saved before the ONNX backends). Build them with "
-            f"`intent-router optimize {path.name} --data TRAIN.csv`, or load it with backend='torch'"
+        raise ModelLoadError(
+            path,
+            f"{path} has no {ONNX_FILES[backend]} (it was deleted, or saved before the ONNX backends)",
+            f"build them with `intent-router optimize {path.name} --data TRAIN.csv`, or load it with backend='torch'",
         )
-    try:
-        encoder = OnnxEncoder(file, Tokenizer.from_folder(path, int(inference.get("max_seq_length", 256))), backend)
-        dimension = encoder.encode(["dimension check"]).shape[1]
+    try:  # the tokenizer is the body's: torch needs it too
+        tokenizer = Tokenizer.from_folder(path, int(inference.get("max_seq_length", 256)))
     except BackendError as err:
-        raise ModelFolderError(
-            f"{err}. Rebuild it with `intent-router optimize {path.name} --data TRAIN.csv`, "
-            "or load the model with backend='torch'"
+        raise ModelLoadError(path, str(err)) from err
+    try:
+        encoder = OnnxEncoder(file, tokenizer, backend)
+        dimension = encoder.encode(["dimension check"]).shape[1]
+    except Exception as err:  # BackendError, or a valid ONNX file of another model that cannot run here
+        raise ModelLoadError(
+            path,
+            str(err) if isinstance(err, BackendError) else f"{file} does not run: {type(err).__name__}: {err}",
+            f"rebuild it with `intent-router optimize {path.name} --data TRAIN.csv`, "
+            "or load the model with backend='torch'",
         ) from err
     if dimension != head.dimension:
-        raise ModelFolderError(
-            f"{file} gives {dimension}-dimensional embeddings, but the head expects "
-            f"{head.dimension}: rebuild it with `intent-router optimize {path.name}`"
+        raise ModelLoadError(
+            path,
+            f"{file} gives {dimension}-dimensional embeddings, but the head expects {head.dimension}",
+            f"rebuild it with `intent-router optimize {path.name} --data TRAIN.csv`",
         )
     return encoder
 
@@ -431,14 +448,19 @@ def _onnx_encoder(path: Path, backend: str, head: LinearHead, inference: dict) -
 def _cascade(path: Path, transformer: Encoder, head: LinearHead, inference: dict) -> Cascade:
     file = path / STUDENT_FILE
     if not file.is_file() or "threshold" not in (inference.get("cascade") or {}):
-        raise ModelFolderError(
-            f"{path} has no static student ({STUDENT_FILE}): training does not build the cascade; build it with "
-            f"`intent-router optimize {path.name} --data TRAIN.csv --cascade`, or choose another backend"
+        raise ModelLoadError(
+            path,
+            f"{path} has no static student ({STUDENT_FILE}): training does not build the cascade",
+            f"build it with `intent-router optimize {path.name} --data TRAIN.csv --cascade`, or choose another backend",
         )
     try:
         student = StaticStudent.load(file, Tokenizer.from_folder(path, int(inference.get("max_seq_length", 256))))
     except Exception as err:  # safetensors, shape and tokenizer errors all mean a damaged file
-        raise ModelFolderError(f"cannot read the static student {file}: {err}") from err
+        raise ModelLoadError(
+            path,
+            f"cannot read the static student {file}: {err}",
+            f"rebuild it with `intent-router optimize {path.name} --data TRAIN.csv --cascade`",
+        ) from err
     return Cascade(student, transformer, head, float(inference["cascade"]["threshold"]))
 
 

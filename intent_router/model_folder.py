@@ -12,11 +12,14 @@ Nothing in it executes code on load: weights are safetensors, everything else JS
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
+import stat
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from . import cleaning
@@ -38,6 +41,18 @@ class ModelFolderError(RuntimeError):
 
 class ModelExistsError(ModelFolderError):
     """The target of a save without ``overwrite`` exists (perhaps saved by someone else meanwhile)."""
+
+
+class ModelLoadError(ModelFolderError):
+    """A saved model that cannot be loaded: its folder is missing, damaged, foreign or wrongly hand-edited.
+
+    The message names the model, the problem and the fix: ``model 'atis' cannot be loaded: cannot read
+    models/atis/head.safetensors: ...; retrain it or restore its folder``. The HTTP service answers 503.
+    """
+
+    def __init__(self, path: Path, problem: str, fix: str = "retrain it or restore its folder"):
+        self.path, self.problem, self.fix = path, problem, fix
+        super().__init__(f"model {path.name!r} cannot be loaded: {problem}; {fix}")
 
 
 def write_model_folder(
@@ -69,6 +84,7 @@ def write_model_folder(
             (staging / relative).write_bytes(content)
         _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **config})
         _write_json(staging / METRICS_FILE, metrics)
+        _give_files_the_usual_mode(staging, (staging / CONFIG_FILE).stat().st_mode)
         _fsync_tree(staging)
         if overwrite and path.exists():
             retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -133,68 +149,140 @@ def process_exists(pid: int) -> bool:
 
 
 def read_model_folder(path: Path, device: str | None = None, load_body: bool = True):
-    """Return (body, head, config, metrics); raise ``ModelFolderError`` saying what is wrong.
+    """Return (body, head, config, metrics); raise ``ModelLoadError`` saying what is wrong.
 
     ``load_body=False`` leaves the torch body unloaded (None), for the ONNX backends.
     """
     from sentence_transformers import SentenceTransformer
 
-    if not path.is_dir():
-        raise ModelFolderError(f"no model folder at {path}")
-    config_path = path / CONFIG_FILE
-    if not config_path.is_file():
-        raise ModelFolderError(
-            f"{path} is not an intent-router model (no {CONFIG_FILE}); a plain sentence-transformers "
-            "folder can be used as base_model= to fine-tune from"
-        )
-    config = _read_json(config_path)
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFolderError(f"{config_path} is not an intent-router model config")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise ModelFolderError(
-            f"{path} was written by a newer intent-router (format {config['format_version']}); upgrade to load it"
-        )
-    cleaning_version = config.get("cleaning_version", cleaning.UNVERSIONED)
-    if config.get("clean_text") and cleaning_version not in cleaning.VERSIONS:
-        raise ModelFolderError(
-            f"{config_path}: 'cleaning_version' is {cleaning_version!r}, a text cleaning this intent-router does "
-            f"not know (it knows {', '.join(map(str, cleaning.VERSIONS))}): the model was trained by a newer "
-            "intent-router; upgrade to load it"
-        )
-    labels = config.get("labels")
-    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise ModelFolderError(f"{config_path}: 'labels' must be a list of at least two label names")
-    multilabel = config.get("multilabel", False)
-    thresholds = config.get("label_thresholds")
-    if multilabel and (
-        not isinstance(thresholds, dict)
-        or set(thresholds) != set(labels)
-        or not all(isinstance(v, int | float) and 0 <= v <= 1 for v in thresholds.values())
-    ):
-        raise ModelFolderError(
-            f"{config_path}: a multilabel model needs 'label_thresholds', a number in 0..1 for each of its labels"
-        )
+    config = read_config(path)
+    labels = config["labels"]
     try:
-        head = (SigmoidHead if multilabel else LinearHead).load(path / HEAD_FILE)
+        head = (SigmoidHead if config.get("multilabel", False) else LinearHead).load(path / HEAD_FILE)
     except Exception as err:
-        raise ModelFolderError(f"cannot read {path / HEAD_FILE}: {err}") from err
+        raise ModelLoadError(path, f"cannot read {path / HEAD_FILE}: {err}") from err
     if head.n_classes != len(labels):
-        raise ModelFolderError(f"{path}: the head has {head.n_classes} classes, but the model has {len(labels)} labels")
+        raise ModelLoadError(
+            path, f"the head has {head.n_classes} classes, but {path / CONFIG_FILE} lists {len(labels)} labels"
+        )
     metrics_path = path / METRICS_FILE
     metrics = _read_json(metrics_path) if metrics_path.is_file() else None
+    if metrics is not None and not isinstance(metrics, dict):
+        raise ModelLoadError(path, f"{metrics_path} is not a JSON object of metrics")
     if not load_body:
         return None, head, config, metrics
     try:
         body = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
     except Exception as err:
-        raise ModelFolderError(f"cannot load the tuned body in {path}: {type(err).__name__}: {err}") from err
+        raise ModelLoadError(path, f"cannot load the tuned body in {path}: {type(err).__name__}: {err}") from err
     dimension = body.get_embedding_dimension()
     if head.dimension != dimension:
-        raise ModelFolderError(
-            f"{path}: the head has {head.n_classes} classes of dimension {head.dimension}, but the model "
-            f"has {len(labels)} labels and {dimension}-dimensional embeddings"
+        raise ModelLoadError(
+            path,
+            f"the head has {head.n_classes} classes of dimension {head.dimension}, but the model "
+            f"has {len(labels)} labels and {dimension}-dimensional embeddings",
         )
     return body, head, config, metrics
+
+
+def read_config(path: Path) -> dict:
+    """A model folder's ``intent_router.json``, checked (``check_config``); the model is not loaded."""
+    if not path.is_dir():
+        raise ModelLoadError(path, f"no model folder at {path}")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelLoadError(
+            path,
+            f"{path} is not an intent-router model (no {CONFIG_FILE})",
+            "a plain sentence-transformers folder can be used as base_model= to fine-tune from",
+        )
+    config = _read_json(config_path)
+    check_config(config, config_path)
+    return config
+
+
+def check_config(config, config_path: Path) -> None:
+    """Raise ``ModelLoadError`` naming the field of a model's ``intent_router.json`` that is wrong.
+
+    The thresholds are checked here, on load, so a hand-edited value is refused with its file and
+    field instead of failing (or silently misrouting) at the first request that reads it.
+    """
+    path = config_path.parent
+
+    def refuse(problem: str, fix: str = "correct it, or retrain the model") -> ModelLoadError:
+        return ModelLoadError(path, f"{config_path}: {problem}", fix)
+
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelLoadError(path, f"{config_path} is not an intent-router model config")
+    version = config.get("format_version", 0)
+    if not _is_number(version):
+        raise refuse(f"'format_version' is {version!r}; it must be a number")
+    if version > FORMAT_VERSION:
+        raise ModelLoadError(
+            path, f"it was written by a newer intent-router (format {version})", "upgrade intent-router to load it"
+        )
+    labels = config.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise refuse("'labels' must be a list of at least two label names")
+    if len(set(labels)) != len(labels):
+        raise refuse(f"'labels' names {sorted({x for x in labels if labels.count(x) > 1})} more than once")
+    cleaning_version = config.get("cleaning_version", cleaning.UNVERSIONED)
+    if config.get("clean_text") and cleaning_version not in cleaning.VERSIONS:
+        raise ModelLoadError(
+            path,
+            f"{config_path}: 'cleaning_version' is {cleaning_version!r}, a text cleaning this intent-router does "
+            f"not know (it knows {', '.join(map(str, cleaning.VERSIONS))}): the model was trained by a newer "
+            "intent-router",
+            "upgrade intent-router to load it",
+        )
+    cosines = ("default_similarity_threshold", "default_review_similarity_threshold")
+    for field, low in [("default_threshold", 0)] + [(name, -1) for name in cosines]:
+        if field not in config:
+            continue
+        if not isinstance(config[field], dict):
+            raise refuse(f"'{field}' is {config[field]!r}; it must be an object with a 'value' from {low} to 1")
+        value = config[field].get("value")
+        if not _is_number(value, low, 1):
+            raise refuse(f"'{field}.value' is {value!r}; it must be a number from {low} to 1")
+    if config.get("multilabel", False):
+        _check_label_thresholds(config.get("label_thresholds"), labels, refuse)
+    inference = config.get("inference", {})
+    if not isinstance(inference, dict):
+        raise refuse(f"'inference' is {inference!r}; it must be an object")
+    window = inference.get("max_seq_length", 256)
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise refuse(f"'inference.max_seq_length' is {window!r}; it must be a whole number of tokens above 0")
+    cascade = inference.get("cascade")
+    if cascade is not None and not isinstance(cascade, dict):
+        raise refuse(f"'inference.cascade' is {cascade!r}; it must be an object with a 'threshold' from 0 to 1")
+    if cascade is not None and not _is_number(cascade.get("threshold"), 0, 1):
+        raise refuse(f"'inference.cascade.threshold' is {cascade.get('threshold')!r}; it must be a number from 0 to 1")
+
+
+def _check_label_thresholds(thresholds, labels: list[str], refuse: Callable[[str], ModelLoadError]) -> None:
+    """A multilabel model's thresholds: a number from 0 to 1 for each of its labels, and no others."""
+    if not isinstance(thresholds, dict):
+        raise refuse(
+            f"a multilabel model needs 'label_thresholds', an object with a number from 0 to 1 for each of "
+            f"its labels, not {thresholds!r}"
+        )
+    missing, unknown = sorted(set(labels) - set(thresholds)), sorted(set(thresholds) - set(labels))
+    if missing or unknown:
+        wrong = "; ".join(
+            ([f"no threshold for {missing}"] if missing else [])
+            + ([f"{unknown} are not its labels"] if unknown else [])
+        )
+        raise refuse(f"'label_thresholds' must give a number from 0 to 1 for each of 'labels' and no other ({wrong})")
+    for label in labels:
+        if not _is_number(thresholds[label], 0, 1):
+            raise refuse(f"'label_thresholds.{label}' is {thresholds[label]!r}; it must be a number from 0 to 1")
+
+
+def _is_number(value, low: float = -math.inf, high: float = math.inf) -> bool:
+    """A finite JSON number (not a boolean) from ``low`` to ``high``."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and low <= value <= high
 
 
 def model_path(name: str, models_dir: Path) -> Path:
@@ -209,17 +297,14 @@ def model_path(name: str, models_dir: Path) -> Path:
 
 def read_labels(path: Path) -> list[str]:
     """The labels a model folder's config lists, without loading the model."""
-    config = _read_json(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else None
-    labels = config.get("labels") if isinstance(config, dict) else None
-    if not isinstance(labels, list):
-        raise ModelFolderError(f"{path} is not an intent-router model (no labels in {CONFIG_FILE})")
-    return labels
+    return read_config(path)["labels"]
 
 
 def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None, str | None]]:
     """(name, config, metrics, problem) of every model folder in ``models_dir``, by name.
 
-    A folder whose JSON cannot be read is listed too, with an empty config and the reason as ``problem``.
+    A folder whose JSON cannot be read, or whose config is wrong (``check_config``), is listed too, with
+    an empty config and the reason as ``problem``.
     """
     found: list[tuple[str, dict, dict | None, str | None]] = []
     for folder in sorted(models_dir.iterdir()) if models_dir.is_dir() else []:
@@ -227,11 +312,10 @@ def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None, str | No
             continue
         try:
             config = _read_json(folder / CONFIG_FILE)
+            check_config(config, folder / CONFIG_FILE)
             metrics = _read_json(folder / METRICS_FILE) if (folder / METRICS_FILE).is_file() else None
-            if not isinstance(config, dict) or config.get("format") != FORMAT:
-                raise ModelFolderError(f"{folder / CONFIG_FILE} is not an intent-router model config")
-        except ModelFolderError as err:
-            found.append((folder.name, {}, None, str(err)))
+        except ModelLoadError as err:
+            found.append((folder.name, {}, None, f"{err.problem}; {err.fix}"))
             continue
         found.append((folder.name, config, metrics if isinstance(metrics, dict) else None, None))
     return found
@@ -245,7 +329,16 @@ def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFolderError(f"cannot read {path}: {err}") from err
+        raise ModelLoadError(path.parent, f"cannot read {path}: {err}") from err
+
+
+def _give_files_the_usual_mode(folder: Path, usual: int) -> None:
+    """Give every file in ``folder`` the mode ``usual`` (the mode of a file ``open`` just created there:
+    0666 less the umask, e.g. 0644). safetensors writes through a private temporary file, so its
+    weights would otherwise keep mode 0600, unreadable to the other users of a shared models folder."""
+    for file in folder.rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            file.chmod(stat.S_IMODE(usual))
 
 
 def _fsync_tree(folder: Path) -> None:

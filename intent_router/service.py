@@ -28,7 +28,7 @@ from .data import normalize_text
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .model import IntentClassifier
-from .model_folder import ModelFolderError, model_path, read_labels
+from .model_folder import ModelLoadError, model_path, read_labels
 from .redact import redact
 from .registry import Registry
 from .routing import RouteDecision, RouterConfig, decide
@@ -247,7 +247,7 @@ class Service:
         for name, config in configs.items():
             try:
                 self.check_router(config)
-            except (LookupError, ValueError, ModelFolderError) as error:
+            except (LookupError, ValueError, ModelLoadError) as error:
                 raise ValueError(f"{path}: router {name!r}: {error}") from None
         for name, config in configs.items():
             self.registry.put_router(name, config.model_dump())

@@ -29,6 +29,19 @@ def dataset_file(relative: str) -> Path:
     return path
 
 
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder path no one can create or write in: a read-only folder, or (root writes anywhere) a path
+    under a regular file."""
+    if os.geteuid() == 0:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a folder")
+        return blocker / "cache"
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def atis_3class_path() -> Path:
     return dataset_file("atis/atis_3class.csv")

@@ -5,18 +5,22 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import unwritable_folder
 
 CLI = Path(sys.executable).parent / "intent-router"
 
 
-def run(*args: str, stdin: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+def run(
+    *args: str, stdin: str | None = None, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
     )
@@ -59,8 +63,10 @@ def test_preview_shows_text_that_looks_like_rich_markup_as_it_is(tmp_path):
     data.write_text("text,label\n[/red] close the tag,[b]\n[bold]open it,[/b]\n", encoding="utf-8")
     result = run("preview", data)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    for shown in ("[/red] close the tag", "[bold]open it", "[/b]", "rep[/red]/p9.csv"):
+    for shown in ("[/red] close the tag", "[bold]open it", "[/b]"):
         assert shown in result.stdout
+    # the title (the path) wraps at the narrow table's width, where depends on the temporary folder's name
+    assert "rep[/red]/p9.csv" in re.sub(r"\n *", "", result.stdout)
 
 
 def test_preview_of_a_bad_file_names_the_line_and_fails(tmp_path):
@@ -158,6 +164,27 @@ def test_models_lists_a_damaged_folder_with_the_reason_and_removes_dead_saves(tr
     assert "atis-3" in result.stdout
     assert "broken" in result.stdout and "damaged" in result.stdout and "cannot read" in result.stdout
     assert not killed_save.exists()
+
+
+def test_a_hand_edited_threshold_is_one_error_line_naming_the_file_and_field(trained, tmp_path):
+    models, _ = trained
+    edited = shutil.copytree(models / "atis-3", tmp_path / "atis-3")
+    config = json.loads((edited / "intent_router.json").read_text())
+    config["default_threshold"]["value"] = "high"
+    (edited / "intent_router.json").write_text(json.dumps(config))
+    assert_one_line_error(
+        run("predict", "atis-3", "hello", "--models-dir", tmp_path),
+        f"model 'atis-3' cannot be loaded: {edited / 'intent_router.json'}: 'default_threshold.value' is 'high'",
+    )
+    listed = run("models", "--models-dir", tmp_path, env={"COLUMNS": "500"})  # the reason on one line
+    assert "damaged" in listed.stdout and "'default_threshold.value' is 'high'" in listed.stdout
+
+
+def test_an_unwritable_cache_folder_is_one_error_line_naming_its_variable(small_csv, tmp_path):
+    cache = unwritable_folder(tmp_path)
+    result = run("preview", small_csv, "--base-model", "multilingual-small", env={"INTENT_ROUTER_CACHE": str(cache)})
+    assert_one_line_error(result, f"INTENT_ROUTER_CACHE={cache}")
+    assert "set INTENT_ROUTER_CACHE to a writable folder" in result.stderr
 
 
 def test_predict_refuses_no_text_and_empty_text(trained):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError, NotFittedError
+from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError, ModelLoadError, NotFittedError
 from intent_router.base_models import resolve_base_model
 from intent_router.head import LinearHead
 from intent_router.model_folder import ModelExistsError, remove_stale_partials, write_model_folder
@@ -293,6 +293,61 @@ def test_a_damaged_model_folder_gives_a_clear_error(saved_model, tmp_path, damag
     damage(copy)
     with pytest.raises(ModelFolderError, match=message):
         IntentClassifier.load(copy, backend="torch")
+
+
+def test_a_damaged_model_is_named_with_the_problem_and_the_fix(saved_model, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(saved_model, tmp_path / "atis-copy")
+    (copy / "head.safetensors").write_bytes((copy / "head.safetensors").read_bytes()[:100])
+    with pytest.raises(ModelLoadError) as error:
+        IntentClassifier.load(copy)
+    message = str(error.value)
+    assert message.startswith("model 'atis-copy' cannot be loaded: cannot read ")
+    assert "head.safetensors" in message and message.endswith("; retrain it or restore its folder")
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        ({"default_threshold": {"value": "high"}}, "'default_threshold.value' is 'high'"),
+        ({"default_threshold": {"value": float("nan")}}, "'default_threshold.value' is nan"),
+        ({"default_threshold": {"value": 1.5}}, "'default_threshold.value' is 1.5"),
+        ({"default_threshold": {"value": True}}, "'default_threshold.value' is True"),
+        ({"default_threshold": 0.7}, "'default_threshold' is 0.7"),
+        ({"default_similarity_threshold": {"value": -3}}, "'default_similarity_threshold.value' is -3"),
+        ({"inference": "onnx"}, "'inference' is 'onnx'"),
+        ({"inference": {"default_backend": "gpu"}}, "'inference.default_backend' is 'gpu'"),
+        ({"inference": {"max_seq_length": "long"}}, "'inference.max_seq_length' is 'long'"),
+        ({"inference": {"cascade": {"threshold": 2}}}, "'inference.cascade.threshold' is 2"),
+        (
+            {"labels": ["atis_airfare", "atis_airfare", "atis_airline"]},
+            "'labels' names ['atis_airfare'] more than once",
+        ),
+    ],
+)
+def test_hand_edited_thresholds_are_refused_on_load_naming_the_file_and_field(saved_model, tmp_path, edit, field):
+    import shutil
+
+    copy = shutil.copytree(saved_model, tmp_path / "edited")
+    _edit_config(copy, **edit)
+    with pytest.raises(ModelLoadError) as error:
+        IntentClassifier.load(copy)
+    message = str(error.value)
+    assert message.startswith(f"model 'edited' cannot be loaded: {copy / 'intent_router.json'}: {field}"), message
+    assert message.endswith("; correct it, or retrain the model")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_every_file_of_a_saved_model_has_the_mode_the_umask_gives(fitted, tmp_path, umask, mode):
+    before = os.umask(umask)
+    try:
+        path = fitted.save(tmp_path / "model")
+    finally:
+        os.umask(before)
+    files = {str(f.relative_to(path)): f.stat().st_mode & 0o777 for f in path.rglob("*") if f.is_file()}
+    assert {"model.safetensors", "head.safetensors", "intent_router.json", "onnx/model-int8.onnx"} <= set(files)
+    assert {name: oct(m) for name, m in files.items() if m != mode} == {}
 
 
 def _edit_config(path, **changes):

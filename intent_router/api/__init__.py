@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from .. import __version__
-from ..model_folder import ModelFolderError
+from ..model_folder import ModelLoadError
 from ..service import CleanedTextRefused, Service, ServiceSettings, UnknownIntents, UnknownModel, UnknownRouter
 from . import admin, discovery, inference
 
@@ -119,9 +119,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def refused_once_cleaned(request: Request, error: CleanedTextRefused) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
-    @app.exception_handler(ModelFolderError)
-    async def broken_model(request: Request, error: ModelFolderError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=500)
+    @app.exception_handler(ModelLoadError)
+    async def unloadable_model(request: Request, error: ModelLoadError) -> JSONResponse:
+        # 503: the service works, this model does not until its folder is restored or it is retrained
+        return JSONResponse({"detail": str(error), "model": error.path.name}, status_code=503)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict:
