@@ -316,6 +316,10 @@ def test_a_damaged_model_is_named_with_the_problem_and_the_fix(saved_model, tmp_
         ({"default_threshold": {"value": True}}, "'default_threshold.value' is True"),
         ({"default_threshold": 0.7}, "'default_threshold' is 0.7"),
         ({"default_similarity_threshold": {"value": -3}}, "'default_similarity_threshold.value' is -3"),
+        (
+            {"default_review_similarity_threshold": {"value": "far"}},
+            "'default_review_similarity_threshold.value' is 'far'",
+        ),
         ({"inference": "onnx"}, "'inference' is 'onnx'"),
         ({"inference": {"default_backend": "gpu"}}, "'inference.default_backend' is 'gpu'"),
         ({"inference": {"max_seq_length": "long"}}, "'inference.max_seq_length' is 'long'"),
