@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from intent_router import IntentClassifier, load_dataset
+from intent_router import registry as registry_module
 from intent_router.data import Dataset
+from intent_router.registry import Registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Discovery keeps its ONNX export of the base model here, not in the user's cache folder (the servers
@@ -40,6 +43,29 @@ def unwritable_folder(tmp_path: Path) -> Path:
     folder.mkdir()
     folder.chmod(0o555)
     return folder
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """A new SQLite database for one test."""
+    return f"sqlite:///{tmp_path / 'router.db'}"
+
+
+@pytest.fixture
+def registry(database_url: str):
+    with Registry(database_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch):
+    """Set the time the registry stamps on rows and judges heartbeats by: ``clock.now = ...``."""
+
+    class Clock:
+        now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+    monkeypatch.setattr(registry_module, "_now", lambda: Clock.now)
+    return Clock
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 
 from intent_router import jobs
-from intent_router import registry as registry_module
 from intent_router.jobs import HEARTBEAT_TIMEOUT, recover, worker_id
 from intent_router.registry import Registry
 from intent_router.service import ServiceSettings
@@ -34,17 +32,6 @@ with Registry(sys.argv[1]) as registry:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'router.db'}"
-
-
-@pytest.fixture
-def registry(database_url: str):
-    with Registry(database_url) as opened:
-        yield opened
-
-
-@pytest.fixture
 def queue(registry: Registry):
     """Queue a job of each name given."""
     dataset = registry.add_dataset("train.csv", "csv", b"text,label\nhi,greet\n", 1, {"greet": 1}, []).id
@@ -54,17 +41,6 @@ def queue(registry: Registry):
             registry.create_job(name, "english-small", dataset, None, {})
 
     return add
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch):
-    """Set the time the registry stamps on rows and judges heartbeats by: ``clock.now = ...``."""
-
-    class Clock:
-        now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-
-    monkeypatch.setattr(registry_module, "_now", lambda: Clock.now)
-    return Clock
 
 
 def test_a_job_whose_worker_process_is_gone_is_failed_at_start(registry, queue, database_url, tmp_path):

@@ -21,30 +21,8 @@ CLAIMING_PROCESSES = 4
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'router.db'}"
-
-
-@pytest.fixture
-def registry(database_url: str):
-    with Registry(database_url) as opened:
-        yield opened
-
-
-@pytest.fixture
 def dataset_id(registry: Registry) -> str:
     return registry.add_dataset("train.csv", "csv", b"text,label\nhi,greet\n", 1, {"greet": 1}, []).id
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch):
-    """Set the time the registry stamps on rows: ``clock.now = ...``."""
-
-    class Clock:
-        now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-
-    monkeypatch.setattr(registry_module, "_now", lambda: Clock.now)
-    return Clock
 
 
 def record(registry: Registry, text: str = "hmm", model: str = "atis", router: str | None = None) -> int:
