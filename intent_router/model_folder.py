@@ -11,11 +11,13 @@ Nothing in it executes code on load: weights are safetensors, everything else JS
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
+import socket
 import stat
 import time
 import uuid
@@ -31,7 +33,11 @@ METRICS_FILE = "metrics.json"
 FORMAT = "intent-router-model"
 FORMAT_VERSION = 1
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-PARTIAL = re.compile(r"^\..+\.partial-(?:(?P<pid>\d+)-)?[0-9a-f]+$")
+# ``.NAME.partial-PID-hHOST-RANDOM``; older intent-routers wrote no host, the oldest no PID either.
+PARTIAL = re.compile(r"^\..+\.partial-(?:(?P<pid>\d+)-)?(?:h(?P<host>[0-9a-f]{8})-)?[0-9a-f]+$")
+# This machine in a staging folder's name: a models folder shared by several machines (NFS, a volume)
+# holds other machines' saves, whose PIDs mean nothing here.
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 PARTIAL_MAX_AGE = 3600.0  # seconds: a staging folder this old is left over, whoever wrote it
 
 
@@ -75,7 +81,7 @@ def write_model_folder(
         raise _exists(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path.parent)
-    staging = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = staging_folder(path)
     try:
         body.save(str(staging))
         head.save(staging / HEAD_FILE)
@@ -115,11 +121,19 @@ def _exists(path: Path) -> ModelExistsError:
     return ModelExistsError(f"{path} already exists; choose another name or overwrite it")
 
 
+def staging_folder(target: Path) -> Path:
+    """Where a save of ``target`` is written before its atomic rename: a hidden folder beside it named
+    for this process and machine, so ``remove_stale_partials`` can tell a dead save from a live one."""
+    return target.parent / f".{target.name}.partial-{os.getpid()}-h{HOST}-{uuid.uuid4().hex[:8]}"
+
+
 def remove_stale_partials(models_dir: Path, max_age: float = PARTIAL_MAX_AGE) -> list[Path]:
     """Remove the staging folders of saves that died: their writer process is gone, or they are old.
 
-    A save's staging folder is ``.NAME.partial-PID-RANDOM``; one being written by a live process
-    less than ``max_age`` seconds ago is left alone. Returns the folders removed.
+    A save's staging folder (``staging_folder``) names its writer's process and machine. One written
+    less than ``max_age`` seconds ago is left alone unless its writer was a process of this machine
+    that no longer exists; another machine's is left alone until it is that old. Returns the folders
+    removed.
     """
     removed = []
     for folder in models_dir.glob(".*.partial-*") if models_dir.is_dir() else []:
@@ -130,8 +144,9 @@ def remove_stale_partials(models_dir: Path, max_age: float = PARTIAL_MAX_AGE) ->
             age = time.time() - folder.stat().st_mtime
         except FileNotFoundError:  # its save finished meanwhile
             continue
-        pid = match["pid"]
-        if age > max_age or (pid is not None and not process_exists(int(pid))):
+        pid, host = match["pid"], match["host"]
+        ours = host is None or host == HOST
+        if age > max_age or (pid is not None and ours and not process_exists(int(pid))):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

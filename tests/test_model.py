@@ -16,7 +16,14 @@ from sentence_transformers import SentenceTransformer
 from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError, ModelLoadError, NotFittedError
 from intent_router.base_models import resolve_base_model
 from intent_router.head import LinearHead
-from intent_router.model_folder import ModelExistsError, remove_stale_partials, write_model_folder
+from intent_router.model_folder import (
+    HOST,
+    PARTIAL,
+    ModelExistsError,
+    remove_stale_partials,
+    staging_folder,
+    write_model_folder,
+)
 
 TEXTS = ["show me fares from boston to denver", "is there ground transportation in dallas", "which airline is ua"]
 
@@ -246,6 +253,9 @@ def test_stale_partial_folders_of_dead_or_old_saves_are_removed_and_live_ones_ke
         "old-style": tmp_path / ".c.partial-0123abcd",
         "live": tmp_path / f".d.partial-{os.getpid()}-4567cdef",
         "recent-old-style": tmp_path / ".e.partial-4567cdef",
+        # another machine sharing the models folder: its PID means nothing here
+        "other-machine": tmp_path / f".f.partial-{dead.stdout.strip()}-h0badc0de-0123abcd",
+        "this-machine-dead": tmp_path / f".g.partial-{dead.stdout.strip()}-h{HOST}-0123abcd",
     }
     for folder in partials.values():
         (folder / "sub").mkdir(parents=True)
@@ -253,8 +263,17 @@ def test_stale_partial_folders_of_dead_or_old_saves_are_removed_and_live_ones_ke
     for key in ("old", "old-style"):
         os.utime(partials[key], (two_hours_ago, two_hours_ago))
     removed = remove_stale_partials(tmp_path)
-    assert sorted(removed) == sorted(partials[key] for key in ("dead", "old", "old-style"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(partials[k].name for k in ("live", "recent-old-style"))
+    assert sorted(removed) == sorted(partials[key] for key in ("dead", "old", "old-style", "this-machine-dead"))
+    kept = ("live", "recent-old-style", "other-machine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(partials[k].name for k in kept)
+
+
+def test_a_save_is_staged_in_a_folder_named_for_its_process_and_machine(tmp_path):
+    staging = staging_folder(tmp_path / "model")
+    match = PARTIAL.match(staging.name)
+    assert match is not None and staging.parent == tmp_path
+    assert (match["pid"], match["host"]) == (str(os.getpid()), HOST)
+    assert HOST != "0badc0de"  # the other machine of the test above
 
 
 def test_overwrite_replaces_the_model_whole(fitted, tmp_path):
