@@ -541,15 +541,26 @@ def serve(
 
 
 class FinetuneWatchdog:
-    """Keeps one fine-tune worker process alive; if it dies mid-job, the job is failed and it restarts."""
+    """Keeps one fine-tune worker process alive; if it dies mid-job, the job is failed and it restarts.
 
-    def __init__(self, database_url: str, models_dir: Path, heartbeat_timeout: float, interval: float = 2.0):
+    Every ``recovery_interval`` seconds it also fails running jobs whose worker is gone, so a job whose
+    worker on another server was killed outright does not stay "finetuning" until some worker starts.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        models_dir: Path,
+        heartbeat_timeout: float,
+        interval: float = 2.0,
+        recovery_interval: float = 60.0,
+    ):
         import threading
 
         from .jobs import start_worker
 
         self.database_url, self.models_dir, self.interval = database_url, models_dir, interval
-        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeat_timeout, self.recovery_interval = heartbeat_timeout, recovery_interval
         self.start_worker = start_worker
         self.worker = start_worker(database_url, models_dir)
         self.stopping = threading.Event()
@@ -557,17 +568,27 @@ class FinetuneWatchdog:
         self.thread.start()
 
     def watch(self) -> None:
+        import time
+
         from .jobs import recover
         from .registry import Registry
 
+        checked = time.monotonic()
         while not self.stopping.wait(self.interval):
-            if self.worker.is_alive():
+            alive = self.worker.is_alive()
+            if alive and time.monotonic() - checked < self.recovery_interval:
                 continue
-            registry = Registry(self.database_url)
-            for name in recover(registry, self.models_dir, self.heartbeat_timeout):
-                errors.print(f"the fine-tune worker died during {name!r}; marked failed", style="yellow")
-            registry.close()
-            self.worker = self.start_worker(self.database_url, self.models_dir)
+            try:
+                with Registry(self.database_url) as registry:
+                    failed = recover(registry, self.models_dir, self.heartbeat_timeout)
+            except Exception as err:  # a busy or unreachable database: the next round tries again
+                errors.print(f"could not check the fine-tune jobs: {err}", style="yellow")
+                failed = []
+            for name in failed:
+                errors.print(f"fine-tune {name!r} lost its worker (see its error); marked failed", style="yellow")
+            checked = time.monotonic()
+            if not alive:
+                self.worker = self.start_worker(self.database_url, self.models_dir)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -141,3 +141,23 @@ def test_a_worker_stamps_heartbeats_on_the_job_it_runs(registry, queue, monkeypa
     finally:
         stopped.set()
         beats.join()
+
+
+def test_a_running_server_fails_a_job_whose_worker_elsewhere_went_silent(
+    registry, queue, clock, database_url, tmp_path
+):
+    from intent_router.cli import FinetuneWatchdog
+
+    queue("killed-elsewhere")
+    registry.claim_next_job("elsewhere:4321:0a1b2c3d")  # a worker on another server, killed outright
+    clock.now += timedelta(seconds=HEARTBEAT_TIMEOUT + 30)  # the watchdog's checks run in this process
+    watchdog = FinetuneWatchdog(database_url, tmp_path / "models", HEARTBEAT_TIMEOUT, 0.1, recovery_interval=0.2)
+    try:
+        assert watchdog.worker.is_alive()  # a real worker runs beside the checks
+        deadline = time.monotonic() + 20
+        while registry.get_job("killed-elsewhere").status == "finetuning":
+            assert time.monotonic() < deadline, "the job whose worker went silent is still running"
+            time.sleep(0.1)
+    finally:
+        watchdog.stop()
+    assert "its fine-tune worker (elsewhere:4321:0a1b2c3d) is gone" in registry.get_job("killed-elsewhere").error
