@@ -325,14 +325,20 @@ class Service:
 
     # -- inference ------------------------------------------------------------------------------
 
+    async def check_cleaned(self, loaded: LoadedModel, texts: list[str]) -> None:
+        """``_check_cleaned`` off the event loop: cleaning a full batch of long texts takes a few tenths of
+        a second, which every other request would wait out."""
+        if loaded.classifier.clean_text:
+            await asyncio.to_thread(_check_cleaned, loaded, texts, self.settings.max_text_chars)
+
     async def embed(self, model: str, texts: list[str]) -> np.ndarray:
         loaded = await self.model(model)
-        _check_cleaned(loaded, texts, self.settings.max_text_chars)
+        await self.check_cleaned(loaded, texts)
         return await loaded.batcher.submit(texts)
 
     async def classify(self, model: str, texts: list[str]) -> tuple[list[str], np.ndarray]:
         loaded = await self.model(model)
-        _check_cleaned(loaded, texts, self.settings.max_text_chars)
+        await self.check_cleaned(loaded, texts)
         return loaded.labels, await loaded.classify_batcher.submit(texts)
 
     def recall(self, kind: str, key: str, load: Callable[[], object]) -> object:
