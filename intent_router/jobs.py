@@ -17,7 +17,6 @@ import logging
 import multiprocessing
 import os
 import secrets
-import socket
 import threading
 import time
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from .data import DataError, Dataset, Problem, parse_dataset
 from .model import IntentClassifier
-from .model_folder import ModelExistsError, process_exists, remove_stale_partials
+from .model_folder import ModelExistsError, machine, process_exists, remove_stale_partials
 from .registry import Job, Registry
 
 log = logging.getLogger("intent_router.jobs")
@@ -50,22 +49,23 @@ class ServiceStopped(Exception):
 
 
 def worker_id() -> str:
-    """This process as the owner of the jobs it claims: ``host:pid:token``.
+    """This process as the owner of the jobs it claims: ``host:pid:token`` (host: ``machine()``, the
+    host name and PID namespace).
 
     The token is new at each start, so a later process that gets the same PID is another worker.
     """
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{machine()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def owner_gone(job: Job, now: datetime, timeout: timedelta) -> str | None:
     """Why the worker running ``job`` is gone (the job's error), or None if it may be alive.
 
-    Gone: it is a process of this host that no longer exists, or its last heartbeat is older than
+    Gone: it is a process of this host and PID namespace that no longer exists, or its last heartbeat is older than
     ``timeout`` (a job claimed before heartbeats existed counts from its start).
     """
     host, _, rest = (job.worker or "").partition(":")
     pid = rest.partition(":")[0]
-    if host == socket.gethostname() and pid.isdigit() and not process_exists(int(pid)):
+    if host == machine() and pid.isdigit() and not process_exists(int(pid)):
         return (
             f"interrupted: its fine-tune worker (process {pid} on {host}) is gone, stopped while this job "
             "was fine-tuning; start the job again"

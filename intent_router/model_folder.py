@@ -35,9 +35,21 @@ FORMAT_VERSION = 1
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # ``.NAME.partial-PID-hHOST-RANDOM``; older intent-routers wrote no host, the oldest no PID either.
 PARTIAL = re.compile(r"^\..+\.partial-(?:(?P<pid>\d+)-)?(?:h(?P<host>[0-9a-f]{8})-)?[0-9a-f]+$")
+
+
+def machine() -> str:
+    """Where a process ID names one process: this host, and its PID namespace when it has one
+    (containers that share a host name, e.g. with host networking, do not share PIDs)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:  # not Linux
+        return socket.gethostname()
+    return f"{socket.gethostname()}/{namespace}"
+
+
 # This machine in a staging folder's name: a models folder shared by several machines (NFS, a volume)
 # holds other machines' saves, whose PIDs mean nothing here.
-HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+HOST = hashlib.sha256(machine().encode()).hexdigest()[:8]
 PARTIAL_MAX_AGE = 3600.0  # seconds: a staging folder this old is left over, whoever wrote it
 
 
