@@ -591,9 +591,17 @@ class FinetuneWatchdog:
                 self.worker = self.start_worker(self.database_url, self.models_dir)
 
     def stop(self) -> None:
+        """Stop the worker; the job it was running, if any, is failed at once (its process is gone)."""
+        from .jobs import recover
+        from .registry import Registry
+
         self.stopping.set()
+        self.thread.join(self.interval + 5)
         self.worker.terminate()
         self.worker.join(10)
+        with Registry(self.database_url) as registry:
+            for name in recover(registry, self.models_dir, self.heartbeat_timeout):
+                errors.print(f"fine-tune {name!r} stopped with the server; marked failed", style="yellow")
 
 
 keys = typer.Typer(help="Manage API keys (stored hashed; a key is shown once).", no_args_is_help=True)

@@ -15,6 +15,7 @@ import pytest
 
 from intent_router import jobs
 from intent_router.jobs import HEARTBEAT_TIMEOUT, recover, worker_id
+from intent_router.model_folder import machine
 from intent_router.registry import Registry
 from intent_router.service import ServiceSettings
 
@@ -70,6 +71,18 @@ def test_a_job_whose_worker_is_alive_is_left_running(registry, queue, tmp_path):
     assert registry.get_job("busy").status == "finetuning"
 
 
+def test_a_worker_of_the_same_host_name_in_another_pid_namespace_is_judged_by_its_heartbeat(
+    registry, queue, clock, tmp_path
+):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    # another container with this host name (host networking): its PIDs are not this machine's
+    queue("other-container")
+    registry.claim_next_job(f"{socket.gethostname()}/4026500000:{dead.stdout.strip()}:0a1b2c3d")
+    assert recover(registry, tmp_path / "models") == []
+    clock.now += timedelta(seconds=HEARTBEAT_TIMEOUT + 1)
+    assert recover(registry, tmp_path / "models") == ["other-container"]
+
+
 def test_a_job_whose_heartbeat_is_older_than_the_timeout_is_failed_at_start(registry, queue, clock, tmp_path):
     queue("silent", "beating", "own-host-silent")
     registry.claim_next_job("elsewhere:4321:0a1b2c3d")  # another host: only its heartbeat tells
@@ -113,7 +126,8 @@ def test_a_job_claimed_before_heartbeats_existed_counts_from_its_start(registry,
 
 def test_a_worker_id_names_this_host_and_process_and_differs_at_each_start():
     first, second = worker_id(), worker_id()
-    assert first.split(":")[:2] == [socket.gethostname(), str(os.getpid())]
+    assert first.split(":")[:2] == [machine(), str(os.getpid())]
+    assert machine().split("/")[0] == socket.gethostname()
     assert first != second
 
 
@@ -161,3 +175,23 @@ def test_a_running_server_fails_a_job_whose_worker_elsewhere_went_silent(
     finally:
         watchdog.stop()
     assert "its fine-tune worker (elsewhere:4321:0a1b2c3d) is gone" in registry.get_job("killed-elsewhere").error
+
+
+def test_stopping_a_server_fails_the_job_its_worker_was_running_at_once(registry, database_url, tmp_path):
+    from conftest import dataset_file
+
+    from intent_router.cli import FinetuneWatchdog
+
+    content = dataset_file("atis/atis_3class.csv").read_bytes()
+    dataset = registry.add_dataset("atis_3class.csv", "csv", content, 344, {}, []).id
+    registry.create_job("long", "english-small", dataset, None, {"steps": 5000})
+    watchdog = FinetuneWatchdog(database_url, tmp_path / "models", HEARTBEAT_TIMEOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while registry.get_job("long").stage != "fine-tuning":  # a real fine-tune under way
+            assert time.monotonic() < deadline, registry.get_job("long")
+            time.sleep(0.2)
+    finally:
+        watchdog.stop()
+    job = registry.get_job("long")
+    assert (job.status, job.error.split(":")[0]) == ("failed", "interrupted"), job
