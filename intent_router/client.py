@@ -37,6 +37,7 @@ class Route:
     alternatives: list[dict] = field(default_factory=list)
     intents: list[dict] = field(default_factory=list)  # every intent at or above its threshold
     similarity: float | None = None  # cosine to the nearest intent centroid
+    review: bool = False  # routed, and kept in the low-confidence store for discovery (a router's review)
 
 
 class RouterClient:

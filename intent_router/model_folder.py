@@ -254,6 +254,8 @@ def check_config(config, config_path: Path) -> None:
     if len(set(labels)) != len(labels):
         raise refuse(f"'labels' names {sorted({x for x in labels if labels.count(x) > 1})} more than once")
     cleaning_version = config.get("cleaning_version", cleaning.UNVERSIONED)
+    if not isinstance(cleaning_version, int) or isinstance(cleaning_version, bool):
+        raise refuse(f"'cleaning_version' is {cleaning_version!r}; it must be a whole number")
     if config.get("clean_text") and cleaning_version not in cleaning.VERSIONS:
         raise ModelLoadError(
             path,

@@ -34,6 +34,7 @@ from .registry import Registry
 from .routing import RouteDecision, RouterConfig, decide
 
 ENV_PREFIX = "INTENT_ROUTER_"
+MAX_HEARTBEAT_TIMEOUT = 86_400.0  # seconds
 # A model trained with clean_text holds a text to max_text_chars once cleaned, and takes this many
 # times as much as sent: a question pasted with its page's markup or a link with tracking
 # parameters is a few times its words, while cleaning (regex passes and a pass over every
@@ -64,11 +65,12 @@ class ServiceSettings(BaseModel):
     @field_validator("finetune_heartbeat_timeout_seconds")
     @classmethod
     def _longer_than_two_heartbeats(cls, seconds: float) -> float:
-        if seconds < 2 * HEARTBEAT_INTERVAL:
+        if not 2 * HEARTBEAT_INTERVAL <= seconds <= MAX_HEARTBEAT_TIMEOUT:  # NaN too
             raise ValueError(
-                f"{ENV_PREFIX}FINETUNE_HEARTBEAT_TIMEOUT_SECONDS must be at least {2 * HEARTBEAT_INTERVAL:.0f} "
-                "seconds (two heartbeats of a fine-tune worker), else a running job could be failed as "
-                f"abandoned; the default is {HEARTBEAT_TIMEOUT:.0f}"
+                f"{ENV_PREFIX}FINETUNE_HEARTBEAT_TIMEOUT_SECONDS is {seconds}; give {2 * HEARTBEAT_INTERVAL:.0f} "
+                f"to {MAX_HEARTBEAT_TIMEOUT:.0f} seconds: at least two heartbeats of a fine-tune worker, else a "
+                "running job could be failed as abandoned, and at most a day, after which a job whose worker "
+                f"was killed would still be waited for; the default is {HEARTBEAT_TIMEOUT:.0f}"
             )
         return seconds
 

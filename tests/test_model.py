@@ -339,6 +339,8 @@ def test_a_damaged_model_is_named_with_the_problem_and_the_fix(saved_model, tmp_
             {"default_review_similarity_threshold": {"value": "far"}},
             "'default_review_similarity_threshold.value' is 'far'",
         ),
+        ({"cleaning_version": "2"}, "'cleaning_version' is '2'; it must be a whole number"),
+        ({"cleaning_version": True}, "'cleaning_version' is True; it must be a whole number"),
         ({"inference": "onnx"}, "'inference' is 'onnx'"),
         ({"inference": {"default_backend": "gpu"}}, "'inference.default_backend' is 'gpu'"),
         ({"inference": {"max_seq_length": "long"}}, "'inference.max_seq_length' is 'long'"),

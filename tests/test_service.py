@@ -26,6 +26,7 @@ from server import CLI, Server, cli, common_options
 
 from intent_router import IntentClassifier
 from intent_router.api.schemas import MAX_METADATA_BYTES
+from intent_router.client import RouterClient
 from intent_router.jobs import HEARTBEAT_INTERVAL, run_job
 from intent_router.registry import Registry
 
@@ -170,6 +171,10 @@ def test_a_finetune_of_untrainable_data_is_refused_with_the_reason(server, keys)
     )
     assert taken.status_code == 409
     assert "atis-3" in taken.text
+    for missing in ("", "no-such-dataset"):
+        body = {"name": "nameless", "train_dataset": missing}
+        answer = httpx.post(f"{server.url}/v1/finetunes", json=body, headers=keys["admin"])
+        assert answer.status_code == 404 and "upload one with POST /v1/datasets" in answer.text
 
 
 def test_a_clean_text_model_cleans_requests_and_refuses_a_text_cleaning_empties(server, home, keys, small_split):
@@ -357,8 +362,11 @@ def test_a_reviewing_router_routes_an_unfamiliar_utterance_and_keeps_it_for_disc
         route = httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).json()
         assert (route["reason"], route["fallback"], route["destination"]) == ("confident", False, "nlu")
         assert route["review"] is kept
+        with RouterClient(server.url, keys["inference"]["Authorization"].removeprefix("Bearer ")) as client:
+            assert client.route(body["text"], router="reviewing").review is kept
     page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "reviewing"}, headers=keys["admin"]).json()
-    assert [(item["text"], item["reason"]) for item in page["items"]] == [(body["text"], "review")]
+    # kept twice (routed over HTTP, then by the client) while review_similarity_threshold was 0.999
+    assert [(item["text"], item["reason"]) for item in page["items"]] == [(body["text"], "review")] * 2
 
 
 def test_classify_can_record_unsure_inputs_in_the_low_confidence_store(server, keys):

@@ -137,7 +137,7 @@ def finetune_info(job) -> FinetuneInfo:
 @router.post("/finetunes", response_model=FinetuneInfo, status_code=202)
 async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneInfo:
     registry = request.app.state.service.registry
-    for dataset_id in filter(None, [body.train_dataset, body.validation_dataset]):
+    for dataset_id in [body.train_dataset, *filter(None, [body.validation_dataset])]:
         if registry.get_dataset(dataset_id) is None:
             raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
     if body.synthetic_multi_intent and not body.multilabel:
