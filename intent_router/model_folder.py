@@ -31,7 +31,9 @@ CONFIG_FILE = "intent_router.json"
 HEAD_FILE = "head.safetensors"
 METRICS_FILE = "metrics.json"
 FORMAT = "intent-router-model"
-FORMAT_VERSION = 1
+# 2: the model cleans its texts with cleaning version 2, which intent-routers that write format 1 would
+# not know to use (they would clean as version 1 without a word); every other model is still format 1.
+FORMAT_VERSION = 2
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # ``.NAME.partial-PID-hHOST-RANDOM``; older intent-routers wrote no host, the oldest no PID either.
 PARTIAL = re.compile(r"^\..+\.partial-(?:(?P<pid>\d+)-)?(?:h(?P<host>[0-9a-f]{8})-)?[0-9a-f]+$")
@@ -100,7 +102,7 @@ def write_model_folder(
         for relative, content in (files or {}).items():
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
             (staging / relative).write_bytes(content)
-        _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **config})
+        _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": format_version(config), **config})
         _write_json(staging / METRICS_FILE, metrics)
         _give_files_the_usual_mode(staging, (staging / CONFIG_FILE).stat().st_mode)
         _fsync_tree(staging)
@@ -131,6 +133,12 @@ def _claim(path: Path) -> None:
 
 def _exists(path: Path) -> ModelExistsError:
     return ModelExistsError(f"{path} already exists; choose another name or overwrite it")
+
+
+def format_version(config: dict) -> int:
+    """The oldest format that describes the model: 2 if it cleans with a cleaning version above 1, else 1
+    (so older intent-routers still load every model they would run the same way)."""
+    return 2 if config.get("clean_text") and config.get("cleaning_version", cleaning.UNVERSIONED) > 1 else 1
 
 
 def staging_folder(target: Path) -> Path:

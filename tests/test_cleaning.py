@@ -102,6 +102,7 @@ def test_training_and_inference_clean_alike_and_the_choice_is_saved(small_split,
     folder = from_dirty.save(tmp_path / "clean")
     config = json.loads((folder / "intent_router.json").read_text())
     assert config["clean_text"] is True and config["cleaning_version"] == 2
+    assert config["format_version"] == 2  # an intent-router of format 1 refuses it rather than clean it wrongly
     reloaded = IntentClassifier.load(folder, backend="torch")
     assert reloaded.clean_text is True and reloaded.cleaning_version_ == 2
     assert np.allclose(reloaded.predict_proba(dirty(held_out).texts[:20]), expected, atol=1e-5)

@@ -88,7 +88,7 @@ def test_saved_folder_is_a_plain_sentence_transformers_model_without_pickle(fitt
     suffixes = {p.suffix for p in saved_model.rglob("*") if p.is_file()}
     assert not suffixes & {".pkl", ".pickle", ".bin", ".pt", ".joblib"}
     config = json.loads((saved_model / "intent_router.json").read_text())
-    assert config["format"] == "intent-router-model"
+    assert (config["format"], config["format_version"]) == ("intent-router-model", 1)  # loads in older releases
     assert config["data"]["train_checksum"] and config["versions"]["torch"]
 
 
