@@ -144,9 +144,7 @@ class CleanedTextTooLong(CleanedTextRefused):
 def _check_cleaned(loaded: LoadedModel, texts: list[str], max_chars: int) -> None:
     """For a model trained with ``clean_text``: refuse a text that cleaning empties (it would get a
     meaningless prediction; the HTTP API already refuses blank texts) or leaves longer than ``max_chars``
-    (the HTTP API has held it to ``max_raw_text_chars`` as sent)."""
-    if not loaded.classifier.clean_text:
-        return
+    (the HTTP API has held it to ``max_raw_text_chars`` as sent). ``Service.check_cleaned`` calls it."""
     for i, text in enumerate(texts):
         cleaned = normalize_text(text, True, loaded.classifier.cleaning_version_)
         if not cleaned:
