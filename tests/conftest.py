@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +20,11 @@ from intent_router.registry import Registry
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Discovery keeps its ONNX export of the base model here, not in the user's cache folder (the servers
-# the tests start inherit it). One folder for the run: the export is made once.
-os.environ["INTENT_ROUTER_CACHE"] = tempfile.mkdtemp(prefix="intent-router-test-cache-")
+# the tests start inherit it). One folder for the run: the export is made once, and the folder (about
+# 550 MB) is removed when the run ends.
+TEST_CACHE = tempfile.mkdtemp(prefix="intent-router-test-cache-")
+os.environ["INTENT_ROUTER_CACHE"] = TEST_CACHE
+atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
