@@ -374,14 +374,15 @@ class IntentClassifier:
         path = Path(path)
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        inference = read_config(path).get("inference") or {}
+        config = read_config(path)
+        inference = config.get("inference") or {}
         chosen = backend or inference.get("default_backend") or "torch"
         if chosen not in BACKENDS:
             raise _wrong_field(path, "inference.default_backend", chosen, ", ".join(BACKENDS))
         transformer = (inference.get("cascade") or {}).get("transformer", "torch") if chosen == "cascade" else chosen
         if transformer not in ("torch", *ONNX_FILES):
             raise _wrong_field(path, "inference.cascade.transformer", transformer, ", ".join(["torch", *ONNX_FILES]))
-        body, head, config, metrics = read_model_folder(path, device, load_body=transformer == "torch")
+        body, head, metrics = read_model_folder(path, config, device, load_body=transformer == "torch")
         multilabel = bool(config.get("multilabel", False))
         classifier = cls(
             config.get("base_model", DEFAULT_BASE_MODEL),

@@ -183,14 +183,14 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def read_model_folder(path: Path, device: str | None = None, load_body: bool = True):
-    """Return (body, head, config, metrics); raise ``ModelLoadError`` saying what is wrong.
+def read_model_folder(path: Path, config: dict, device: str | None = None, load_body: bool = True):
+    """Return (body, head, metrics) of the folder whose checked config (``read_config``) is ``config``;
+    raise ``ModelLoadError`` saying what is wrong.
 
     ``load_body=False`` leaves the torch body unloaded (None), for the ONNX backends.
     """
     from sentence_transformers import SentenceTransformer
 
-    config = read_config(path)
     labels = config["labels"]
     try:
         head = (SigmoidHead if config.get("multilabel", False) else LinearHead).load(path / HEAD_FILE)
@@ -205,7 +205,7 @@ def read_model_folder(path: Path, device: str | None = None, load_body: bool = T
     if metrics is not None and not isinstance(metrics, dict):
         raise ModelLoadError(path, f"{metrics_path} is not a JSON object of metrics")
     if not load_body:
-        return None, head, config, metrics
+        return None, head, metrics
     try:
         body = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
     except Exception as err:
@@ -217,7 +217,7 @@ def read_model_folder(path: Path, device: str | None = None, load_body: bool = T
             f"the head has {head.n_classes} classes of dimension {head.dimension}, but the model "
             f"has {len(labels)} labels and {dimension}-dimensional embeddings",
         )
-    return body, head, config, metrics
+    return body, head, metrics
 
 
 def read_config(path: Path) -> dict:
