@@ -4,15 +4,17 @@
     python benchmarks/atis_multilabel.py --retrain          # fine-tune again even if the models exist
     python benchmarks/atis_multilabel.py --json out.json
     python benchmarks/atis_multilabel.py --models atis-multilabel-synthetic --synthetic 0.05
+    python benchmarks/atis_multilabel.py --seed 1           # another seed: its own split and fine-tuning
 
 Both train on ../shared/datasets/atis/train.csv with the defaults (automatic 20% validation split,
-default steps, seed 0, rare labels allowed: 4 label sets have one example) and are scored on every
+default steps, seed 0 unless --seed, rare labels allowed: 4 label sets have one example) and are scored on every
 row of test.csv. The single-label model treats each label set (``airfare+flight``) as one class;
 the multilabel model predicts each label on its own with its fitted threshold. Scored: exact-set
 accuracy over all rows and over the multi-intent rows (a ``+`` label: 15), micro and macro F1 and
 Hamming loss of the sets, and the validation split's exact-set accuracy. Models are saved in
---models-dir and reused. ``atis-multilabel-synthetic`` is the multilabel model fitted with
-``synthetic_multi_intent=--synthetic`` (synthetic multi-intent rows in the head's data).
+--models-dir (``NAME-seedN`` for a seed other than 0) and reused. ``atis-multilabel-synthetic`` is
+the multilabel model fitted with ``synthetic_multi_intent=--synthetic`` (synthetic multi-intent rows
+in the head's data).
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ def trained(
     name: str, multilabel: bool, args: argparse.Namespace, synthetic: float = 0.0
 ) -> tuple[IntentClassifier, float | None]:
     """The model from --models-dir, or fine-tuned now (and saved) with its fit time."""
-    path = args.models_dir / name
+    path = args.models_dir / (name if args.seed == 0 else f"{name}-seed{args.seed}")
     if path.is_dir() and not args.retrain:
         return IntentClassifier.load(path), None
     train = load_dataset(args.data_dir / "train.csv", multilabel=multilabel)
     started = time.perf_counter()
-    classifier = IntentClassifier(multilabel=multilabel, allow_rare_labels=True, synthetic_multi_intent=synthetic)
+    classifier = IntentClassifier(
+        multilabel=multilabel, allow_rare_labels=True, synthetic_multi_intent=synthetic, seed=args.seed
+    )
     classifier.fit(train, progress=Progress(name))
     seconds = time.perf_counter() - started
     classifier.save(path, overwrite=True)
@@ -64,6 +68,7 @@ def score(name: str, classifier: IntentClassifier, args: argparse.Namespace, sec
     metrics = multilabel_metrics(test.label_sets, predicted, None, classifier.labels_ or [])
     return {
         "model": name,
+        "seed": args.seed,
         "multilabel": classifier.multilabel,
         "synthetic_multi_intent": classifier.info_.get("synthetic_multi_intent"),
         "validation_exact_set_accuracy": (classifier.metrics_ or {}).get("accuracy"),
@@ -91,6 +96,7 @@ def main() -> None:
     parser.add_argument("--retrain", action="store_true", help="fine-tune even if the models are saved")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--models", default="atis-multilabel,atis-single-label", help=f"of {', '.join(MODELS)}")
+    parser.add_argument("--seed", type=int, default=0, help="the models' seed (validation split, fine-tuning)")
     parser.add_argument("--synthetic", type=float, default=0.05, help="atis-multilabel-synthetic's share")
     args = parser.parse_args()
     rows = []
