@@ -154,12 +154,12 @@ def train(
         ),
     ] = False,
     synthetic_multi_intent: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="With --multilabel: add this many synthetic multi-intent rows (two training utterances of "
-            "different labels joined, labelled with both) per training row; 0: none."
+            "different labels joined, labelled with both) per training row; default 0.05, 0: none."
         ),
-    ] = 0.0,
+    ] = None,
     clean_text: Annotated[
         bool,
         typer.Option(help="Remove HTML, links and stray symbols from texts, at training and at inference."),

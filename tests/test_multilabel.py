@@ -207,6 +207,17 @@ def test_a_fit_with_synthetic_rows_adds_them_to_the_heads_data_only(multilabel_s
             IntentClassifier(multilabel=True, synthetic_multi_intent=share)
 
 
+def test_a_multilabel_fit_adds_five_percent_synthetic_rows_unless_told_otherwise(multilabel_split):
+    train, _ = multilabel_split
+    train_part, _ = train_validation_split(train, 0.2, 0)
+    rows = len(synthetic_multi_intent(train_part, round(0.05 * len(train_part)), seed=0))
+    assert rows > 0
+    classifier = IntentClassifier(steps=1, seed=0, multilabel=True).fit(train)
+    assert classifier.info_["synthetic_multi_intent"] == {"share": 0.05, "rows": rows}
+    assert IntentClassifier(multilabel=True, synthetic_multi_intent=0).synthetic_multi_intent == 0  # turned off
+    assert IntentClassifier().synthetic_multi_intent == 0  # a single-label model has none
+
+
 MULTI_LABELS = ["airfare", "flight", "ground_service"]
 MULTI_CONFIG = RouterConfig(
     model="atis-multi", destinations={"airfare": "fares-bot", "flight": "flights-bot"}, fallback_destination="human"

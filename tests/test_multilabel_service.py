@@ -51,6 +51,12 @@ def service(tmp_path_factory, multilabel_split):
     server.stop()
 
 
+def test_a_multilabel_finetune_gets_the_default_synthetic_rows(service):
+    server, key = service
+    info = httpx.get(f"{server.url}/v1/models/multi", headers=key).json()["info"]
+    assert info["synthetic_multi_intent"]["share"] == 0.05 and info["synthetic_multi_intent"]["rows"] > 0
+
+
 def test_classify_gives_independent_probabilities_and_the_predicted_set(service):
     server, key = service
     inputs = [FLIGHTS_AND_FARES, "hello"]

@@ -163,7 +163,7 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         "allow_rare_labels": body.allow_rare_labels,
         "multilabel": body.multilabel,
         "clean_text": body.clean_text,
-        **({"synthetic_multi_intent": body.synthetic_multi_intent} if body.synthetic_multi_intent else {}),
+        **({"synthetic_multi_intent": body.synthetic_multi_intent} if body.synthetic_multi_intent is not None else {}),
         **({"layers": body.layers} if body.layers is not None else {}),
     }
     if model_path(body.name, request.app.state.service.settings.models_dir).exists():

@@ -162,11 +162,12 @@ class FinetuneRequest(BaseModel):
         le=48,
         description="keep only the base model's first N transformer layers: faster, a little less accurate",
     )
-    synthetic_multi_intent: float = Field(
-        0.0,
+    synthetic_multi_intent: float | None = Field(
+        None,
         ge=0,
         le=1,
-        description="multilabel: synthetic multi-intent rows (two training utterances joined) per training row",
+        description="multilabel: synthetic multi-intent rows (two training utterances joined) per training row; "
+        "none: 0.05 for a multilabel fine-tune; 0: none",
     )
 
 
