@@ -3,7 +3,7 @@
     python benchmarks/atis_multilabel.py                    # trains both (or reuses them), prints the table
     python benchmarks/atis_multilabel.py --retrain          # fine-tune again even if the models exist
     python benchmarks/atis_multilabel.py --json out.json
-    python benchmarks/atis_multilabel.py --models atis-multilabel-synthetic --synthetic 0.05
+    python benchmarks/atis_multilabel.py --models atis-multilabel-no-synthetic
     python benchmarks/atis_multilabel.py --seed 1           # another seed: its own split and fine-tuning
 
 Both train on ../shared/datasets/atis/train.csv with the defaults (automatic 20% validation split,
@@ -12,9 +12,9 @@ row of test.csv. The single-label model treats each label set (``airfare+flight`
 the multilabel model predicts each label on its own with its fitted threshold. Scored: exact-set
 accuracy over all rows and over the multi-intent rows (a ``+`` label: 15), micro and macro F1 and
 Hamming loss of the sets, and the validation split's exact-set accuracy. Models are saved in
---models-dir (``NAME-seedN`` for a seed other than 0) and reused. ``atis-multilabel-synthetic`` is
-the multilabel model fitted with ``synthetic_multi_intent=--synthetic`` (synthetic multi-intent rows
-in the head's data).
+--models-dir (``NAME-seedN`` for a seed other than 0) and reused. ``atis-multilabel`` has the
+library's default synthetic multi-intent rows in its head's data (``--synthetic`` sets another
+share), ``atis-multilabel-no-synthetic`` none.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from intent_router.metrics import multilabel_metrics  # noqa: E402
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "atis"
 
 
-MODELS = {  # name: (multilabel, synthetic multi-intent rows)
-    "atis-multilabel": (True, False),
+MODELS = {  # name: (multilabel, synthetic multi-intent rows: the library's default or --synthetic)
+    "atis-multilabel": (True, True),
     "atis-single-label": (False, False),
-    "atis-multilabel-synthetic": (True, True),
+    "atis-multilabel-no-synthetic": (True, False),
 }
 
 
 def trained(
-    name: str, multilabel: bool, args: argparse.Namespace, synthetic: float = 0.0
+    name: str, multilabel: bool, args: argparse.Namespace, synthetic: float | None
 ) -> tuple[IntentClassifier, float | None]:
     """The model from --models-dir, or fine-tuned now (and saved) with its fit time."""
     path = args.models_dir / (name if args.seed == 0 else f"{name}-seed{args.seed}")
@@ -97,12 +97,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--models", default="atis-multilabel,atis-single-label", help=f"of {', '.join(MODELS)}")
     parser.add_argument("--seed", type=int, default=0, help="the models' seed (validation split, fine-tuning)")
-    parser.add_argument("--synthetic", type=float, default=0.05, help="atis-multilabel-synthetic's share")
+    parser.add_argument("--synthetic", type=float, help="atis-multilabel's share (default: the library's)")
     args = parser.parse_args()
     rows = []
     for name in args.models.split(","):
         multilabel, synthetic = MODELS[name]
-        classifier, seconds = trained(name, multilabel, args, args.synthetic if synthetic else 0.0)
+        share = (args.synthetic if synthetic else 0.0) if multilabel else None  # None: the library's default
+        classifier, seconds = trained(name, multilabel, args, share)
         rows.append(score(name, classifier, args, seconds))
         print(json.dumps(rows[-1], indent=1), flush=True)
     print()
