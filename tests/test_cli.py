@@ -225,6 +225,15 @@ def test_a_database_that_cannot_be_used_is_a_one_line_error(tmp_path):
     assert_one_line_error(run("serve", "--database-url", "nonsense://x", timeout=60), "--database-url")
 
 
+def test_serve_refuses_a_bad_setting_in_one_line_naming_its_variable(tmp_path):
+    home = ["--models-dir", tmp_path / "models", "--database-url", f"sqlite:///{tmp_path / 'router.db'}"]
+    result = run("serve", "--port", "0", *home, env={"INTENT_ROUTER_MAX_BATCH": "abc"})
+    assert_one_line_error(result, "INTENT_ROUTER_MAX_BATCH is 'abc': Input should be a valid integer")
+    assert "correct or unset it (default 96)" in result.stderr
+    result = run("serve", "--port", "0", *home, env={"INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS": "5"})
+    assert_one_line_error(result, "INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS is 5.0; give 30 to 86400 seconds")
+
+
 def test_serve_refuses_a_missing_or_broken_config_file(tmp_path):
     broken = tmp_path / "routers.yml"
     broken.write_text("routers:\n  main: [1,2\n")
