@@ -85,6 +85,12 @@ def test_train_prints_metrics_and_saves_the_model(trained):
     assert (models / "atis-3" / "intent_router.json").is_file()
 
 
+def test_train_prints_no_tip_of_onnx_runtime_about_its_own_scripts(trained):
+    _, result = trained
+    assert result.returncode == 0, result.stderr
+    assert "pre-processing" not in result.stderr and "WARNING:root" not in result.stderr, result.stderr
+
+
 def test_train_refuses_to_replace_a_model_without_overwrite(trained, small_csv):
     models, _ = trained
     result = run("train", small_csv, "--name", "atis-3", "--models-dir", models)
