@@ -66,6 +66,9 @@ def preview(
     header: HeaderOption = None,
     base_model: Annotated[str, typer.Option(help="Base model whose token window is checked.")] = DEFAULT_BASE_MODEL,
     multilabel: Annotated[bool, typer.Option(help="Check it as train --multilabel would: counts per label.")] = False,
+    allow_rare_labels: Annotated[
+        bool, typer.Option(help="Check it as train --allow-rare-labels would: a single example is a warning.")
+    ] = False,
 ) -> None:
     """Show the first rows, the count per label and every warning, before training."""
     from .model import long_text_warnings
@@ -84,7 +87,7 @@ def preview(
         console.print(counts)
         warnings = list(dataset.warnings) + long_text_warnings(dataset, _quiet(load_base_model, base_model))
         try:
-            warnings += check_trainable(dataset, multilabel=multilabel)
+            warnings += check_trainable(dataset, multilabel=multilabel, allow_rare_labels=allow_rare_labels)
         except DataError as err:
             _print_problems(warnings + err.problems)
             raise typer.Exit(1) from None

@@ -69,6 +69,19 @@ def test_preview_shows_text_that_looks_like_rich_markup_as_it_is(tmp_path):
     assert "rep[/red]/p9.csv" in re.sub(r"\n *", "", result.stdout)
 
 
+def test_preview_checks_rare_labels_as_train_would_with_the_option_its_error_names(tmp_path):
+    data = tmp_path / "rare.csv"
+    data.write_text("text,label\nhello,greet\n" + "".join(f"bye number {i},farewell\n" for i in range(40)))
+    result = run("preview", data)
+    assert result.returncode == 1
+    assert f"{data}:2: error: label 'greet' has 1 example" in result.stderr and "--allow-rare-labels" in result.stderr
+    result = run("preview", data, "--allow-rare-labels")
+    assert result.returncode == 0, result.stderr
+    warning = f"{data}:2: warning: label 'greet' has 1 example; allowed (rare labels): it trains the head only"
+    assert warning in result.stderr and "--allow-rare-labels" not in result.stderr, result.stderr
+    assert "Ready to train: 41 examples, 2 labels." in result.stdout
+
+
 def test_preview_of_a_bad_file_names_the_line_and_fails(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello,greet\nbye,farewell,extra\n")
