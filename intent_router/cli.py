@@ -204,7 +204,7 @@ def train(
             f"examples ({classifier.info_['fine_tuning']['steps']} steps)."
         )
         if classifier.metrics_:
-            _print_metrics(classifier.metrics_, "Validation")
+            _print_metrics(classifier.metrics_, "Validation", full=f"{target / 'metrics.json'} once saved")
         if "inference" in classifier.info_:  # multilabel models run on torch only
             _print_backends(classifier.info_["inference"])
         try:
@@ -280,7 +280,7 @@ def evaluate(
         if as_json:
             print(json.dumps(metrics, indent=2))
         else:
-            _print_metrics(metrics, f"{model} on {data}")
+            _print_metrics(metrics, f"{model} on {data}", full="the JSON output (--json)")
 
 
 @app.command()
@@ -793,7 +793,8 @@ class _progress_bar:
         return self.bar.__exit__(*exc)
 
 
-def _print_metrics(metrics: dict, title: str) -> None:
+def _print_metrics(metrics: dict, title: str, full: str) -> None:
+    """The metrics as tables; ``full``: where the whole of them is (a large confusion matrix is not printed)."""
     summary = Table("metric", "value", title=escape(f"{title} ({metrics['examples']} examples)"))
     multilabel = "hamming_loss" in metrics
     keys = ["accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"]
@@ -811,7 +812,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
         empty = metrics["empty_sets"]
         console.print(f"Examples without a label: {empty['true']} true, {empty['predicted']} predicted.")
     else:
-        _print_confusion_matrix(metrics["confusion_matrix"])
+        _print_confusion_matrix(metrics["confusion_matrix"], full)
     if metrics.get("unknown_labels"):
         errors.print(
             f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}",
@@ -820,10 +821,10 @@ def _print_metrics(metrics: dict, title: str) -> None:
         )
 
 
-def _print_confusion_matrix(confusion: dict) -> None:
+def _print_confusion_matrix(confusion: dict, full: str) -> None:
     labels = confusion["labels"]
     if len(labels) > 12:
-        console.print(f"Confusion matrix: {len(labels)} labels, see the JSON output (--json) or metrics.json.")
+        console.print(f"Confusion matrix: {len(labels)} labels, too many to print: see {escape(full)}.")
         return
     matrix = Table("true \\ predicted", *map(escape, labels), title="Confusion matrix")
     for label, row in zip(labels, confusion["matrix"], strict=True):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import unwritable_folder
+from conftest import dataset_file, unwritable_folder
 
 CLI = Path(sys.executable).parent / "intent-router"
 
@@ -140,6 +140,14 @@ def test_predict_reads_utterances_from_stdin(trained):
     result = run("predict", "atis-3", "--json", "--models-dir", models, stdin="first one\n\nsecond one\n")
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["first one", "second one"]
+
+
+def test_evaluate_says_where_to_find_a_confusion_matrix_too_large_to_print(trained):
+    models, _ = trained  # the model's 3 labels and the 19 of ATIS test it does not know
+    result = run("evaluate", "atis-3", dataset_file("atis/test.csv"), "--models-dir", models)
+    assert result.returncode == 0, result.stderr
+    assert "Confusion matrix: 22 labels, too many to print: see the JSON output (--json)." in result.stdout
+    assert "metrics.json" not in result.stdout  # the model's validation figures, not these
 
 
 def test_evaluate_scores_every_row(trained, atis_3class_path):
