@@ -354,7 +354,11 @@ def plot(
 def discover(
     model: Annotated[str, typer.Option(help="Model name (in --models-dir) or folder: its intents are the known ones.")],
     source: Annotated[
-        str, typer.Option(help="'store' (the router's low-confidence store) or a CSV/TSV, JSONL or Rasa NLU file.")
+        str,
+        typer.Option(
+            help="'store' (the low-confidence store: the routers' fallbacks and a reviewing router's review rows) "
+            "or a CSV/TSV, JSONL or Rasa NLU file."
+        ),
     ] = "store",
     out: Annotated[Path, typer.Option(help="HTML report to write; the same data goes to <out>.json.")] = Path(
         "discovery.html"
