@@ -16,6 +16,7 @@ ONNX files hold only the graph and its weights: nothing runs on load.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -187,15 +188,45 @@ def export_onnx(body, quantize: bool = True) -> dict[str, bytes]:
             _fuse(exported, fp32, config.num_attention_heads, config.hidden_size)
         if not quantize:
             return {"onnx": fp32.read_bytes()}
-        quantize_dynamic(
-            str(fp32),
-            str(int8),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            # the fused operators are outside ONNX's type inference: their outputs are float
-            extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
-        )
+        with _without_preprocessing_tip():
+            quantize_dynamic(
+                str(fp32),
+                str(int8),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                # the fused operators are outside ONNX's type inference: their outputs are float
+                extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
+            )
         return {"onnx": fp32.read_bytes(), "onnx-int8": int8.read_bytes()}
+
+
+PREPROCESSING_TIP = "Please consider to run pre-processing before quantization"
+
+
+@contextmanager
+def _without_preprocessing_tip() -> Iterator[None]:
+    """``quantize_dynamic`` without its tip about ONNX Runtime's own pre-processing script.
+
+    The tip says nothing about the user's model, and it goes through ``logging.warning``, which gives
+    the root logger a stderr handler when it has none (``basicConfig``): every train printed
+    ``WARNING:root:Please consider ...``. For that while the root logger drops the tip and, if it had no
+    handler, has Python's last-resort one, so any other warning still reaches stderr as it would have.
+    """
+    root = logging.getLogger()
+
+    def not_the_tip(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(PREPROCESSING_TIP)
+
+    added = [] if root.handlers or logging.lastResort is None else [logging.lastResort]
+    for handler in added:
+        root.addHandler(handler)
+    root.addFilter(not_the_tip)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_the_tip)
+        for handler in added:
+            root.removeHandler(handler)
 
 
 def _fuse(source: Path, target: Path, num_heads: int, hidden_size: int) -> None:

@@ -66,6 +66,9 @@ def preview(
     header: HeaderOption = None,
     base_model: Annotated[str, typer.Option(help="Base model whose token window is checked.")] = DEFAULT_BASE_MODEL,
     multilabel: Annotated[bool, typer.Option(help="Check it as train --multilabel would: counts per label.")] = False,
+    allow_rare_labels: Annotated[
+        bool, typer.Option(help="Check it as train --allow-rare-labels would: a single example is a warning.")
+    ] = False,
 ) -> None:
     """Show the first rows, the count per label and every warning, before training."""
     from .model import long_text_warnings
@@ -84,7 +87,7 @@ def preview(
         console.print(counts)
         warnings = list(dataset.warnings) + long_text_warnings(dataset, _quiet(load_base_model, base_model))
         try:
-            warnings += check_trainable(dataset, multilabel=multilabel)
+            warnings += check_trainable(dataset, multilabel=multilabel, allow_rare_labels=allow_rare_labels)
         except DataError as err:
             _print_problems(warnings + err.problems)
             raise typer.Exit(1) from None
@@ -201,7 +204,7 @@ def train(
             f"examples ({classifier.info_['fine_tuning']['steps']} steps)."
         )
         if classifier.metrics_:
-            _print_metrics(classifier.metrics_, "Validation")
+            _print_metrics(classifier.metrics_, "Validation", full=f"{target / 'metrics.json'} once saved")
         if "inference" in classifier.info_:  # multilabel models run on torch only
             _print_backends(classifier.info_["inference"])
         try:
@@ -277,7 +280,7 @@ def evaluate(
         if as_json:
             print(json.dumps(metrics, indent=2))
         else:
-            _print_metrics(metrics, f"{model} on {data}")
+            _print_metrics(metrics, f"{model} on {data}", full="the JSON output (--json)")
 
 
 @app.command()
@@ -351,7 +354,11 @@ def plot(
 def discover(
     model: Annotated[str, typer.Option(help="Model name (in --models-dir) or folder: its intents are the known ones.")],
     source: Annotated[
-        str, typer.Option(help="'store' (the router's low-confidence store) or a CSV/TSV, JSONL or Rasa NLU file.")
+        str,
+        typer.Option(
+            help="'store' (the low-confidence store: the routers' fallbacks and a reviewing router's review rows) "
+            "or a CSV/TSV, JSONL or Rasa NLU file."
+        ),
     ] = "store",
     out: Annotated[Path, typer.Option(help="HTML report to write; the same data goes to <out>.json.")] = Path(
         "discovery.html"
@@ -790,7 +797,8 @@ class _progress_bar:
         return self.bar.__exit__(*exc)
 
 
-def _print_metrics(metrics: dict, title: str) -> None:
+def _print_metrics(metrics: dict, title: str, full: str) -> None:
+    """The metrics as tables; ``full``: where the whole of them is (a large confusion matrix is not printed)."""
     summary = Table("metric", "value", title=escape(f"{title} ({metrics['examples']} examples)"))
     multilabel = "hamming_loss" in metrics
     keys = ["accuracy", "macro_f1", "macro_precision", "macro_recall", "loss"]
@@ -808,7 +816,7 @@ def _print_metrics(metrics: dict, title: str) -> None:
         empty = metrics["empty_sets"]
         console.print(f"Examples without a label: {empty['true']} true, {empty['predicted']} predicted.")
     else:
-        _print_confusion_matrix(metrics["confusion_matrix"])
+        _print_confusion_matrix(metrics["confusion_matrix"], full)
     if metrics.get("unknown_labels"):
         errors.print(
             f"warning: labels the model does not know: {', '.join(metrics['unknown_labels'])}",
@@ -817,10 +825,10 @@ def _print_metrics(metrics: dict, title: str) -> None:
         )
 
 
-def _print_confusion_matrix(confusion: dict) -> None:
+def _print_confusion_matrix(confusion: dict, full: str) -> None:
     labels = confusion["labels"]
     if len(labels) > 12:
-        console.print(f"Confusion matrix: {len(labels)} labels, see the JSON output (--json) or metrics.json.")
+        console.print(f"Confusion matrix: {len(labels)} labels, too many to print: see {escape(full)}.")
         return
     matrix = Table("true \\ predicted", *map(escape, labels), title="Confusion matrix")
     for label, row in zip(labels, confusion["matrix"], strict=True):

@@ -619,13 +619,14 @@ def check_trainable(dataset: Dataset, *, multilabel: bool = False, allow_rare_la
             first_line.setdefault(name, e.line)
     for name, count in sorted(counts.items()):
         if count < MIN_EXAMPLES_PER_LABEL:
-            message = (
-                f"label {name!r} has {count} example; each label needs at least {MIN_EXAMPLES_PER_LABEL} "
-                "(add examples, remove its rows, or allow rare labels: --allow-rare-labels, allow_rare_labels=True)"
-            )
             if allow_rare_labels:
+                message = f"label {name!r} has {count} example; allowed (rare labels): it trains the head only"
                 warnings.append(Problem(source, first_line[name], message, "warning"))
             else:
+                message = (
+                    f"label {name!r} has {count} example; each label needs at least {MIN_EXAMPLES_PER_LABEL} "
+                    "(add examples, remove its rows, or allow rare labels: --allow-rare-labels, allow_rare_labels=True)"
+                )
                 errors.append(Problem(source, first_line[name], message))
         elif count < FEW_EXAMPLES_PER_LABEL:
             warnings.append(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 
 from .batching import MicroBatcher
 from .data import normalize_text
@@ -87,7 +87,18 @@ class ServiceSettings(BaseModel):
             for name in cls.model_fields
             if ENV_PREFIX + name.upper() in os.environ
         }
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:  # one line naming each variable, not pydantic's field report
+            problems = []
+            for problem in error.errors():
+                field = str(problem["loc"][0])
+                variable, message = ENV_PREFIX + field.upper(), problem["msg"].removeprefix("Value error, ")
+                if not message.startswith(variable):
+                    default = cls.model_fields[field].default
+                    message = f"{variable} is {problem['input']!r}: {message}; correct or unset it (default {default})"
+                problems.append(message)
+            raise ValueError("; ".join(problems)) from None
 
     def to_env(self) -> dict[str, str]:
         return {ENV_PREFIX + k.upper(): str(v) for k, v in self.model_dump().items() if v is not None}

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import unwritable_folder
+from conftest import dataset_file, unwritable_folder
 
 CLI = Path(sys.executable).parent / "intent-router"
 
@@ -69,6 +69,19 @@ def test_preview_shows_text_that_looks_like_rich_markup_as_it_is(tmp_path):
     assert "rep[/red]/p9.csv" in re.sub(r"\n *", "", result.stdout)
 
 
+def test_preview_checks_rare_labels_as_train_would_with_the_option_its_error_names(tmp_path):
+    data = tmp_path / "rare.csv"
+    data.write_text("text,label\nhello,greet\n" + "".join(f"bye number {i},farewell\n" for i in range(40)))
+    result = run("preview", data)
+    assert result.returncode == 1
+    assert f"{data}:2: error: label 'greet' has 1 example" in result.stderr and "--allow-rare-labels" in result.stderr
+    result = run("preview", data, "--allow-rare-labels")
+    assert result.returncode == 0, result.stderr
+    warning = f"{data}:2: warning: label 'greet' has 1 example; allowed (rare labels): it trains the head only"
+    assert warning in result.stderr and "--allow-rare-labels" not in result.stderr, result.stderr
+    assert "Ready to train: 41 examples, 2 labels." in result.stdout
+
+
 def test_preview_of_a_bad_file_names_the_line_and_fails(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nhello,greet\nbye,farewell,extra\n")
@@ -83,6 +96,12 @@ def test_train_prints_metrics_and_saves_the_model(trained):
     assert "accuracy" in result.stdout and "macro_f1" in result.stdout
     assert "Confusion matrix" in result.stdout
     assert (models / "atis-3" / "intent_router.json").is_file()
+
+
+def test_train_prints_no_tip_of_onnx_runtime_about_its_own_scripts(trained):
+    _, result = trained
+    assert result.returncode == 0, result.stderr
+    assert "pre-processing" not in result.stderr and "WARNING:root" not in result.stderr, result.stderr
 
 
 def test_train_refuses_to_replace_a_model_without_overwrite(trained, small_csv):
@@ -121,6 +140,14 @@ def test_predict_reads_utterances_from_stdin(trained):
     result = run("predict", "atis-3", "--json", "--models-dir", models, stdin="first one\n\nsecond one\n")
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["first one", "second one"]
+
+
+def test_evaluate_says_where_to_find_a_confusion_matrix_too_large_to_print(trained):
+    models, _ = trained  # the model's 3 labels and the 19 of ATIS test it does not know
+    result = run("evaluate", "atis-3", dataset_file("atis/test.csv"), "--models-dir", models)
+    assert result.returncode == 0, result.stderr
+    assert "Confusion matrix: 22 labels, too many to print: see the JSON output (--json)." in result.stdout
+    assert "metrics.json" not in result.stdout  # the model's validation figures, not these
 
 
 def test_evaluate_scores_every_row(trained, atis_3class_path):
@@ -223,6 +250,15 @@ def test_a_database_that_cannot_be_used_is_a_one_line_error(tmp_path):
         run("keys", "list", "--database-url", f"sqlite:///{not_a_database}"), "file is not a database"
     )
     assert_one_line_error(run("serve", "--database-url", "nonsense://x", timeout=60), "--database-url")
+
+
+def test_serve_refuses_a_bad_setting_in_one_line_naming_its_variable(tmp_path):
+    home = ["--models-dir", tmp_path / "models", "--database-url", f"sqlite:///{tmp_path / 'router.db'}"]
+    result = run("serve", "--port", "0", *home, env={"INTENT_ROUTER_MAX_BATCH": "abc"})
+    assert_one_line_error(result, "INTENT_ROUTER_MAX_BATCH is 'abc': Input should be a valid integer")
+    assert "correct or unset it (default 96)" in result.stderr
+    result = run("serve", "--port", "0", *home, env={"INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS": "5"})
+    assert_one_line_error(result, "INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS is 5.0; give 30 to 86400 seconds")
 
 
 def test_serve_refuses_a_missing_or_broken_config_file(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -88,6 +89,12 @@ def http(home, saved_model):
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin}"}, timeout=60) as client:
         yield client
     server.stop()
+
+
+def test_a_model_folder_trained_outside_the_service_reports_when_it_was_created(http):
+    model = http.get("/v1/models/intact").json()  # a copied folder: no fine-tune job of the service made it
+    assert model["created_at"] is not None, model
+    assert datetime.fromisoformat(model["created_at"]) == datetime.fromisoformat(model["info"]["created_at"])
 
 
 @pytest.mark.parametrize("name", DAMAGES)

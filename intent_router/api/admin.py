@@ -208,7 +208,8 @@ async def model_info(request: Request, name: str) -> ModelInfo:
         metrics=loaded.classifier.metrics_,
         default_threshold=loaded.default_threshold,
         info=loaded.classifier.info_,
-        created_at=record.created_at if record else None,
+        # a folder trained elsewhere (intent-router train, copied in) is in no job record: its own time
+        created_at=record.created_at if record else loaded.classifier.info_.get("created_at"),
     )
 
 
