@@ -118,7 +118,7 @@ class IntentClassifier:
         if not 0 <= synthetic_multi_intent <= 1 or (synthetic_multi_intent and not multilabel):
             raise ValueError(
                 f"synthetic_multi_intent is {synthetic_multi_intent}: give a share from 0 to 1 (synthetic rows "
-                "per training row), and only with multilabel=True"
+                "per training row), and only for a multilabel model (--multilabel, multilabel=True)"
             )
         # multilabel: this many synthetic multi-intent rows per training row join the head's data
         self.synthetic_multi_intent = synthetic_multi_intent

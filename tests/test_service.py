@@ -138,8 +138,10 @@ def test_keys_are_required_and_scoped(server, keys):
     body = {"model": "atis-3", "inputs": ["x"]}
     assert httpx.post(f"{server.url}/v1/classify", json=body).status_code == 401
     bad = {"Authorization": "Bearer ir_not-a-key"}
-    assert httpx.post(f"{server.url}/v1/classify", json=body, headers=bad).status_code == 401
-    assert httpx.get(f"{server.url}/v1/finetunes", headers=keys["inference"]).status_code == 403
+    unknown = httpx.post(f"{server.url}/v1/classify", json=body, headers=bad)
+    assert unknown.status_code == 401 and "intent-router keys create" in unknown.json()["detail"]  # how to get one
+    inference_only = httpx.get(f"{server.url}/v1/finetunes", headers=keys["inference"])
+    assert inference_only.status_code == 403 and "--scope admin" in inference_only.json()["detail"]
     assert httpx.get(f"{server.url}/v1/finetunes", headers=keys["admin"]).status_code == 200
 
 

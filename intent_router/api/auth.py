@@ -21,9 +21,16 @@ def require(scope: str):
         service = request.app.state.service
         key = service.check_api_key(credentials.credentials)  # remembered: a lookup every few seconds at most
         if key is None:
-            raise HTTPException(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "unknown API key: the service's database has no such key; create one with "
+                "'intent-router keys create --scope inference' (or admin) on the service's database",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if scope == "admin" and key.scope != "admin":
-            raise HTTPException(403, "this needs an admin key")
+            raise HTTPException(
+                403, "this needs an admin key: create one with 'intent-router keys create --scope admin'"
+            )
         return key.name
 
     return check
