@@ -278,6 +278,8 @@ def test_truncate_cuts_a_clean_text_model_s_text_after_cleaning(server, keys, cl
     wordy = "<p>" + markup * 10 + "</span>".join([question] * 20) + "</p>"
     too_long = "<b>fares</b>" * 417  # 5,004 characters as sent: over the 5,000 a clean_text model takes
     cleaned_wordy = " ".join([question] * 20)
+    # cleaned once: "&amp;lt;b> show me ..."; cleaned again it would lose "&amp;lt;b>" too
+    encoded = "&amp;amp;amp;amp;lt;b&amp;gt; " + question
 
     whole = post(json={"model": clean_model, "inputs": [pasted], "truncate": True})
     plain = post(json={"model": clean_model, "inputs": [question]})
@@ -285,6 +287,8 @@ def test_truncate_cuts_a_clean_text_model_s_text_after_cleaning(server, keys, cl
     first = post(json={"model": clean_model, "inputs": [cleaned_wordy[:500].rstrip()]})
     over = post(json={"model": clean_model, "inputs": [too_long], "truncate": True})
     refused = post(json={"model": clean_model, "inputs": [wordy]})
+    encoded_as_ever = post(json={"model": clean_model, "inputs": [encoded]})
+    encoded_truncate = post(json={"model": clean_model, "inputs": [encoded], "truncate": True})
 
     assert [whole.status_code, cut.status_code, over.status_code] == [200, 200, 200], cut.text + over.text
     (classified,) = whole.json()["classifications"]
@@ -296,6 +300,9 @@ def test_truncate_cuts_a_clean_text_model_s_text_after_cleaning(server, keys, cl
     assert over.json()["classifications"][0]["truncated"] is True
     assert refused.status_code == 422
     assert "text 0 of the request is 979 characters once cleaned" in refused.json()["detail"]
+    as_ever, once = (confidences(r.json()["classifications"][0]) for r in (encoded_as_ever, encoded_truncate))
+    assert once == pytest.approx(as_ever, rel=1e-4)  # cleaned once, as without truncate
+    assert once != pytest.approx(confidences(plain.json()["classifications"][0]), rel=1e-4)
 
 
 def test_the_service_cleans_as_the_version_a_model_was_trained_with(server, home, keys):
