@@ -63,10 +63,12 @@ class RouterClient:
         # Fields a newer service adds are left out rather than breaking an older client.
         return Route(**{k: v for k, v in answer.items() if k in Route.__dataclass_fields__})
 
-    def classify(self, model: str, inputs: list[str]) -> list[dict]:
-        """For each input: ``{"input", "prediction", "confidence", "labels": [{"label", "confidence"}, ...]}``;
-        a multilabel model's also give each label's ``threshold`` and the ``predicted_labels``."""
-        return self._call("POST", "/v1/classify", json={"model": model, "inputs": inputs})["classifications"]
+    def classify(self, model: str, inputs: list[str], truncate: bool = False) -> list[dict]:
+        """For each input: ``{"input", "prediction", "confidence", "labels": [{"label", "confidence"}, ...],
+        "truncated"}``; a multilabel model's also give each label's ``threshold`` and the ``predicted_labels``.
+        ``truncate``: an input over the model's length limit is classified cut (and ``truncated``), not refused."""
+        body = {"model": model, "inputs": inputs, **({"truncate": True} if truncate else {})}
+        return self._call("POST", "/v1/classify", json=body)["classifications"]
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         return self._call("POST", "/v1/embed", json={"model": model, "texts": texts})["embeddings"]

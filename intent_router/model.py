@@ -271,23 +271,33 @@ class IntentClassifier:
 
     # -- inference ------------------------------------------------------------------------------
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Fine-tuned, unit-length embeddings, one row per text (from the loaded backend's transformer)."""
-        encoder, head, _ = self._fitted()
-        prepared = prepare_texts(texts, self.clean_text, self.cleaning_version_)
-        if not prepared:
-            return np.zeros((0, head.dimension), dtype=np.float32)
-        return encoder.encode(prepared)
+    def prepare(self, texts: Sequence[str]) -> list[str]:
+        """The texts as this model's encoder takes them: normalized and, for a model trained with
+        ``clean_text``, cleaned as it was trained (``data.normalize_text``)."""
+        return prepare_texts(texts, self.clean_text, self.cleaning_version_)
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """A confidence for every label, one row per text; columns follow ``labels_``."""
+    def embed(self, texts: Sequence[str], prepared: bool = False) -> np.ndarray:
+        """Fine-tuned, unit-length embeddings, one row per text (from the loaded backend's transformer).
+
+        ``prepared``: the texts come from ``prepare`` already (the service cleans a cleaning model's
+        texts before they queue, to check them cleaned), so they are not prepared a second time.
+        """
         encoder, head, _ = self._fitted()
-        prepared = prepare_texts(texts, self.clean_text, self.cleaning_version_)
-        if not prepared:
+        prepared_texts = list(texts) if prepared else self.prepare(texts)
+        if not prepared_texts:
+            return np.zeros((0, head.dimension), dtype=np.float32)
+        return encoder.encode(prepared_texts)
+
+    def predict_proba(self, texts: Sequence[str], prepared: bool = False) -> np.ndarray:
+        """A confidence for every label, one row per text; columns follow ``labels_``. ``prepared``:
+        as in ``embed``."""
+        encoder, head, _ = self._fitted()
+        prepared_texts = list(texts) if prepared else self.prepare(texts)
+        if not prepared_texts:
             return np.zeros((0, head.n_classes), dtype=np.float32)
         if self.cascade_ is not None:
-            return self.cascade_.predict_proba(prepared)
-        return head.predict_proba(encoder.encode(prepared))
+            return self.cascade_.predict_proba(prepared_texts)
+        return head.predict_proba(encoder.encode(prepared_texts))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The most confident label of each text; multilabel: the canonical name of its predicted set."""

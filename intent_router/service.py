@@ -24,7 +24,6 @@ import yaml
 from pydantic import BaseModel, ValidationError, field_validator
 
 from .batching import MicroBatcher
-from .data import normalize_text
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .model import IntentClassifier
@@ -152,20 +151,34 @@ class CleanedTextTooLong(CleanedTextRefused):
         )
 
 
-def _check_cleaned(loaded: LoadedModel, texts: list[str], max_chars: int) -> None:
-    """For a model trained with ``clean_text``: refuse a text that cleaning empties (it would get a
-    meaningless prediction; the HTTP API already refuses blank texts) or leaves longer than ``max_chars``
-    (the HTTP API has held it to ``max_raw_text_chars`` as sent). ``Service.check_cleaned`` calls it."""
-    for i, text in enumerate(texts):
-        cleaned = normalize_text(text, True, loaded.classifier.cleaning_version_)
-        if not cleaned:
+def _cleaned(
+    loaded: LoadedModel, texts: list[str], settings: ServiceSettings, truncate: bool
+) -> tuple[list[str], list[bool]]:
+    """For a model trained with ``clean_text``: the texts cleaned as it cleans them, and which were cut.
+
+    A text that cleaning empties is refused (it would get a meaningless prediction; the HTTP API
+    already refuses blank texts). One longer than ``max_text_chars`` once cleaned is refused (the HTTP
+    API has held it to ``max_raw_text_chars`` as sent) or, with ``truncate``, cut: to its first
+    ``max_raw_text_chars`` as sent, then to ``max_text_chars`` once cleaned, so a text within
+    ``max_raw_text_chars`` is never cut inside markup. ``Service.prepare`` calls it."""
+    limit = settings.max_text_chars
+    sent = [text[: settings.max_raw_text_chars] for text in texts] if truncate else texts
+    cleaned, cut = [], []
+    for i, (text, clean) in enumerate(zip(sent, loaded.classifier.prepare(sent), strict=True)):
+        if not clean:
             raise EmptiedText(loaded.name, i)
-        if len(cleaned) > max_chars:
-            raise CleanedTextTooLong(loaded.name, i, len(cleaned), len(text), max_chars)
+        if len(clean) > limit and not truncate:
+            raise CleanedTextTooLong(loaded.name, i, len(clean), len(text), limit)
+        cleaned.append(clean[:limit].rstrip())
+        cut.append(len(clean) > limit or len(text) < len(texts[i]))
+    return cleaned, cut
 
 
 @dataclass
 class LoadedModel:
+    """A model in the service's cache. Its batchers take texts from ``Service.prepare``: a model trained
+    with ``clean_text`` gets them cleaned already, any other as sent (it normalizes them in its pass)."""
+
     name: str
     classifier: IntentClassifier
     batcher: MicroBatcher  # embed passes
@@ -285,8 +298,12 @@ class Service:
             classifier = await asyncio.get_running_loop().run_in_executor(
                 self.executor, partial(IntentClassifier.load, path, backend=self.settings.backend)
             )
+            cleaned = classifier.clean_text  # its texts are cleaned once, by prepare
             loaded = LoadedModel(
-                name, classifier, self._batcher(classifier.embed), self._batcher(classifier.predict_proba)
+                name,
+                classifier,
+                self._batcher(partial(classifier.embed, prepared=cleaned)),
+                self._batcher(partial(classifier.predict_proba, prepared=cleaned)),
             )
             self.models[name] = loaded
             while len(self.models) > self.settings.model_cache_size:
@@ -336,21 +353,44 @@ class Service:
 
     # -- inference ------------------------------------------------------------------------------
 
-    async def check_cleaned(self, loaded: LoadedModel, texts: list[str]) -> None:
-        """``_check_cleaned`` off the event loop: cleaning a full batch of long texts takes a few tenths of
-        a second, which every other request would wait out."""
+    def max_sent_chars(self, loaded: LoadedModel) -> int:
+        """How long a text to ``loaded`` may be as sent: ``max_text_chars``, or ``max_raw_text_chars`` for a
+        model trained with ``clean_text`` (it is held to ``max_text_chars`` once cleaned)."""
+        settings = self.settings
+        return settings.max_raw_text_chars if loaded.classifier.clean_text else settings.max_text_chars
+
+    async def prepare(
+        self, loaded: LoadedModel, texts: list[str], truncate: bool = False
+    ) -> tuple[list[str], list[bool]]:
+        """The texts as ``loaded``'s batchers take them, and which of them were cut to fit.
+
+        Without ``truncate`` the texts must fit: the HTTP API refuses one longer than ``max_sent_chars``
+        as sent, and this raises ``CleanedTextRefused`` for one too long once cleaned. With it, a text over
+        the limit is cut instead: to its first ``max_text_chars`` characters for a model without
+        cleaning, after cleaning for one trained with ``clean_text`` (``_cleaned``). Cleaning runs off
+        the event loop: a full batch of long texts takes a few tenths of a second, which every other
+        request would wait out.
+        """
+        limit = self.settings.max_text_chars
         if loaded.classifier.clean_text:
-            await asyncio.to_thread(_check_cleaned, loaded, texts, self.settings.max_text_chars)
+            return await asyncio.to_thread(_cleaned, loaded, texts, self.settings, truncate)
+        if not truncate:
+            return texts, [False] * len(texts)
+        return [text[:limit] for text in texts], [len(text) > limit for text in texts]
 
     async def embed(self, model: str, texts: list[str]) -> np.ndarray:
         loaded = await self.model(model)
-        await self.check_cleaned(loaded, texts)
-        return await loaded.batcher.submit(texts)
+        prepared, _ = await self.prepare(loaded, texts)
+        return await loaded.batcher.submit(prepared)
 
-    async def classify(self, model: str, texts: list[str]) -> tuple[list[str], np.ndarray]:
+    async def classify(
+        self, model: str, texts: list[str], truncate: bool = False
+    ) -> tuple[list[str], np.ndarray, list[bool]]:
+        """The model's labels, each text's confidences (a row per text) and whether it was cut
+        (``prepare``)."""
         loaded = await self.model(model)
-        await self.check_cleaned(loaded, texts)
-        return loaded.labels, await loaded.classify_batcher.submit(texts)
+        prepared, cut = await self.prepare(loaded, texts, truncate)
+        return loaded.labels, await loaded.classify_batcher.submit(prepared), cut
 
     def recall(self, kind: str, key: str, load: Callable[[], object]) -> object:
         """``load()``, remembered for ``cache_seconds``: keys and routers are read on every request."""
@@ -429,13 +469,15 @@ class Service:
         For classify calls from clients that decide for themselves (the Rasa component): their unsure
         inputs reach the same low-confidence store as the router's fallbacks, tagged ``{"source": ...}``.
         """
-        unsure = (await self.model(model)).unsure(probabilities, below)
+        loaded = await self.model(model)
+        unsure = loaded.unsure(probabilities, below)
+        longest = self.max_sent_chars(loaded)  # a text classified cut (truncate) is stored as cut when sent
         for text, row, is_unsure in zip(texts, probabilities, unsure, strict=True):
             if not is_unsure:
                 continue
             order = np.argsort(-row)[:3]
             top = [[labels[i], float(row[i])] for i in order]
-            self.record_later(text, model, None, top, "low_confidence", None, {"source": source})
+            self.record_later(text[:longest], model, None, top, "low_confidence", None, {"source": source})
         return int(unsure.sum())
 
     def record_later(self, *row) -> None:

@@ -20,6 +20,8 @@ import pytest
 import yaml
 from server import CLI, Server, cli
 
+from intent_router import IntentClassifier
+
 ROOT = Path(__file__).resolve().parents[1]
 RASA_VENV = Path(os.environ.get("RASA_VENV", ROOT / ".venv-rasa"))
 INTENTS = ["atis_airfare", "atis_airline", "atis_ground_service"]
@@ -131,7 +133,6 @@ def write_project(project: Path, url: str, nlu: Path, test: Path, **settings) ->
         "timeout": 4.0,  # the 2 cores are shared: a forward pass can take seconds under load
         "retries": 1,
         "low_confidence_threshold": 1.0,  # every message reaches the low-confidence store
-        "max_text_chars": 500,  # tests/server.py's INTENT_ROUTER_MAX_TEXT_CHARS
         **settings,
     }
     config = {
@@ -281,7 +282,7 @@ def test_rasa_train_with_the_service_down_stops_with_a_clear_error(rasa_venv, ad
 def served(trained, server, admin_key) -> tuple[dict, dict]:
     """The component's config against the test service, and the model `rasa train nlu` made there."""
     (job,) = finetunes(server, admin_key)
-    config = {"url": server.url, "timeout": 4.0, "low_confidence_threshold": 1.0, "max_text_chars": 500}
+    config = {"url": server.url, "timeout": 4.0, "low_confidence_threshold": 1.0}
     return config, {"name": job["name"], "labels": INTENTS, "intents": {i: i for i in INTENTS}}
 
 
@@ -347,26 +348,51 @@ def test_a_text_over_the_service_limit_is_classified_on_its_first_characters(ser
     (messages,), log = process(admin_key, [({**config, "on_error": "raise"}, model, texts)])
 
     assert [m["intent"]["name"] in INTENTS for m in messages] == [True, True, True], log[-3000:]
-    assert f"a message of {len(texts[1].strip())} characters is classified on its first 500" in log
+    too_long = f"a message of {len(texts[1].strip())} characters is over the length limit of model {model['name']!r}"
+    assert too_long in log and log.count("is over the length limit") == 1
+
+
+def test_a_long_html_message_to_a_clean_text_model_is_classified_on_its_whole_text(
+    rasa_venv, server, admin_key, home, small_split
+):
+    train, _ = small_split
+    IntentClassifier(steps=0, clean_text=True).fit(train).save(home / "models" / "atis-clean")
+    model = {"name": "atis-clean", "labels": INTENTS, "intents": {i: i for i in INTENTS}}
+    question = "show me the cheapest fares from boston to denver"
+    markup = "<span class='quote' style='color: #888; font-family: Arial, sans-serif'>"
+    # 4,032 characters as sent, 48 once cleaned; the service takes 500 once cleaned (tests/server.py)
+    pasted = "<div class='message'>" + markup * 50 + "<p>" + question + "</p>" + "</span>" * 50 + "</div>"
+    wordy = "<p>" + markup * 10 + "</span>".join([question] * 20) + "</p>"  # 979 characters once cleaned
+    # max_text_chars was the service's limit, mirrored: it is ignored now, and says so
+    config = {"url": server.url, "timeout": 30.0, "on_error": "raise", "max_text_chars": 500}
+
+    (messages,), log = process(admin_key, [(config, model, [question, pasted, wordy])])
+
+    plain, whole, _ = ({row["name"]: row["confidence"] for row in m["intent_ranking"]} for m in messages)
+    assert whole == pytest.approx(plain, abs=1e-3), log[-3000:]
+    assert messages[2]["intent"]["name"] in INTENTS
+    assert f"a message of {len(wordy)} characters is over the length limit of model 'atis-clean'" in log
+    assert log.count("is over the length limit") == 1  # not the pasted one: cleaned, it is short
+    assert "max_text_chars in config.yml is deprecated and ignored" in log
 
 
 def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(served, server, admin_key):
     config, model = served
-    refused_key, too_long = classify_calls(server, 401), classify_calls(server, 422)
+    refused_key, unknown = classify_calls(server, 401), classify_calls(server, 404)
     calls = [
         ({**config, "retries": 3}, model, ["fares to denver", "limo in dallas"]),  # with a key the service refuses
-        ({**config, "retries": 3, "max_text_chars": 2000}, model, ["fares to denver " * 40]),  # the service's is 500
+        ({**config, "retries": 3}, {**model, "name": "deleted-model"}, ["fares to denver"]),  # a model it lacks
     ]
 
     (wrong_key,), log = process("not-a-key", calls[:1])
-    (over_limit,), log_over = process(admin_key, calls[1:])
+    (missing,), log_missing = process(admin_key, calls[1:])
 
     assert [m["intent"]["name"] for m in wrong_key] == [None, None]
-    assert [m["intent"]["name"] for m in over_limit] == [None]
+    assert [m["intent"]["name"] for m in missing] == [None]
     assert "refused the key in INTENT_ROUTER_API_KEY" in log and "2 message(s) get no intent" in log
-    assert "failed (422)" in log_over and "at most 500 per text" in log_over
-    assert "until it answers again" not in log + log_over
-    assert classify_calls(server, 401) == refused_key + 1 and classify_calls(server, 422) == too_long + 1
+    assert "failed (404)" in log_missing and "no model named 'deleted-model'" in log_missing
+    assert "until it answers again" not in log + log_missing
+    assert classify_calls(server, 401) == refused_key + 1 and classify_calls(server, 404) == unknown + 1
 
 
 def test_slash_messages_are_left_to_rasa_and_not_recorded(served, server, admin_key):

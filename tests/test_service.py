@@ -195,9 +195,22 @@ def test_a_clean_text_model_cleans_requests_and_refuses_a_text_cleaning_empties(
         shutil.rmtree(folder)
 
 
-def test_a_clean_text_model_holds_the_cleaned_text_to_the_length_limit(server, home, keys, small_split):
+@pytest.fixture(scope="module")
+def clean_classifier(small_split) -> IntentClassifier:
+    """A model trained with clean_text (no fine-tuning steps)."""
     train, _ = small_split
-    folder = IntentClassifier(steps=0, clean_text=True).fit(train).save(home / "models" / "atis-long")
+    return IntentClassifier(steps=0, clean_text=True).fit(train)
+
+
+@pytest.fixture
+def clean_model(server, home, clean_classifier) -> str:
+    """The name of ``clean_classifier`` in the server's models folder, for one test."""
+    folder = clean_classifier.save(home / "models" / "atis-long")
+    yield folder.name
+    shutil.rmtree(folder)
+
+
+def test_a_clean_text_model_holds_the_cleaned_text_to_the_length_limit(server, keys, clean_model):
     # 500 characters is the test server's limit (tests/server.py); this text is 23 once cleaned
     pasted = "<p>show me fares to denver</p> https://example.com/track?id=" + "x" * 600
     post = partial(httpx.post, headers=keys["inference"])
@@ -229,7 +242,69 @@ def test_a_clean_text_model_holds_the_cleaned_text_to_the_length_limit(server, h
         assert f"inputs[0]: {len(pasted)} characters; at most 500 per text" in unclean.text
     finally:
         httpx.delete(f"{server.url}/v1/routers/long", headers=keys["admin"])
-        shutil.rmtree(folder)
+
+
+def confidences(classification: dict) -> dict[str, float]:
+    return {row["label"]: row["confidence"] for row in classification["labels"]}
+
+
+def test_truncate_classifies_a_text_over_the_limit_on_its_first_characters(server, keys):
+    post = partial(httpx.post, f"{server.url}/v1/classify", headers=keys["inference"])
+    wordy = "what is the cheapest fare from boston to denver " * 15  # 720 characters; the server takes 500
+    recording = {"below": 1.0, "source": "truncate-test"}  # every input is stored
+
+    refused = post(json={"model": "atis-3", "inputs": [wordy]})
+    cut = post(json={"model": "atis-3", "inputs": [wordy], "truncate": True, "record_low_confidence": recording})
+    first = post(json={"model": "atis-3", "inputs": [wordy[:500]]})
+    short = post(json={"model": "atis-3", "inputs": ["fares to denver"], "truncate": True})
+
+    assert refused.status_code == 422 and "at most 500 per text" in refused.text
+    assert cut.status_code == 200, cut.text
+    (classified,) = cut.json()["classifications"]
+    assert classified["truncated"] is True and classified["input"] == wordy
+    assert confidences(classified) == pytest.approx(confidences(first.json()["classifications"][0]), rel=1e-4)
+    assert first.json()["classifications"][0]["truncated"] is False
+    assert short.json()["classifications"][0]["truncated"] is False
+    page = httpx.get(f"{server.url}/v1/low-confidence", params={"limit": 1000}, headers=keys["admin"]).json()
+    stored = [item["text"] for item in page["items"] if item["metadata"] == {"source": "truncate-test"}]
+    assert stored == [wordy[:500]]  # as classified, not the whole text
+
+
+def test_truncate_cuts_a_clean_text_model_s_text_after_cleaning(server, keys, clean_model):
+    post = partial(httpx.post, f"{server.url}/v1/classify", headers=keys["inference"])
+    question = "show me the cheapest fares from boston to denver"
+    markup = "<span class='quote' style='color: #888; font-family: Arial, sans-serif'>"
+    # 4,032 characters as sent, 48 once cleaned: within the 5,000 a clean_text model takes as sent
+    pasted = "<div class='message'>" + markup * 50 + "<p>" + question + "</p>" + "</span>" * 50 + "</div>"
+    # 979 characters once cleaned, of which the model takes 500; its first 500 as sent are a half tag
+    wordy = "<p>" + markup * 10 + "</span>".join([question] * 20) + "</p>"
+    too_long = "<b>fares</b>" * 417  # 5,004 characters as sent: over the 5,000 a clean_text model takes
+    cleaned_wordy = " ".join([question] * 20)
+    # cleaned once: "&amp;lt;b> show me ..."; cleaned again it would lose "&amp;lt;b>" too
+    encoded = "&amp;amp;amp;amp;lt;b&amp;gt; " + question
+
+    whole = post(json={"model": clean_model, "inputs": [pasted], "truncate": True})
+    plain = post(json={"model": clean_model, "inputs": [question]})
+    cut = post(json={"model": clean_model, "inputs": [wordy], "truncate": True})
+    first = post(json={"model": clean_model, "inputs": [cleaned_wordy[:500].rstrip()]})
+    over = post(json={"model": clean_model, "inputs": [too_long], "truncate": True})
+    refused = post(json={"model": clean_model, "inputs": [wordy]})
+    encoded_as_ever = post(json={"model": clean_model, "inputs": [encoded]})
+    encoded_truncate = post(json={"model": clean_model, "inputs": [encoded], "truncate": True})
+
+    assert [whole.status_code, cut.status_code, over.status_code] == [200, 200, 200], cut.text + over.text
+    (classified,) = whole.json()["classifications"]
+    assert classified["truncated"] is False and classified["input"] == pasted
+    assert confidences(classified) == pytest.approx(confidences(plain.json()["classifications"][0]), rel=1e-4)
+    (classified,) = cut.json()["classifications"]
+    assert classified["truncated"] is True
+    assert confidences(classified) == pytest.approx(confidences(first.json()["classifications"][0]), rel=1e-4)
+    assert over.json()["classifications"][0]["truncated"] is True
+    assert refused.status_code == 422
+    assert "text 0 of the request is 979 characters once cleaned" in refused.json()["detail"]
+    as_ever, once = (confidences(r.json()["classifications"][0]) for r in (encoded_as_ever, encoded_truncate))
+    assert once == pytest.approx(as_ever, rel=1e-4)  # cleaned once, as without truncate
+    assert once != pytest.approx(confidences(plain.json()["classifications"][0]), rel=1e-4)
 
 
 def test_the_service_cleans_as_the_version_a_model_was_trained_with(server, home, keys):

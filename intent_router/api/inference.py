@@ -21,12 +21,14 @@ def check_texts(request: Request, texts: list[str], field: str) -> None:
 
 
 async def check_lengths(request: Request, texts: list[str], field: str, model: str) -> None:
-    """422 for a text longer than ``model`` takes as sent: ``max_text_chars``, or ``max_raw_text_chars``
-    for a model trained with ``clean_text`` (the service holds its texts to ``max_text_chars`` once cleaned)."""
+    """422 for a text longer than ``model`` takes as sent (``Service.max_sent_chars``): ``max_text_chars``,
+    or ``max_raw_text_chars`` for a model trained with ``clean_text`` (the service holds its texts to
+    ``max_text_chars`` once cleaned)."""
     service = request.app.state.service
     settings = service.settings
-    cleans = (await service.model(model)).classifier.clean_text
-    limit = settings.max_raw_text_chars if cleans else settings.max_text_chars
+    loaded = await service.model(model)
+    cleans = loaded.classifier.clean_text
+    limit = service.max_sent_chars(loaded)
     for i, text in enumerate(texts):
         if len(text) <= limit:
             continue
@@ -42,9 +44,10 @@ async def check_lengths(request: Request, texts: list[str], field: str, model: s
 @router.post("/classify", response_model=ClassifyResponse)
 async def classify(body: ClassifyRequest, request: Request) -> dict:
     check_texts(request, body.inputs, "inputs")
-    await check_lengths(request, body.inputs, "inputs", body.model)
+    if not body.truncate:  # with it, the service cuts a text over the limit instead
+        await check_lengths(request, body.inputs, "inputs", body.model)
     service = request.app.state.service
-    labels, probabilities = await service.classify(body.model, body.inputs)
+    labels, probabilities, truncated = await service.classify(body.model, body.inputs, body.truncate)
     if body.record_low_confidence:
         recording = body.record_low_confidence
         await service.record_unsure(body.model, body.inputs, labels, probabilities, recording.below, recording.source)
@@ -53,7 +56,7 @@ async def classify(body: ClassifyRequest, request: Request) -> dict:
     # Plain dicts, validated once against ClassifyResponse by FastAPI: building a pydantic object per
     # label took about 19 ms of a batch of 96 on the event loop, as long as int8 takes to classify it.
     classifications = []
-    for text, row in zip(body.inputs, probabilities.tolist(), strict=True):
+    for text, row, cut in zip(body.inputs, probabilities.tolist(), truncated, strict=True):
         ranked = sorted(range(len(labels)), key=lambda i: -row[i])
         scores = [{"label": labels[i], "confidence": row[i], "threshold": fitted[i]} for i in ranked]
         predicted = None if thresholds is None else [labels[i] for i in ranked if row[i] >= fitted[i]]
@@ -64,6 +67,7 @@ async def classify(body: ClassifyRequest, request: Request) -> dict:
                 "confidence": row[ranked[0]],
                 "labels": scores,
                 "predicted_labels": predicted,
+                "truncated": cut,
             }
         )
     return {"model": body.model, "classifications": classifications}

@@ -42,6 +42,12 @@ class ClassifyRequest(BaseModel):
     record_low_confidence: RecordLowConfidence | None = Field(
         None, description="write unsure inputs to the low-confidence store, as /v1/route does with its fallbacks"
     )
+    truncate: bool = Field(
+        False,
+        description="classify a text over the model's length limit on its first part instead of refusing the "
+        "request: its first max_text_chars characters, or for a model trained with clean_text its first "
+        "max_text_chars once cleaned (of its first max_raw_text_chars as sent)",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -63,6 +69,7 @@ class Classification(BaseModel):
     predicted_labels: list[str] | None = Field(
         None, description="multilabel: every label at or above its threshold, most confident first (may be empty)"
     )
+    truncated: bool = Field(False, description="the input was over the length limit and classified cut (truncate)")
 
 
 class ClassifyResponse(BaseModel):

@@ -30,6 +30,11 @@ logger = logging.getLogger(f"rasa.{__name__}")  # under "rasa": Rasa's --verbose
 
 MODEL_FILE = "intent_router.json"
 MAX_BATCH = 96  # texts per /v1/classify call: the service's default limit
+# The service cuts a text over its model's limit itself (truncate), after cleaning for a model trained
+# with clean_text; this only keeps a runaway message from being posted whole. It is five times the
+# most the service takes by default (20,000 characters as sent, for a clean_text model), so a service
+# set to take longer texts still gets what it can use.
+MAX_SENT_CHARS = 100_000
 NO_INTENT: Tuple[Dict[str, Any], List[Dict[str, Any]]] = ({"name": None, "confidence": 0.0}, [])
 
 
@@ -77,6 +82,12 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         self._resource = resource
         self.model = model  # {"name", "labels", "intents": {service label: Rasa intent}}
         self.failing = False  # an outage is logged once, when it starts
+        if config["max_text_chars"] is not None:
+            logger.warning(
+                "IntentRouterClassifier: max_text_chars in config.yml is deprecated and ignored: the service "
+                "cuts a text over its own limit (after cleaning it, for a model trained with clean_text) and "
+                "the component logs it; remove the option"
+            )
 
     @classmethod
     def create(
@@ -174,12 +185,12 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
 
         A text that starts with ``/`` (``/restart``, a button's ``/inform{"city": "paris"}``) names
         its intent itself: it gets no intent here, is not sent to the service (so not recorded as
-        unsure) and Rasa's RegexMessageHandler sets its intent. A text longer than ``max_text_chars``
-        is classified on its first ``max_text_chars`` characters.
+        unsure) and Rasa's RegexMessageHandler sets its intent. A text longer than the service's model
+        takes is classified on its first part (see ``classify``).
         """
         texts = [(m.get(TEXT) or "").strip() for m in messages]
         wanted = [bool(text) and not text.startswith("/") for text in texts] if self.model else [False] * len(texts)
-        to_classify = [self.shortened(text) for text, want in zip(texts, wanted) if want]
+        to_classify = [text for text, want in zip(texts, wanted) if want]
         rankings = []
         for start in range(0, len(to_classify), MAX_BATCH):
             rankings += self.classify(to_classify[start : start + MAX_BATCH])
@@ -191,21 +202,19 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             message.set(INTENT_RANKING_KEY, ranking[:length] if length else ranking, add_to_output=True)
         return messages
 
-    def shortened(self, text: str) -> str:
-        """The text, or its first ``max_text_chars`` characters: the service refuses longer ones."""
-        limit = self.config["max_text_chars"]
-        if len(text) > limit:
-            logger.warning(f"intent-router: a message of {len(text)} characters is classified on its first {limit}")
-        return text[:limit]
-
     def classify(self, texts: List[str]) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
         """Each text's intent and its intents, most confident first; no intent if the service fails
         and on_error is empty. A multilabel model's intent is its predicted set (see ``predicted_set``).
 
+        A text over the model's length limit is classified on its first part, with a warning: the
+        service cuts it (``truncate``), after cleaning it for a model trained with ``clean_text``, so
+        markup does not count against the limit; at most ``MAX_SENT_CHARS`` of it are sent.
+
         Only an outage (no answer, or a 5xx) is tried again and logged as one; a refusal (4xx: a bad
         key, an unknown model) is logged each time, as it will not go away on its own."""
         assert self.model is not None
-        body: Dict[str, Any] = {"model": self.model["name"], "inputs": texts}
+        inputs = [text[:MAX_SENT_CHARS] for text in texts]
+        body: Dict[str, Any] = {"model": self.model["name"], "inputs": inputs, "truncate": True}
         if self.config["record_low_confidence"]:
             body["record_low_confidence"] = {"below": self.config["low_confidence_threshold"], "source": "rasa"}
         attempts = 1 + self.config["retries"]
@@ -229,7 +238,12 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             self.failing = False
         intents = self.model["intents"]
         results = []
-        for c in answer["classifications"]:
+        for text, c in zip(texts, answer["classifications"]):
+            if c.get("truncated") or len(text) > MAX_SENT_CHARS:
+                logger.warning(
+                    f"intent-router: a message of {len(text)} characters is over the length limit of model "
+                    f"{self.model['name']!r}; it is classified on its first part"
+                )
             ranking = [
                 {"name": intents.get(r["label"], r["label"]), "confidence": r["confidence"]} for r in c["labels"]
             ]

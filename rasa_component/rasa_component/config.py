@@ -33,7 +33,7 @@ DEFAULTS: Dict[str, Any] = {
     "on_error": "empty",  # service down at inference: "empty" (no intent) or "raise"
     "record_low_confidence": True,  # send unsure messages to the service's low-confidence store
     "low_confidence_threshold": None,  # None: the model's fitted threshold
-    "max_text_chars": 2000,  # the service's INTENT_ROUTER_MAX_TEXT_CHARS: longer texts are cut to it
+    "max_text_chars": None,  # deprecated and ignored: the service cuts a text over its limit (truncate)
     "poll_seconds": 2.0,  # how often training checks the fine-tune
     "train_timeout": 3600.0,  # seconds to wait for a fine-tune
 }
@@ -65,7 +65,7 @@ def check_config(config: Dict[str, Any]) -> None:
     check_number(config, "seed", int, (None, None))
     check_number(config, "ranking_length", int, (0, None))
     check_number(config, "retries", int, (0, None))
-    check_number(config, "max_text_chars", int, (1, None))
+    check_number(config, "max_text_chars", int, (1, None), optional=True)
     check_number(config, "timeout", float, (0, None), above_minimum=True)
     check_number(config, "poll_seconds", float, (0, None), above_minimum=True)
     check_number(config, "train_timeout", float, (0, None), above_minimum=True)
