@@ -85,7 +85,7 @@ def model_for(seed: int, train: Dataset, valid: Dataset, models: Path, steps: in
     return IntentClassifier.load(path), seconds
 
 
-def run_seed(
+def build_pool(
     seed: int,
     train: Dataset,
     valid: Dataset,
@@ -96,6 +96,7 @@ def run_seed(
     similarity_percentile: float | None,
     review: bool = False,
 ) -> dict:
+    """The seed's model, its pool (what the router would not pass) and each text's true intent."""
     intents = sorted(set(train.labels))
     rng = np.random.default_rng(seed)
     held_out = set(rng.choice(intents, round(HELD_OUT_SHARE * len(intents)), replace=False).tolist())
@@ -124,27 +125,12 @@ def run_seed(
         low |= similarity < fitted
     unseen = np.array([y in held_out for y in truth])
     pool = utterances_from_texts([t for t, is_low in zip(traffic, low, strict=True) if is_low], "hwu64 week")
-    started = time.perf_counter()
-    result = Discovery(model, seed=seed).fit(pool)
-    discover_seconds = time.perf_counter() - started
-
-    intent_of = dict(zip(traffic, truth, strict=True))
-    true = np.array([intent_of[t] for t in result.texts])
-    found = result.assignments
-    clustered = found >= 0
-    recovered = 0
-    for intent in held_out:
-        for cluster in result.clusters:
-            members = Counter(true[cluster.members].tolist())
-            if cluster.distinct >= MIN_MEMBERS and members[intent] >= PURITY * cluster.distinct:
-                recovered += 1
-                break
-    right = 0
-    for cluster in result.clusters:
-        majority = Counter(true[cluster.members].tolist()).most_common(1)[0][0]
-        right += (majority in held_out) == (cluster.kind == NEW_INTENT)
     return {
         "seed": seed,
+        "model": model,
+        "pool": pool,
+        "intent_of": dict(zip(traffic, truth, strict=True)),
+        "held_out": held_out,
         "threshold": threshold,
         "similarity_threshold": similarity_threshold,
         "capture": float(low[unseen].mean()),
@@ -152,16 +138,61 @@ def run_seed(
         "known_pooled": float(low[~unseen].mean()),
         "capture_confidence": float(unsure[unseen].mean()),
         "capture_p10": float((confidence < p10)[unseen].mean()),
-        "pool": pool.total,
-        "clusters": len(result.clusters),
+        "fit_s": fit_seconds,
+    }
+
+
+def cluster_scores(true: np.ndarray, found: np.ndarray, counts: list[int], held_out: set[str]) -> dict:
+    """How well the assignments ``found`` (-1 noise) of the distinct pool texts match their ``true``
+    intents; ``counts`` is how often each text occurred."""
+    clustered = found >= 0
+    recovered = 0
+    for intent in held_out:
+        for cluster in np.unique(found[clustered]):
+            members = Counter(true[found == cluster].tolist())
+            size = sum(members.values())
+            if size >= MIN_MEMBERS and members[intent] >= PURITY * size:
+                recovered += 1
+                break
+    weights = np.asarray(counts)
+    return {
+        "clusters": len(np.unique(found[clustered])),
         "nmi": normalized_mutual_info_score(true[clustered], found[clustered]),
         "ari": adjusted_rand_score(true[clustered], found[clustered]),
         "nmi_noise": normalized_mutual_info_score(true, found),
         "ari_noise": adjusted_rand_score(true, found),
-        "noise": result.noise / result.total,
+        "noise": float(weights[~clustered].sum() / weights.sum()),
         "recovered": recovered / len(held_out),
+    }
+
+
+def run_seed(
+    seed: int,
+    train: Dataset,
+    valid: Dataset,
+    test: Dataset,
+    models: Path,
+    steps: int | None,
+    margin: float | None,
+    similarity_percentile: float | None,
+    review: bool = False,
+) -> dict:
+    row = build_pool(seed, train, valid, test, models, steps, margin, similarity_percentile, review)
+    model, pool, held_out = row.pop("model"), row.pop("pool"), row.pop("held_out")
+    intent_of = row.pop("intent_of")
+    started = time.perf_counter()
+    result = Discovery(model, seed=seed).fit(pool)
+    discover_seconds = time.perf_counter() - started
+    true = np.array([intent_of[t] for t in result.texts])
+    right = 0
+    for cluster in result.clusters:
+        majority = Counter(true[cluster.members].tolist()).most_common(1)[0][0]
+        right += (majority in held_out) == (cluster.kind == NEW_INTENT)
+    return {
+        **row,
+        "pool": pool.total,
+        **cluster_scores(true, result.assignments, result.counts, held_out),
         "kind_accuracy": right / max(len(result.clusters), 1),
-        "fit_s": fit_seconds,
         "discover_s": discover_seconds,
         "model": model,
     }
