@@ -505,6 +505,9 @@ def serve(
     backend: BackendOption = None,
 ) -> None:
     """Start the router service (HTTP API under /v1, OpenAPI at /docs)."""
+    # No weight-loading progress bars in a server's log (each model load drew one); the fine-tune
+    # worker's process inherits this. Read when transformers is first imported, which is below.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     import asyncio
 
     import uvicorn

@@ -57,6 +57,14 @@ def test_a_multilabel_finetune_gets_the_default_synthetic_rows(service):
     assert info["synthetic_multi_intent"]["share"] == 0.05 and info["synthetic_multi_intent"]["rows"] > 0
 
 
+def test_the_server_log_has_no_weight_loading_progress_bars(service):
+    server, key = service
+    answer = httpx.post(f"{server.url}/v1/classify", json={"model": "multi", "inputs": ["x"]}, headers=key)
+    assert answer.status_code == 200, answer.text  # the model is loaded, on torch (multilabel)
+    log = (server.home / f"server-{server.port}.log").read_text()
+    assert "POST /v1/classify" in log and "Loading weights" not in log
+
+
 def test_classify_gives_independent_probabilities_and_the_predicted_set(service):
     server, key = service
     inputs = [FLIGHTS_AND_FARES, "hello"]
