@@ -131,10 +131,11 @@ class CleanedTextRefused(ValueError):
 class EmptiedText(CleanedTextRefused):
     """A text with words only in markup, links or symbols, sent to a model trained with ``clean_text``."""
 
-    def __init__(self, model: str, index: int):
+    def __init__(self, model: str, index: int, taken: int | None = None):
         self.model, self.index = model, index
+        what = "is" if taken is None else f"(cut to fit, truncate) is, in its first {taken} characters as sent,"
         super().__init__(
-            f"text {index} of the request is empty once cleaned: model {model!r} removes markup, links and "
+            f"text {index} of the request {what} empty once cleaned: model {model!r} removes markup, links and "
             "symbols (clean_text); send the words of the user's utterance"
         )
 
@@ -162,15 +163,17 @@ def _cleaned(
     ``max_raw_text_chars`` as sent, then to ``max_text_chars`` once cleaned, so a text within
     ``max_raw_text_chars`` is never cut inside markup. ``Service.prepare`` calls it."""
     limit = settings.max_text_chars
-    sent = [text[: settings.max_raw_text_chars] for text in texts] if truncate else texts
+    whole = [text.strip() for text in texts] if truncate else texts  # outer blank is no part of the limit
+    sent = [text[: settings.max_raw_text_chars] for text in whole] if truncate else texts
     cleaned, cut = [], []
     for i, (text, clean) in enumerate(zip(sent, loaded.classifier.prepare(sent), strict=True)):
+        shortened = len(text) < len(whole[i])
         if not clean:
-            raise EmptiedText(loaded.name, i)
+            raise EmptiedText(loaded.name, i, len(text) if shortened else None)
         if len(clean) > limit and not truncate:
             raise CleanedTextTooLong(loaded.name, i, len(clean), len(text), limit)
         cleaned.append(clean[:limit].rstrip())
-        cut.append(len(clean) > limit or len(text) < len(texts[i]))
+        cut.append(len(clean) > limit or shortened)
     return cleaned, cut
 
 
@@ -367,7 +370,9 @@ class Service:
         Without ``truncate`` the texts must fit: the HTTP API refuses one longer than ``max_sent_chars``
         as sent, and this raises ``CleanedTextRefused`` for one too long once cleaned. With it, a text over
         the limit is cut instead: to its first ``max_text_chars`` characters for a model without
-        cleaning, after cleaning for one trained with ``clean_text`` (``_cleaned``). Cleaning runs off
+        cleaning, after cleaning for one trained with ``clean_text`` (``_cleaned``); either way without
+        the white space it starts or ends with (a paste's blank lines), which the model drops anyway, so
+        the part kept is words. Cleaning runs off
         the event loop: a full batch of long texts takes a few tenths of a second, which every other
         request would wait out.
         """
@@ -376,7 +381,8 @@ class Service:
             return await asyncio.to_thread(_cleaned, loaded, texts, self.settings, truncate)
         if not truncate:
             return texts, [False] * len(texts)
-        return [text[:limit] for text in texts], [len(text) > limit for text in texts]
+        kept = [text.strip() for text in texts]
+        return [text[:limit] for text in kept], [len(text) > limit for text in kept]
 
     async def embed(self, model: str, texts: list[str]) -> np.ndarray:
         loaded = await self.model(model)
@@ -471,13 +477,13 @@ class Service:
         """
         loaded = await self.model(model)
         unsure = loaded.unsure(probabilities, below)
-        longest = self.max_sent_chars(loaded)  # a text classified cut (truncate) is stored as cut when sent
+        longest = self.max_sent_chars(loaded)  # a text classified cut (truncate) is stored as cut (prepare)
         for text, row, is_unsure in zip(texts, probabilities, unsure, strict=True):
             if not is_unsure:
                 continue
             order = np.argsort(-row)[:3]
             top = [[labels[i], float(row[i])] for i in order]
-            self.record_later(text[:longest], model, None, top, "low_confidence", None, {"source": source})
+            self.record_later(text.strip()[:longest], model, None, top, "low_confidence", None, {"source": source})
         return int(unsure.sum())
 
     def record_later(self, *row) -> None:
