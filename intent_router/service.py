@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .batching import MicroBatcher
 from .head import LinearHead
@@ -34,6 +34,7 @@ from .routing import RouteDecision, RouterConfig, decide
 
 ENV_PREFIX = "INTENT_ROUTER_"
 MAX_HEARTBEAT_TIMEOUT = 86_400.0  # seconds
+MAX_AGE_DAYS = 36_500.0  # a century: the low-confidence store's cutoff date must stay on the calendar
 # A model trained with clean_text holds a text to max_text_chars once cleaned, and takes this many
 # times as much as sent: a question pasted with its page's markup or a link with tracking
 # parameters is a few times its words, while cleaning (regex passes and a pass over every
@@ -49,14 +50,17 @@ class ServiceSettings(BaseModel):
     database_url: str = "sqlite:///intent-router.db"
     config_file: Path | None = None
     backend: str | None = None  # None: each model's own default backend (fitted at training)
-    max_batch: int = 96
-    max_text_chars: int = 2000
-    max_upload_bytes: int = 20 * 1024 * 1024
-    model_cache_size: int = 4
-    batch_wait_ms: float = 0.0
-    cache_seconds: float = 5.0  # how long API keys and router configs are remembered
-    low_confidence_max_rows: int = 100_000
-    low_confidence_max_age_days: float = 90.0
+    # Bounded, so that a wrong value stops the start with its variable named instead of a service that
+    # refuses every text (max_text_chars -1), evicts each model as it loads (model_cache_size 0) or
+    # fails its writes to the low-confidence store (max_age_days nan or past the calendar).
+    max_batch: int = Field(96, ge=1)
+    max_text_chars: int = Field(2000, ge=1)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    model_cache_size: int = Field(4, ge=1)
+    batch_wait_ms: float = Field(0.0, ge=0, allow_inf_nan=False)
+    cache_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)  # how long API keys and router configs are remembered
+    low_confidence_max_rows: int = Field(100_000, ge=0)
+    low_confidence_max_age_days: float = Field(90.0, ge=0, le=MAX_AGE_DAYS, allow_inf_nan=False)
     redact_low_confidence: bool = True
     # A running job whose worker sent no heartbeat for this long is failed when a worker starts.
     finetune_heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT
