@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .batching import MicroBatcher
+from .data import strip_invisible
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .model import IntentClassifier
@@ -167,7 +168,7 @@ def _cleaned(
     ``max_raw_text_chars`` as sent, then to ``max_text_chars`` once cleaned, so a text within
     ``max_raw_text_chars`` is never cut inside markup. ``Service.prepare`` calls it."""
     limit = settings.max_text_chars
-    whole = [text.strip() for text in texts] if truncate else texts  # outer blank is no part of the limit
+    whole = [strip_invisible(text) for text in texts] if truncate else texts  # outer blank: not counted
     sent = [text[: settings.max_raw_text_chars] for text in whole] if truncate else texts
     cleaned, cut = [], []
     for i, (text, clean) in enumerate(zip(sent, loaded.classifier.prepare(sent), strict=True)):
@@ -375,17 +376,16 @@ class Service:
         as sent, and this raises ``CleanedTextRefused`` for one too long once cleaned. With it, a text over
         the limit is cut instead: to its first ``max_text_chars`` characters for a model without
         cleaning, after cleaning for one trained with ``clean_text`` (``_cleaned``); either way without
-        the white space it starts or ends with (a paste's blank lines), which the model drops anyway, so
-        the part kept is words. Cleaning runs off
-        the event loop: a full batch of long texts takes a few tenths of a second, which every other
-        request would wait out.
+        the white space or zero-width characters it starts or ends with (a paste's blank lines), which
+        the model drops anyway, so the part kept is words. Cleaning runs off the event loop: a full batch
+        of long texts takes a few tenths of a second, which every other request would wait out.
         """
         limit = self.settings.max_text_chars
         if loaded.classifier.clean_text:
             return await asyncio.to_thread(_cleaned, loaded, texts, self.settings, truncate)
         if not truncate:
             return texts, [False] * len(texts)
-        kept = [text.strip() for text in texts]
+        kept = [strip_invisible(text) for text in texts]
         return [text[:limit] for text in kept], [len(text) > limit for text in kept]
 
     async def embed(self, model: str, texts: list[str]) -> np.ndarray:
@@ -487,7 +487,8 @@ class Service:
                 continue
             order = np.argsort(-row)[:3]
             top = [[labels[i], float(row[i])] for i in order]
-            self.record_later(text.strip()[:longest], model, None, top, "low_confidence", None, {"source": source})
+            stored = strip_invisible(text)[:longest]
+            self.record_later(stored, model, None, top, "low_confidence", None, {"source": source})
         return int(unsure.sum())
 
     def record_later(self, *row) -> None:
