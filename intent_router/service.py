@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .batching import MicroBatcher
+from .data import strip_invisible
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .model import IntentClassifier
@@ -34,6 +35,7 @@ from .routing import RouteDecision, RouterConfig, decide
 
 ENV_PREFIX = "INTENT_ROUTER_"
 MAX_HEARTBEAT_TIMEOUT = 86_400.0  # seconds
+MAX_AGE_DAYS = 36_500.0  # a century: the low-confidence store's cutoff date must stay on the calendar
 # A model trained with clean_text holds a text to max_text_chars once cleaned, and takes this many
 # times as much as sent: a question pasted with its page's markup or a link with tracking
 # parameters is a few times its words, while cleaning (regex passes and a pass over every
@@ -49,14 +51,17 @@ class ServiceSettings(BaseModel):
     database_url: str = "sqlite:///intent-router.db"
     config_file: Path | None = None
     backend: str | None = None  # None: each model's own default backend (fitted at training)
-    max_batch: int = 96
-    max_text_chars: int = 2000
-    max_upload_bytes: int = 20 * 1024 * 1024
-    model_cache_size: int = 4
-    batch_wait_ms: float = 0.0
-    cache_seconds: float = 5.0  # how long API keys and router configs are remembered
-    low_confidence_max_rows: int = 100_000
-    low_confidence_max_age_days: float = 90.0
+    # Bounded, so that a wrong value stops the start with its variable named instead of a service that
+    # refuses every text (max_text_chars -1), evicts each model as it loads (model_cache_size 0) or
+    # fails its writes to the low-confidence store (max_age_days nan or past the calendar).
+    max_batch: int = Field(96, ge=1)
+    max_text_chars: int = Field(2000, ge=1)
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    model_cache_size: int = Field(4, ge=1)
+    batch_wait_ms: float = Field(0.0, ge=0, allow_inf_nan=False)
+    cache_seconds: float = Field(5.0, ge=0, allow_inf_nan=False)  # how long API keys and router configs are remembered
+    low_confidence_max_rows: int = Field(100_000, ge=0)
+    low_confidence_max_age_days: float = Field(90.0, ge=0, le=MAX_AGE_DAYS, allow_inf_nan=False)
     redact_low_confidence: bool = True
     # A running job whose worker sent no heartbeat for this long is failed when a worker starts.
     finetune_heartbeat_timeout_seconds: float = HEARTBEAT_TIMEOUT
@@ -131,10 +136,11 @@ class CleanedTextRefused(ValueError):
 class EmptiedText(CleanedTextRefused):
     """A text with words only in markup, links or symbols, sent to a model trained with ``clean_text``."""
 
-    def __init__(self, model: str, index: int):
+    def __init__(self, model: str, index: int, taken: int | None = None):
         self.model, self.index = model, index
+        what = "is" if taken is None else f"(cut to fit, truncate) is, in its first {taken} characters as sent,"
         super().__init__(
-            f"text {index} of the request is empty once cleaned: model {model!r} removes markup, links and "
+            f"text {index} of the request {what} empty once cleaned: model {model!r} removes markup, links and "
             "symbols (clean_text); send the words of the user's utterance"
         )
 
@@ -162,15 +168,17 @@ def _cleaned(
     ``max_raw_text_chars`` as sent, then to ``max_text_chars`` once cleaned, so a text within
     ``max_raw_text_chars`` is never cut inside markup. ``Service.prepare`` calls it."""
     limit = settings.max_text_chars
-    sent = [text[: settings.max_raw_text_chars] for text in texts] if truncate else texts
+    whole = [strip_invisible(text) for text in texts] if truncate else texts  # outer blank: not counted
+    sent = [text[: settings.max_raw_text_chars] for text in whole] if truncate else texts
     cleaned, cut = [], []
     for i, (text, clean) in enumerate(zip(sent, loaded.classifier.prepare(sent), strict=True)):
+        shortened = len(text) < len(whole[i])
         if not clean:
-            raise EmptiedText(loaded.name, i)
+            raise EmptiedText(loaded.name, i, len(text) if shortened else None)
         if len(clean) > limit and not truncate:
             raise CleanedTextTooLong(loaded.name, i, len(clean), len(text), limit)
         cleaned.append(clean[:limit].rstrip())
-        cut.append(len(clean) > limit or len(text) < len(texts[i]))
+        cut.append(len(clean) > limit or shortened)
     return cleaned, cut
 
 
@@ -367,16 +375,18 @@ class Service:
         Without ``truncate`` the texts must fit: the HTTP API refuses one longer than ``max_sent_chars``
         as sent, and this raises ``CleanedTextRefused`` for one too long once cleaned. With it, a text over
         the limit is cut instead: to its first ``max_text_chars`` characters for a model without
-        cleaning, after cleaning for one trained with ``clean_text`` (``_cleaned``). Cleaning runs off
-        the event loop: a full batch of long texts takes a few tenths of a second, which every other
-        request would wait out.
+        cleaning, after cleaning for one trained with ``clean_text`` (``_cleaned``); either way without
+        the white space or zero-width characters it starts or ends with (a paste's blank lines), which
+        the model drops anyway, so the part kept is words. Cleaning runs off the event loop: a full batch
+        of long texts takes a few tenths of a second, which every other request would wait out.
         """
         limit = self.settings.max_text_chars
         if loaded.classifier.clean_text:
             return await asyncio.to_thread(_cleaned, loaded, texts, self.settings, truncate)
         if not truncate:
             return texts, [False] * len(texts)
-        return [text[:limit] for text in texts], [len(text) > limit for text in texts]
+        kept = [strip_invisible(text) for text in texts]
+        return [text[:limit] for text in kept], [len(text) > limit for text in kept]
 
     async def embed(self, model: str, texts: list[str]) -> np.ndarray:
         loaded = await self.model(model)
@@ -471,13 +481,14 @@ class Service:
         """
         loaded = await self.model(model)
         unsure = loaded.unsure(probabilities, below)
-        longest = self.max_sent_chars(loaded)  # a text classified cut (truncate) is stored as cut when sent
+        longest = self.max_sent_chars(loaded)  # a text classified cut (truncate) is stored as cut (prepare)
         for text, row, is_unsure in zip(texts, probabilities, unsure, strict=True):
             if not is_unsure:
                 continue
             order = np.argsort(-row)[:3]
             top = [[labels[i], float(row[i])] for i in order]
-            self.record_later(text[:longest], model, None, top, "low_confidence", None, {"source": source})
+            stored = strip_invisible(text)[:longest]
+            self.record_later(stored, model, None, top, "low_confidence", None, {"source": source})
         return int(unsure.sum())
 
     def record_later(self, *row) -> None:

@@ -261,6 +261,26 @@ def test_serve_refuses_a_bad_setting_in_one_line_naming_its_variable(tmp_path):
     assert_one_line_error(result, "INTENT_ROUTER_FINETUNE_HEARTBEAT_TIMEOUT_SECONDS is 5.0; give 30 to 86400 seconds")
 
 
+@pytest.mark.parametrize(
+    "variable, value, problem",
+    [
+        # each started a service that refused every text, evicted each model as it loaded or failed its
+        # low-confidence writes
+        ("MAX_TEXT_CHARS", "-1", "Input should be greater than or equal to 1"),
+        ("MAX_BATCH", "0", "Input should be greater than or equal to 1"),
+        ("MODEL_CACHE_SIZE", "0", "Input should be greater than or equal to 1"),
+        ("BATCH_WAIT_MS", "nan", "Input should be a finite number"),
+        ("CACHE_SECONDS", "-5", "Input should be greater than or equal to 0"),
+        ("LOW_CONFIDENCE_MAX_ROWS", "-1", "Input should be greater than or equal to 0"),
+        ("LOW_CONFIDENCE_MAX_AGE_DAYS", "1e999", "Input should be a finite number"),
+    ],
+)
+def test_serve_refuses_a_setting_out_of_its_range_in_one_line(tmp_path, variable, value, problem):
+    home = ["--models-dir", tmp_path / "models", "--database-url", f"sqlite:///{tmp_path / 'router.db'}"]
+    result = run("serve", "--port", "0", *home, env={f"INTENT_ROUTER_{variable}": value}, timeout=60)
+    assert_one_line_error(result, f"INTENT_ROUTER_{variable} is {value!r}: {problem}; correct or unset it")
+
+
 def test_serve_refuses_a_missing_or_broken_config_file(tmp_path):
     broken = tmp_path / "routers.yml"
     broken.write_text("routers:\n  main: [1,2\n")

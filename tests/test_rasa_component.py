@@ -376,6 +376,21 @@ def test_a_long_html_message_to_a_clean_text_model_is_classified_on_its_whole_te
     assert "max_text_chars in config.yml is deprecated and ignored" in log
 
 
+def test_a_message_of_zero_width_characters_only_is_not_sent_and_its_batch_is_classified(
+    rasa_venv, server, admin_key, home, small_split
+):
+    train, _ = small_split
+    IntentClassifier(steps=0).fit(train).save(home / "models" / "atis-blank")
+    model = {"name": "atis-blank", "labels": INTENTS, "intents": {i: i for i in INTENTS}}
+    config = {"url": server.url, "timeout": 30.0, "on_error": "raise"}
+    texts = ["\u200b\ufeff", "show me fares from boston to denver"]  # the first: nothing visible
+
+    (messages,), log = process(admin_key, [(config, model, texts)])  # it was a 422 for both (on_error raise)
+
+    assert messages[0]["intent"]["name"] is None and messages[0]["intent_ranking"] == [], log[-3000:]
+    assert messages[1]["intent"]["name"] in INTENTS
+
+
 def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(served, server, admin_key):
     config, model = served
     refused_key, unknown = classify_calls(server, 401), classify_calls(server, 404)

@@ -307,6 +307,34 @@ def test_truncate_cuts_a_clean_text_model_s_text_after_cleaning(server, keys, cl
     assert once != pytest.approx(confidences(plain.json()["classifications"][0]), rel=1e-4)
 
 
+def test_truncate_keeps_the_words_of_a_text_that_starts_with_a_long_blank(server, keys, clean_model):
+    post = partial(httpx.post, f"{server.url}/v1/classify", headers=keys["inference"])
+    question = "what is the cheapest fare from boston to denver"
+    pasted = "\n" * 600 + question + " " * 100  # blank lines before it: over the test server's 500 as sent
+    long_paste = " " * 6000 + question  # over the 5,000 a clean_text model takes as sent, all in the blank
+
+    invisible = "\u200b" * 600 + question  # zero-width spaces, which the model drops as it does white space
+    for model, text in [("atis-3", pasted), ("atis-3", invisible), (clean_model, long_paste)]:
+        plain = post(json={"model": model, "inputs": [question]})
+        padded = post(json={"model": model, "inputs": [text], "truncate": True})
+        assert padded.status_code == 200, (model, padded.text)  # the clean_text model found it empty: a 422
+        (classified,) = padded.json()["classifications"]
+        assert classified["truncated"] is False, model  # the words fit: nothing of them was cut
+        # the model without cleaning classified the first 500 characters, all blank, as an empty text
+        assert confidences(classified) == pytest.approx(confidences(plain.json()["classifications"][0]), rel=1e-4)
+
+    blank = post(json={"model": "atis-3", "inputs": ["\u200b\ufeff \u2060"]})  # nothing visible
+    assert blank.status_code == 422, blank.text  # it was classified as an empty text
+    assert blank.json()["detail"] == "inputs[0] is empty; send the user's utterance"
+
+    markup_first = "<br>" * 1300 + question  # its first 5,000 characters as sent are markup only
+    refused = post(json={"model": clean_model, "inputs": [markup_first], "truncate": True})
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith(
+        "text 0 of the request (cut to fit, truncate) is, in its first 5000 characters as sent, empty once cleaned"
+    )
+
+
 def test_the_service_cleans_as_the_version_a_model_was_trained_with(server, home, keys):
     folders = []
     for name, version in (("atis-unversioned", None), ("atis-cleaning-2", 2)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -209,8 +210,20 @@ async def model_info(request: Request, name: str) -> ModelInfo:
         default_threshold=loaded.default_threshold,
         info=loaded.classifier.info_,
         # a folder trained elsewhere (intent-router train, copied in) is in no job record: its own time
-        created_at=record.created_at if record else loaded.classifier.info_.get("created_at"),
+        created_at=record.created_at if record else _folder_created_at(loaded.classifier.info_),
     )
+
+
+def _folder_created_at(info: dict) -> datetime | None:
+    """The time a model folder records in its ``intent_router.json``; None if a hand edit left no ISO
+    time there (the folder still loads and classifies, so its details are served without one)."""
+    value = info.get("created_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 @router.get("/models", response_model=list[str])

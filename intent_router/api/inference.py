@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 
-from ..data import label_key
+from ..data import label_key, strip_invisible
 from . import auth
 from .schemas import ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedResponse, RouteRequest, RouteResponse
 
@@ -16,7 +16,7 @@ def check_texts(request: Request, texts: list[str], field: str) -> None:
     if len(texts) > settings.max_batch:
         raise HTTPException(422, f"{field}: {len(texts)} texts; at most {settings.max_batch} per request")
     for i, text in enumerate(texts):
-        if not text.strip():
+        if not strip_invisible(text):  # white space or zero-width characters only: the model would see ""
             raise HTTPException(422, f"{field}[{i}] is empty; send the user's utterance")
 
 

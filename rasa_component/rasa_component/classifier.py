@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+import unicodedata
 from typing import Any, Dict, List, Optional, Tuple
 
 import requests
@@ -49,6 +50,12 @@ class IntentRouterError(RuntimeError):
     def outage(self) -> bool:
         """No answer or a server error, worth trying again; a 4xx is a mistake in the call itself."""
         return self.status is None or self.status >= 500
+
+
+def has_words(text: str) -> bool:
+    """Whether the part of ``text`` the component sends has a character that is neither white space nor
+    zero-width (a format character): the service refuses a text without one (a 422 for its whole batch)."""
+    return any(not (c.isspace() or unicodedata.category(c) == "Cf") for c in text[:MAX_SENT_CHARS])
 
 
 @DefaultV1Recipe.register([DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER], is_trainable=True)
@@ -185,11 +192,15 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
 
         A text that starts with ``/`` (``/restart``, a button's ``/inform{"city": "paris"}``) names
         its intent itself: it gets no intent here, is not sent to the service (so not recorded as
-        unsure) and Rasa's RegexMessageHandler sets its intent. A text longer than the service's model
-        takes is classified on its first part (see ``classify``).
+        unsure) and Rasa's RegexMessageHandler sets its intent. So does a text of white space and
+        zero-width characters only: the service refuses it, which would fail the call for the whole
+        batch. A text longer than the service's model takes is classified on its first part (see
+        ``classify``).
         """
         texts = [(m.get(TEXT) or "").strip() for m in messages]
-        wanted = [bool(text) and not text.startswith("/") for text in texts] if self.model else [False] * len(texts)
+        wanted = (
+            [has_words(text) and not text.startswith("/") for text in texts] if self.model else [False] * len(texts)
+        )
         to_classify = [text for text, want in zip(texts, wanted) if want]
         rankings = []
         for start in range(0, len(to_classify), MAX_BATCH):
