@@ -166,22 +166,12 @@ def cluster_scores(true: np.ndarray, found: np.ndarray, counts: list[int], held_
     }
 
 
-def run_seed(
-    seed: int,
-    train: Dataset,
-    valid: Dataset,
-    test: Dataset,
-    models: Path,
-    steps: int | None,
-    margin: float | None,
-    similarity_percentile: float | None,
-    review: bool = False,
-) -> dict:
-    row = build_pool(seed, train, valid, test, models, steps, margin, similarity_percentile, review)
+def run_seed(row: dict) -> dict:
+    """Discovery on a seed's pool (``build_pool``), scored."""
     model, pool, held_out = row.pop("model"), row.pop("pool"), row.pop("held_out")
     intent_of = row.pop("intent_of")
     started = time.perf_counter()
-    result = Discovery(model, seed=seed).fit(pool)
+    result = Discovery(model, seed=row["seed"]).fit(pool)
     discover_seconds = time.perf_counter() - started
     true = np.array([intent_of[t] for t in result.texts])
     right = 0
@@ -258,7 +248,11 @@ def main() -> None:
     models = args.models or Path(scratch.name)
     for seed in args.seeds:
         rows.append(
-            run_seed(seed, train, valid, test, models, args.steps, args.margin, args.similarity_percentile, args.review)
+            run_seed(
+                build_pool(
+                    seed, train, valid, test, models, args.steps, args.margin, args.similarity_percentile, args.review
+                )
+            )
         )
         print(f"seed {seed} done: " + ", ".join(f"{k}={_cell(k, rows[-1][k])}" for k, _ in COLUMNS), flush=True)
     print_table(rows)
