@@ -132,6 +132,9 @@ class UnknownIntents(ValueError):
 class CleanedTextRefused(ValueError):
     """A text a model trained with ``clean_text`` cannot take once cleaned (the HTTP API answers 422)."""
 
+    model: str
+    index: int  # which text of the request
+
 
 class EmptiedText(CleanedTextRefused):
     """A text with words only in markup, links or symbols, sent to a model trained with ``clean_text``."""

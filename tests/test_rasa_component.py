@@ -391,6 +391,29 @@ def test_a_message_of_zero_width_characters_only_is_not_sent_and_its_batch_is_cl
     assert messages[1]["intent"]["name"] in INTENTS
 
 
+def test_messages_a_clean_text_model_empties_get_no_intent_and_their_batch_is_classified(
+    rasa_venv, server, admin_key, home, small_split
+):
+    train, _ = small_split
+    IntentClassifier(steps=0, clean_text=True).fit(train).save(home / "models" / "atis-cleaned")
+    model = {"name": "atis-cleaned", "labels": INTENTS, "intents": {i: i for i in INTENTS}}
+    config = {"url": server.url, "timeout": 30.0, "on_error": "raise"}
+    question = "show me fares from boston to denver"
+    texts = ["<p><br></p>", question, "https://example.com/a?b=c", "limo in dallas", "&lt;b&gt;&lt;/b&gt;"]
+
+    (messages,), log = process(admin_key, [(config, model, texts)])  # a 422 failed the whole batch
+
+    assert [m["intent"]["name"] for m in messages[::2]] == [None, None, None], log[-3000:]
+    assert [m["intent_ranking"] for m in messages[::2]] == [[], [], []]
+    assert [m["intent"]["name"] in INTENTS for m in messages[1::2]] == [True, True]
+    ((alone,), _) = process(admin_key, [(config, model, [question])])
+    ranking, alone_ranking = (
+        {r["name"]: r["confidence"] for r in m["intent_ranking"]} for m in (messages[1], alone[0])
+    )
+    assert ranking == pytest.approx(alone_ranking, abs=1e-2)  # batched with other texts: padding moves the 4th decimal
+    assert log.count("has no words once model 'atis-cleaned' cleans it") == 3
+
+
 def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(served, server, admin_key):
     config, model = served
     refused_key, unknown = classify_calls(server, 401), classify_calls(server, 404)

@@ -191,6 +191,7 @@ def test_a_clean_text_model_cleans_requests_and_refuses_a_text_cleaning_empties(
         refused = classify(json={"model": "atis-clean", "inputs": ["fares", "<p>&nbsp;</p>"]})
         assert refused.status_code == 422
         assert "text 1 of the request is empty once cleaned" in refused.json()["detail"]
+        assert (refused.json()["input"], refused.json()["reason"]) == (1, "emptied")  # a client can drop it
     finally:
         shutil.rmtree(folder)
 
@@ -302,6 +303,7 @@ def test_truncate_cuts_a_clean_text_model_s_text_after_cleaning(server, keys, cl
     assert over.json()["classifications"][0]["truncated"] is True
     assert refused.status_code == 422
     assert "text 0 of the request is 979 characters once cleaned" in refused.json()["detail"]
+    assert (refused.json()["input"], refused.json()["reason"]) == (0, "too_long")
     as_ever, once = (confidences(r.json()["classifications"][0]) for r in (encoded_as_ever, encoded_truncate))
     assert once == pytest.approx(as_ever, rel=1e-4)  # cleaned once, as without truncate
     assert once != pytest.approx(confidences(plain.json()["classifications"][0]), rel=1e-4)

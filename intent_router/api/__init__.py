@@ -17,7 +17,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from .. import __version__
 from ..model_folder import ModelLoadError
-from ..service import CleanedTextRefused, Service, ServiceSettings, UnknownIntents, UnknownModel, UnknownRouter
+from ..service import (
+    CleanedTextRefused,
+    EmptiedText,
+    Service,
+    ServiceSettings,
+    UnknownIntents,
+    UnknownModel,
+    UnknownRouter,
+)
 from . import admin, discovery, inference
 
 
@@ -117,7 +125,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(CleanedTextRefused)
     async def refused_once_cleaned(request: Request, error: CleanedTextRefused) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
+        # which input and why, so a client can drop it and send the rest (the Rasa component does)
+        reason = "emptied" if isinstance(error, EmptiedText) else "too_long"
+        return JSONResponse({"detail": str(error), "input": error.index, "reason": reason}, status_code=422)
 
     @app.exception_handler(ModelLoadError)
     async def unloadable_model(request: Request, error: ModelLoadError) -> JSONResponse:

@@ -42,9 +42,17 @@ NO_INTENT: Tuple[Dict[str, Any], List[Dict[str, Any]]] = ({"name": None, "confid
 class IntentRouterError(RuntimeError):
     """The intent-router service cannot be reached, refused a call, or failed a fine-tune."""
 
-    def __init__(self, message: str, status: Optional[int] = None):
+    def __init__(self, message: str, status: Optional[int] = None, answer: Any = None):
         super().__init__(message)
         self.status = status  # the HTTP status of the service's answer; None: no answer
+        self.answer = answer  # the service's JSON answer, if it gave one
+
+    @property
+    def emptied_input(self) -> Optional[int]:
+        """The index of the input a clean_text model's cleaning emptied, when that is why it was refused."""
+        answer = self.answer if isinstance(self.answer, dict) else {}
+        index = answer.get("input")
+        return index if self.status == 422 and answer.get("reason") == "emptied" and isinstance(index, int) else None
 
     @property
     def outage(self) -> bool:
@@ -221,10 +229,40 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         service cuts it (``truncate``), after cleaning it for a model trained with ``clean_text``, so
         markup does not count against the limit; at most ``MAX_SENT_CHARS`` of it are sent.
 
+        A message that a model trained with ``clean_text`` empties (only markup, links or symbols) gets
+        no intent, with a warning; the rest of its batch is classified.
+
         Only an outage (no answer, or a 5xx) is tried again and logged as one; a refusal (4xx: a bad
         key, an unknown model) is logged each time, as it will not go away on its own."""
         assert self.model is not None
         inputs = [text[:MAX_SENT_CHARS] for text in texts]
+        kept = list(range(len(texts)))  # the texts sent: an emptied one is dropped and the rest sent again
+        answer: Optional[Dict[str, Any]] = {"classifications": []}
+        while kept:
+            try:
+                answer = self.post_classify([inputs[i] for i in kept])
+                break
+            except IntentRouterError as error:
+                emptied = error.emptied_input
+                if emptied is None or not 0 <= emptied < len(kept):
+                    raise
+                logger.warning(
+                    f"intent-router: a message has no words once model {self.model['name']!r} cleans it (only "
+                    "markup, links or symbols); it gets no intent"
+                )
+                del kept[emptied]
+        results = [NO_INTENT for _ in texts]
+        if answer is None:  # the service failed, on_error empty
+            return results
+        for i, c in zip(kept, answer["classifications"]):
+            results[i] = self.intent_and_ranking(texts[i], c)
+        return results
+
+    def post_classify(self, inputs: List[str]) -> Optional[Dict[str, Any]]:
+        """The service's answer for these texts; None if it failed (logged; on_error empty). An
+        IntentRouterError for a text cleaning emptied (the caller drops it), or any failure with
+        on_error raise."""
+        assert self.model is not None
         body: Dict[str, Any] = {"model": self.model["name"], "inputs": inputs, "truncate": True}
         if self.config["record_low_confidence"]:
             body["record_low_confidence"] = {"below": self.config["low_confidence_threshold"], "source": "rasa"}
@@ -236,31 +274,31 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             except IntentRouterError as error:
                 if error.outage and attempt + 1 < attempts:
                     continue
-                if self.config["on_error"] == "raise":
+                if self.config["on_error"] == "raise" or error.emptied_input is not None:
                     raise
                 if not error.outage:
-                    logger.error(f"{error}; {len(texts)} message(s) get no intent (on_error: empty)")
+                    logger.error(f"{error}; {len(inputs)} message(s) get no intent (on_error: empty)")
                 elif not self.failing:
                     logger.error(f"{error}; predicting no intent until it answers again (on_error: empty)")
                     self.failing = True
-                return [NO_INTENT for _ in texts]
+                return None
         if self.failing:
             logger.warning(f"intent-router at {self.url} answers again")
             self.failing = False
+        return answer
+
+    def intent_and_ranking(self, text: str, c: Dict[str, Any]) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+        """A message's intent and ranking from its classification."""
+        assert self.model is not None
+        if c.get("truncated") or len(text) > MAX_SENT_CHARS:
+            logger.warning(
+                f"intent-router: a message of {len(text)} characters is over the length limit of model "
+                f"{self.model['name']!r}; it is classified on its first part"
+            )
         intents = self.model["intents"]
-        results = []
-        for text, c in zip(texts, answer["classifications"]):
-            if c.get("truncated") or len(text) > MAX_SENT_CHARS:
-                logger.warning(
-                    f"intent-router: a message of {len(text)} characters is over the length limit of model "
-                    f"{self.model['name']!r}; it is classified on its first part"
-                )
-            ranking = [
-                {"name": intents.get(r["label"], r["label"]), "confidence": r["confidence"]} for r in c["labels"]
-            ]
-            multilabel = c.get("predicted_labels") is not None
-            results.append((predicted_set(c, intents) if multilabel else ranking[0], ranking))
-        return results
+        ranking = [{"name": intents.get(r["label"], r["label"]), "confidence": r["confidence"]} for r in c["labels"]]
+        multilabel = c.get("predicted_labels") is not None
+        return (predicted_set(c, intents) if multilabel else ranking[0], ranking)
 
     def call(self, method: str, path: str, missing_ok: bool = False, timeout: float = 60.0, **kwargs: Any) -> Any:
         """One HTTP call to the service: its JSON, None for a 404 if ``missing_ok``, else IntentRouterError."""
@@ -280,6 +318,10 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
                 response.status_code,
             )
         if response.status_code >= 400:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
             raise IntentRouterError(
                 f"intent-router: {method} {path} failed ({response.status_code}): {response.text}", response.status_code
             )
