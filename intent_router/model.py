@@ -9,11 +9,17 @@
 
 With ``multilabel=True`` each text has a set of labels (zero, one or several): ``labels_`` are the
 single labels, ``predict_proba`` gives each one's independent probability (a sigmoid head), and
-``predict`` the labels at or above their thresholds (``thresholds_``, fitted on validation):
+``predict`` the labels at or above their thresholds (``thresholds_``, fitted on validation); a model
+whose training data had no row without a label never predicts the empty set (none above its
+threshold: the most probable label):
 
 >>> clf = IntentClassifier(multilabel=True).fit(load_dataset("train.csv", multilabel=True))
 >>> clf.predict(["flights and fares from boston to denver", "hello"])
 ['airfare+flight', '']
+
+(``''`` for "hello" if the data has rows without a label; else its most probable label.) A set the
+head was never trained on (a combination absent from the data and from its synthetic rows) becomes
+the closest one it was trained on (``combinations.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch
 from . import __version__, cleaning
 from .backends import ONNX_FILES, BackendError, Encoder, OnnxEncoder, Tokenizer, TorchEncoder
 from .base_models import DEFAULT_BASE_MODEL, load_base_model
+from .combinations import Combinations
 from .data import (
     DataError,
     Dataset,
@@ -75,7 +82,9 @@ class IntentClassifier:
 
     ``multilabel=True``: ``labels_`` are single labels, ``predict_proba`` independent probabilities,
     ``predict`` the canonical name of the predicted set (``'airfare+flight'``; ``''`` for no label),
-    ``thresholds_`` each label's decision threshold. ``synthetic_multi_intent`` (multilabel only; None:
+    ``thresholds_`` each label's decision threshold, ``predicts_empty_set_`` whether the training data
+    held a row with no label (if not, a text with no label at its threshold gets its most probable one:
+    on ATIS, 3 seeds, 1 more test set right each). ``synthetic_multi_intent`` (multilabel only; None:
     ``DEFAULT_SYNTHETIC_MULTI_INTENT`` for a multilabel model, 0: off) adds that many synthetic
     multi-intent rows per training row to the head's data (``data.synthetic_multi_intent``; made from
     the train part, never from validation; seeded by ``seed``). On ATIS (3 seeds) they kept as many
@@ -128,6 +137,8 @@ class IntentClassifier:
         self.head_: LinearHead | None = None
         self.labels_: list[str] | None = None
         self.thresholds_: np.ndarray | None = None
+        self.predicts_empty_set_ = True  # multilabel: False when no training row had the empty set
+        self.combinations_: Combinations | None = None  # multilabel: the label sets it may predict
         self.metrics_: dict | None = None
         self.info_: dict = {}
         self.backend_ = "torch"
@@ -171,6 +182,7 @@ class IntentClassifier:
         class_ids = [classes.index(label) for label in train_part.labels]
         if self.multilabel:
             labels = sorted({label for label_set in train_part.label_sets for label in label_set})
+            self.predicts_empty_set_ = any(not label_set for label_set in train_part.label_sets)
             label_sets = _multi_hot([parse_labels(name) for name in classes], labels)
             tuning = finetune_body(body, train_part.texts, class_ids, self.settings, report, label_sets)
         else:
@@ -185,6 +197,7 @@ class IntentClassifier:
         fitted_on = Dataset(train_part.examples + synthetic.examples, train_part.source)
         train_vectors = encode(body, fitted_on.texts, self.clean_text, version)
         if self.multilabel:
+            self.combinations_ = Combinations.trained_on(train_part.label_sets, synthetic.label_sets)
             targets = _multi_hot(fitted_on.label_sets, labels)
             head: LinearHead = SigmoidHead.fit(train_vectors, targets, len(labels), self.head_regularization)
         else:
@@ -241,7 +254,11 @@ class IntentClassifier:
             "fine_tuning": tuning,
             "head_regularization": self.head_regularization,
             **(
-                {"synthetic_multi_intent": {"share": self.synthetic_multi_intent, "rows": len(synthetic)}}
+                {
+                    "synthetic_multi_intent": {"share": self.synthetic_multi_intent, "rows": len(synthetic)},
+                    "predicts_empty_set": self.predicts_empty_set_,
+                    "label_combinations": self.combinations_.to_json() if self.combinations_ else None,
+                }
                 if self.multilabel
                 else {}
             ),
@@ -308,12 +325,24 @@ class IntentClassifier:
         return [labels[i] for i in probabilities.argmax(axis=1)]
 
     def predicted_sets(self, probabilities: np.ndarray) -> list[frozenset[str]]:
-        """Multilabel: each row's labels at or above their thresholds (rows of ``predict_proba``)."""
+        """Multilabel: each row's labels at or above their thresholds (rows of ``predict_proba``).
+
+        Unless the model ``predicts_empty_set_``, a row with none gets its most probable label: trained
+        without an example of "no label", the model never learned what one looks like, and its empty
+        sets were labels just under their thresholds (the router still falls back on them). Then a set
+        the head was not trained on becomes its closest one that it was (``combinations.py``).
+        """
         _, _, labels = self._fitted()
         if self.thresholds_ is None:
             raise NotFittedError("predicted sets need a multilabel model: IntentClassifier(multilabel=True)")
         accepted = probabilities >= self.thresholds_
-        return [frozenset(label for label, yes in zip(labels, row, strict=True) if yes) for row in accepted]
+        if not self.predicts_empty_set_:
+            empty = np.flatnonzero(~accepted.any(axis=1))
+            accepted[empty, probabilities[empty].argmax(axis=1)] = True
+        rows = [np.flatnonzero(row).tolist() for row in accepted]
+        if self.combinations_ is not None:
+            rows = [self.combinations_.closest(row, p, labels) for row, p in zip(rows, probabilities, strict=True)]
+        return [frozenset(labels[i] for i in row) for row in rows]
 
     def evaluate(self, dataset: Dataset) -> dict:
         """Metrics of this model on labelled data (``classification_metrics``; ``multilabel_metrics``)."""
@@ -349,8 +378,10 @@ class IntentClassifier:
         else:  # the backends' files are not in memory: a saved default could not be loaded
             info.pop("inference", None)
         config = {"labels": labels, "multilabel": self.multilabel, **info}
-        if self.multilabel and self.thresholds_ is not None:  # thresholds_ may have been changed since fit
+        if self.multilabel and self.thresholds_ is not None:  # these may have been changed since fit
             config["label_thresholds"] = {y: float(t) for y, t in zip(labels, self.thresholds_, strict=True)}
+            config["predicts_empty_set"] = self.predicts_empty_set_
+            config["label_combinations"] = self.combinations_.to_json() if self.combinations_ else None
         return write_model_folder(Path(path), self.body_, head, config, self.metrics_, overwrite, files)
 
     def optimize(self, train: Dataset, validation: Dataset, cascade: bool = False) -> IntentClassifier:
@@ -409,6 +440,20 @@ class IntentClassifier:
         classifier.body_, classifier.head_, classifier.labels_ = body, head, list(config["labels"])
         if multilabel:
             classifier.thresholds_ = np.array([config["label_thresholds"][label] for label in config["labels"]])
+            # models saved before these keys: the empty set allowed, no synthetic rows
+            classifier.predicts_empty_set_ = config.get("predicts_empty_set", True)
+            if not isinstance(classifier.predicts_empty_set_, bool):
+                raise _wrong_field(path, "predicts_empty_set", classifier.predicts_empty_set_, "true, false")
+            synthetic = config.get("synthetic_multi_intent")  # what it was trained with (information only)
+            share = synthetic.get("share") if isinstance(synthetic, dict) else None
+            classifier.synthetic_multi_intent = float(share) if isinstance(share, int | float) else 0.0
+            if config.get("label_combinations") is not None:  # None or absent: any set (saved before them)
+                try:
+                    classifier.combinations_ = Combinations.from_json(config["label_combinations"], config["labels"])
+                except ValueError as err:
+                    raise ModelLoadError(
+                        path, f"{path / CONFIG_FILE}: 'label_combinations' {err}", "correct it, or delete the key"
+                    ) from None
         classifier.metrics_ = metrics
         classifier.info_ = {k: v for k, v in config.items() if k not in ("labels", "multilabel")}
         classifier.backend_ = chosen

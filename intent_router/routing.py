@@ -19,7 +19,8 @@ Rules, in order:
 A **multilabel** model (``label_thresholds`` given: each label's fitted decision threshold) can
 accept several intents at once. ``intents`` lists every intent at or above its threshold (the
 intent's override, else the router's ``threshold``, else the label's fitted threshold), most
-confident first, and the utterance goes to the destination of the first of them:
+confident first, cut to the closest set the model was trained on (``combinations``, when given: the
+model's ``combinations_``), and the utterance goes to the destination of the first of them:
 1. ``low_confidence``: no intent reaches its threshold (the predicted set is empty) -> fallback.
 2. ``far_from_intents``: as above, the cosine to the nearest label centroid.
 3. ``no_destination``: the top accepted intent has no destination and there is no default -> fallback.
@@ -42,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+from .combinations import Combinations
 
 
 class RouterConfig(BaseModel):
@@ -97,11 +100,13 @@ def decide(
     similarity: float | None = None,
     default_similarity_threshold: float = 0.0,
     default_review_similarity_threshold: float = 0.0,
+    combinations: Combinations | None = None,
 ) -> RouteDecision:
     """Route one utterance given its confidence for every label (a row of ``predict_proba``).
 
     ``label_thresholds``: a multilabel model's fitted threshold for each label (the multilabel rules).
     ``similarity``: its cosine to the nearest intent centroid (None skips that rule).
+    ``combinations``: the label sets a multilabel model may predict (None: any).
     """
     multilabel = label_thresholds is not None
 
@@ -111,6 +116,8 @@ def decide(
 
     order = [int(i) for i in np.argsort(-probabilities)]
     accepted = [i for i in order if probabilities[i] >= threshold_of(i)]
+    if multilabel and combinations is not None:
+        accepted = combinations.closest(accepted, probabilities, labels)
     first = accepted[0] if multilabel and accepted else order[0]
     top, top_confidence, threshold = labels[first], float(probabilities[first]), threshold_of(first)
     runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0

@@ -458,6 +458,7 @@ class Service:
             similarity=None if similarity is None else float(similarity[0]),
             default_similarity_threshold=loaded.default_similarity_threshold,
             default_review_similarity_threshold=loaded.default_review_similarity_threshold,
+            combinations=loaded.classifier.combinations_,
         )
         if decision.fallback or decision.review:
             top = [[decision.intent, decision.confidence]] + [

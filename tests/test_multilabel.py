@@ -4,13 +4,15 @@ thresholds kept with the model; the metrics of sets; the router's multilabel rul
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from intent_router import IntentClassifier
 from intent_router import model as model_module
-from intent_router.data import CONNECTORS, Dataset, synthetic_multi_intent, train_validation_split
+from intent_router.combinations import Combinations
+from intent_router.data import CONNECTORS, Dataset, parse_labels, synthetic_multi_intent, train_validation_split
 from intent_router.metrics import f1_thresholds, label_thresholds, multilabel_metrics
 from intent_router.model_folder import ModelFolderError, ModelLoadError
 from intent_router.routing import RouterConfig, decide
@@ -74,6 +76,54 @@ def test_multilabel_model_predicts_sets_and_the_empty_set(fitted_multilabel, mul
     assert predicted[0] == "airfare+flight" == held_out.labels[0]  # "flights and fares" rows
     assert "" in predicted[1:]  # chit-chat: no label reaches its threshold
     assert fitted_multilabel.evaluate(held_out)["accuracy"] >= 0.6
+
+
+def test_a_model_trained_without_an_empty_set_predicts_its_top_label_instead(multilabel_split, tmp_path):
+    train, held_out = multilabel_split
+    labelled = Dataset([e for e in train.examples if e.labels], train.source)
+    model = IntentClassifier(steps=2, seed=0, multilabel=True).fit(labelled)
+    assert model.predicts_empty_set_ is False and model.info_["predicts_empty_set"] is False
+    probabilities = model.predict_proba(held_out.texts)
+    accepted = probabilities >= model.thresholds_
+    assert not accepted.any(axis=1).all()  # some rows have no label at its threshold
+    labels = model.labels_
+    expected = [
+        "+".join(y for y, yes in zip(labels, row, strict=True) if yes) if row.any() else labels[p.argmax()]
+        for row, p in zip(accepted, probabilities, strict=True)
+    ]
+    assert model.predict(held_out.texts) == expected and "" not in expected
+    loaded = IntentClassifier.load(model.save(tmp_path / "no-empty"))
+    assert loaded.predicts_empty_set_ is False and loaded.predict(held_out.texts) == expected
+    assert loaded.synthetic_multi_intent == 0.05
+    trained_on = model.info_["label_combinations"]
+    assert trained_on["seen"] == ["airfare+flight"] and set(trained_on["any_two_of"]) <= set(labels)
+    assert loaded.combinations_ == model.combinations_ == Combinations.from_json(trained_on, labels)
+
+
+def test_a_model_trained_with_an_empty_set_keeps_it_and_so_do_models_saved_before(fitted_multilabel, tmp_path):
+    assert fitted_multilabel.predicts_empty_set_ is True
+    path = fitted_multilabel.save(tmp_path / "multi")
+    config = json.loads((path / "intent_router.json").read_text())
+    assert config["predicts_empty_set"] is True
+    del config["predicts_empty_set"], config["synthetic_multi_intent"], config["label_combinations"]  # older
+    (path / "intent_router.json").write_text(json.dumps(config))
+    loaded = IntentClassifier.load(path)
+    assert loaded.predicts_empty_set_ is True and loaded.synthetic_multi_intent == 0.0
+    assert loaded.combinations_ is None  # any set, as before
+    config["predicts_empty_set"] = "no"
+    (path / "intent_router.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="'predicts_empty_set' is 'no'"):
+        IntentClassifier.load(path)
+    config["predicts_empty_set"] = True
+    for combinations, problem in (
+        ([], "must be an object with 'seen' and 'any_two_of'"),
+        ({"seen": "a+b", "any_two_of": []}, "'seen' and 'any_two_of' must be lists of strings"),
+        ({"seen": ["airfare+meal"], "any_two_of": ["baggage"]}, "['baggage', 'meal'] are not its labels"),
+    ):
+        config["label_combinations"] = combinations
+        (path / "intent_router.json").write_text(json.dumps(config))
+        with pytest.raises(ModelLoadError, match=re.escape(f"'label_combinations' {problem}")):
+            IntentClassifier.load(path)
 
 
 def test_fitted_thresholds_get_at_least_as_many_validation_sets_right_as_f1_ones(fitted_multilabel, multilabel_split):
@@ -216,6 +266,44 @@ def test_a_multilabel_fit_adds_five_percent_synthetic_rows_unless_told_otherwise
     assert classifier.info_["synthetic_multi_intent"] == {"share": 0.05, "rows": rows}
     assert IntentClassifier(multilabel=True, synthetic_multi_intent=0).synthetic_multi_intent == 0  # turned off
     assert IntentClassifier().synthetic_multi_intent == 0  # a single-label model has none
+
+
+TRAINED_ON = Combinations.trained_on(
+    [frozenset({"flight"}), frozenset({"airfare", "flight"}), frozenset({"meal", "flight", "airline"})],
+    [frozenset({"flight", "airline"}), frozenset({"airfare", "ground_service"})],
+)
+
+
+def test_the_label_sets_a_model_was_trained_on_are_its_sets_and_any_two_synthetic_labels():
+    assert TRAINED_ON.seen == {frozenset({"airfare", "flight"}), frozenset({"meal", "flight", "airline"})}
+    assert TRAINED_ON.any_two_of == {"flight", "airline", "airfare", "ground_service"}
+    allowed = ["meal", "airfare+flight", "airline+flight+meal", "airline+ground_service", "airfare+flight"]
+    refused = ["flight+meal", "airfare+airline+flight", "airline+meal"]
+    assert [TRAINED_ON.allows(parse_labels(s)) for s in allowed + refused] == [True] * 5 + [False] * 3
+    assert Combinations.from_json(json.loads(json.dumps(TRAINED_ON.to_json())), ["x", *TRAINED_ON.any_two_of, "meal"])
+
+
+def test_a_set_the_head_was_not_trained_on_becomes_its_most_probable_trained_on_subset():
+    labels = ["airfare", "airline", "flight", "meal"]
+    # flight 0.9 (logit 2.2), meal 0.6 (0.4): flight+meal was never trained on; flight alone is likelier
+    assert TRAINED_ON.closest([2, 3], np.array([0.1, 0.1, 0.9, 0.6]), labels) == [2]
+    assert TRAINED_ON.closest([3, 2], np.array([0.1, 0.1, 0.6, 0.9]), labels) == [3]  # meal on top: meal
+    # airfare+airline+flight: no triple, so the best pair or single: airline+flight (0.8 and 0.9)
+    assert TRAINED_ON.closest([2, 1, 0], np.array([0.55, 0.8, 0.9, 0.0]), labels) == [2, 1]
+    # a seen triple stays whole, and so does any allowed set
+    assert TRAINED_ON.closest([3, 2, 1], np.array([0.0, 0.7, 0.8, 0.9]), labels) == [3, 2, 1]
+    assert TRAINED_ON.closest([], np.zeros(4), labels) == []
+
+
+def test_the_router_lists_the_closest_trained_on_set():
+    labels = ["airfare", "airline", "flight", "meal"]
+    config = RouterConfig(model="m", destinations={"flight": "flights-bot"})
+    probabilities = np.array([0.1, 0.1, 0.9, 0.6])
+    fitted = np.full(4, 0.5)
+    anything = decide(config, labels, probabilities, 0.5, fitted)
+    assert [i["intent"] for i in anything.intents] == ["flight", "meal"]
+    cut = decide(config, labels, probabilities, 0.5, fitted, combinations=TRAINED_ON)
+    assert [i["intent"] for i in cut.intents] == ["flight"] and cut.destination == "flights-bot"
 
 
 MULTI_LABELS = ["airfare", "flight", "ground_service"]

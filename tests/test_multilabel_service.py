@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import time
 
 import httpx
@@ -78,6 +80,24 @@ def test_classify_gives_independent_probabilities_and_the_predicted_set(service)
     model = httpx.get(f"{server.url}/v1/models/multi", headers=key).json()
     assert set(model["info"]["label_thresholds"]) == {"airfare", "flight", "ground_service"}
     assert "hamming_loss" in model["metrics"]
+
+
+def test_classify_gives_the_top_label_of_a_model_trained_without_an_empty_set(service):
+    server, key = service
+    # the same model as if its data had had no empty label set (a fit sets the flag; test_multilabel.py)
+    config = json.loads((server.home / "models" / "multi" / "intent_router.json").read_text())
+    assert config["predicts_empty_set"] is True
+    shutil.copytree(server.home / "models" / "multi", server.home / "models" / "multi-labelled")
+    config["predicts_empty_set"] = False
+    (server.home / "models" / "multi-labelled" / "intent_router.json").write_text(json.dumps(config))
+    inputs = [FLIGHTS_AND_FARES, "hello"]
+    for name, empty_allowed in (("multi", True), ("multi-labelled", False)):
+        answer = httpx.post(f"{server.url}/v1/classify", json={"model": name, "inputs": inputs}, headers=key)
+        assert answer.status_code == 200, answer.text
+        hello = answer.json()["classifications"][1]
+        assert not any(row["confidence"] >= row["threshold"] for row in hello["labels"])
+        top = hello["labels"][0]["label"]
+        assert (hello["predicted_labels"], hello["prediction"]) == (([], "") if empty_allowed else ([top], top))
 
 
 def test_route_sends_to_the_top_accepted_intent_and_lists_them_all(service):

@@ -21,6 +21,7 @@ import yaml
 from server import CLI, Server, cli
 
 from intent_router import IntentClassifier
+from intent_router.data import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RASA_VENV = Path(os.environ.get("RASA_VENV", ROOT / ".venv-rasa"))
@@ -412,6 +413,33 @@ def test_messages_a_clean_text_model_empties_get_no_intent_and_their_batch_is_cl
     )
     assert ranking == pytest.approx(alone_ranking, abs=1e-2)  # batched with other texts: padding moves the 4th decimal
     assert log.count("has no words once model 'atis-cleaned' cleans it") == 3
+
+
+def test_a_multilabel_model_gives_its_predicted_set_as_the_intent(rasa_venv, server, admin_key, home, multilabel_split):
+    train, held_out = multilabel_split
+    labelled = Dataset([e for e in train.examples if e.labels], train.source)  # no empty set: Rasa has none
+    IntentClassifier(steps=0, multilabel=True).fit(labelled).save(home / "models" / "atis-multi")
+    labels = ["airfare", "flight", "ground_service"]
+    model = {"name": "atis-multi", "labels": labels, "intents": {y: f"atis_{y}" for y in labels}}
+    texts = held_out.texts
+    answer = httpx.post(
+        f"{server.url}/v1/classify",
+        json={"model": "atis-multi", "inputs": texts},
+        headers={"Authorization": f"Bearer {admin_key}"},
+    ).json()["classifications"]
+
+    (messages,), log = process(admin_key, [({"url": server.url, "timeout": 30.0, "on_error": "raise"}, model, texts)])
+
+    below = [not any(r["confidence"] >= r["threshold"] for r in c["labels"]) for c in answer]
+    assert any(below) and not all(below)  # some texts have no label at its threshold
+    for message, classification, none_above in zip(messages, answer, below, strict=True):
+        predicted = classification["predicted_labels"]
+        assert predicted == ([classification["labels"][0]["label"]] if none_above else predicted) != []
+        name = message["intent"]["name"]
+        assert name == model["intents"].get("+".join(sorted(predicted)), "+".join(sorted(predicted))), log[-3000:]
+        assert message["intent"]["confidence"] == pytest.approx(
+            min(r["confidence"] for r in classification["labels"] if r["label"] in predicted), abs=1e-6
+        )
 
 
 def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(served, server, admin_key):

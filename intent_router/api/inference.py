@@ -51,15 +51,17 @@ async def classify(body: ClassifyRequest, request: Request) -> dict:
     if body.record_low_confidence:
         recording = body.record_low_confidence
         await service.record_unsure(body.model, body.inputs, labels, probabilities, recording.below, recording.source)
-    thresholds = (await service.model(body.model)).label_thresholds
-    fitted = [None] * len(labels) if thresholds is None else thresholds.tolist()
+    classifier = (await service.model(body.model)).classifier
+    multilabel = classifier.multilabel and classifier.thresholds_ is not None
+    fitted = classifier.thresholds_.tolist() if multilabel else [None] * len(labels)
+    sets = classifier.predicted_sets(probabilities) if multilabel else [None] * len(body.inputs)
     # Plain dicts, validated once against ClassifyResponse by FastAPI: building a pydantic object per
     # label took about 19 ms of a batch of 96 on the event loop, as long as int8 takes to classify it.
     classifications = []
-    for text, row, cut in zip(body.inputs, probabilities.tolist(), truncated, strict=True):
+    for text, row, cut, chosen in zip(body.inputs, probabilities.tolist(), truncated, sets, strict=True):
         ranked = sorted(range(len(labels)), key=lambda i: -row[i])
         scores = [{"label": labels[i], "confidence": row[i], "threshold": fitted[i]} for i in ranked]
-        predicted = None if thresholds is None else [labels[i] for i in ranked if row[i] >= fitted[i]]
+        predicted = None if chosen is None else [labels[i] for i in ranked if labels[i] in chosen]
         classifications.append(
             {
                 "input": text,

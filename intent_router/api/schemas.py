@@ -67,7 +67,9 @@ class Classification(BaseModel):
     confidence: float = Field(description="the top label's confidence")
     labels: list[LabelConfidence] = Field(description="every label, most confident first")
     predicted_labels: list[str] | None = Field(
-        None, description="multilabel: every label at or above its threshold, most confident first (may be empty)"
+        None,
+        description="multilabel: every label at or above its threshold, most confident first; empty when none is, "
+        "unless the model was trained without an empty set (then its top label)",
     )
     truncated: bool = Field(False, description="the input was over the length limit and classified cut (truncate)")
 

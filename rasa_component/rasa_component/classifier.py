@@ -31,6 +31,9 @@ logger = logging.getLogger(f"rasa.{__name__}")  # under "rasa": Rasa's --verbose
 
 MODEL_FILE = "intent_router.json"
 MAX_BATCH = 96  # texts per /v1/classify call: the service's default limit
+# Part of a multilabel model's name: raised when the service fits multilabel models differently, so a
+# model fitted the old way is not reused (2: synthetic multi-intent rows and no empty set by default).
+MULTILABEL_RECIPE = 2
 # The service cuts a text over its model's limit itself (truncate), after cleaning for a model trained
 # with clean_text; this only keeps a runaway message from being posted whole. It is five times the
 # most the service takes by default (20,000 characters as sent, for a clean_text model), so a service
@@ -148,9 +151,11 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
     def finetune(self, examples: List[Tuple[str, str]]) -> str:
         """The name of a service model fine-tuned on these examples: an existing one, or a new fine-tune."""
         settings = {k: self.config[k] for k in ("base_model", "steps", "seed", "allow_rare_labels")}
+        recipe = []
         if self.config["multilabel"]:  # only then: single-label models keep their names (and are reused)
             settings["multilabel"] = True
-        digest = hashlib.sha256(json.dumps([examples, settings], sort_keys=True).encode()).hexdigest()
+            recipe = [MULTILABEL_RECIPE]  # a multilabel model fitted by an older service is fitted again
+        digest = hashlib.sha256(json.dumps([examples, settings, *recipe], sort_keys=True).encode()).hexdigest()
         name = f"rasa-{digest[:12]}"
         if self.call("GET", f"/v1/models/{name}", missing_ok=True) is not None:
             logger.info(f"intent-router: data and settings unchanged, reusing model {name!r}")
@@ -323,14 +328,17 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             except ValueError:
                 answer = None
             raise IntentRouterError(
-                f"intent-router: {method} {path} failed ({response.status_code}): {response.text}", response.status_code
+                f"intent-router: {method} {path} failed ({response.status_code}): {response.text}",
+                response.status_code,
+                answer,
             )
         return response.json()
 
 
 def predicted_set(classification: Dict[str, Any], intents: Dict[str, str]) -> Dict[str, Any]:
     """A multilabel answer's predicted set as one intent (``flight+airfare``, Rasa's multi-intent name)
-    with the confidence of its least confident label; no intent when no label reaches its threshold."""
+    with the confidence of its least confident label; no intent when the set is empty (no label at
+    its threshold, for a model trained with empty sets; the service gives the others' top label)."""
     if not classification["predicted_labels"]:
         return {"name": None, "confidence": 0.0}
     confidences = {row["label"]: row["confidence"] for row in classification["labels"]}

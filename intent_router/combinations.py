@@ -1,0 +1,67 @@
+"""The label sets a multilabel model may predict: those its head was trained on.
+
+A one-vs-rest head decides each label on its own, so it can accept two labels that never occurred
+together in anything it learned from (on ATIS: ``flight`` beside a ``meal`` question). Such a set is
+cut to the trained-on set within it with the highest joint probability: each label's decision is
+independent, so that is the subset whose labels' logits sum highest. Single labels are always allowed.
+
+Trained on: the sets of two or more labels in the training data, and any two of the labels the
+synthetic multi-intent rows paired (``data.synthetic_multi_intent``). Stored in ``intent_router.json``
+as ``label_combinations``; a model saved without it predicts any set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from .data import label_key, parse_labels
+
+
+@dataclass(frozen=True)
+class Combinations:
+    seen: frozenset[frozenset[str]]  # the training data's sets of two or more labels
+    any_two_of: frozenset[str]  # the labels synthetic rows paired: any two of them together
+
+    @classmethod
+    def trained_on(cls, label_sets: Iterable[frozenset[str]], synthetic_sets: Iterable[frozenset[str]]) -> Combinations:
+        paired = frozenset(label for label_set in synthetic_sets for label in label_set)
+        return cls(frozenset(s for s in label_sets if len(s) > 1), paired)
+
+    def allows(self, label_set: frozenset[str]) -> bool:
+        return len(label_set) < 2 or label_set in self.seen or (len(label_set) == 2 and label_set <= self.any_two_of)
+
+    def closest(self, accepted: Sequence[int], probabilities: np.ndarray, labels: Sequence[str]) -> list[int]:
+        """``accepted`` (label indices) if allowed, else its allowed subset with the highest joint
+        probability; in the order of ``accepted``."""
+        chosen = frozenset(labels[i] for i in accepted)
+        if self.allows(chosen):
+            return list(accepted)
+        index = {labels[i]: i for i in accepted}
+        candidates = [frozenset([label]) for label in chosen]
+        candidates += [s for s in self.seen if s <= chosen]
+        candidates += [frozenset(pair) for pair in combinations(sorted(chosen & self.any_two_of), 2)]
+        p = np.clip(probabilities[list(accepted)], 1e-9, 1 - 1e-9)
+        logit = {labels[i]: float(v) for i, v in zip(accepted, np.log(p) - np.log1p(-p), strict=True)}
+        best = max(candidates, key=lambda s: (sum(logit[label] for label in s), label_key(s)))
+        return [index[label] for label in (labels[i] for i in accepted) if label in best]
+
+    def to_json(self) -> dict:
+        return {"seen": sorted(label_key(s) for s in self.seen), "any_two_of": sorted(self.any_two_of)}
+
+    @classmethod
+    def from_json(cls, value: object, labels: Sequence[str]) -> Combinations:
+        """``ValueError`` saying what is wrong: not the shape ``to_json`` writes, or unknown labels."""
+        if not isinstance(value, dict) or set(value) != {"seen", "any_two_of"}:
+            raise ValueError("must be an object with 'seen' and 'any_two_of'")
+        seen, paired = value["seen"], value["any_two_of"]
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in (seen, paired)):
+            raise ValueError("'seen' and 'any_two_of' must be lists of strings")
+        combined = cls(frozenset(parse_labels(s) for s in seen), frozenset(paired))
+        unknown = sorted(({y for s in combined.seen for y in s} | combined.any_two_of) - set(labels))
+        if unknown:
+            raise ValueError(f"{unknown} are not its labels")
+        return combined
