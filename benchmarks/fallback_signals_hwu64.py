@@ -13,6 +13,8 @@ scored so that higher means "more likely unknown":
 - ``Mahalanobis``: the distance to the nearest intent mean under one shared covariance, shrunk
   halfway to a multiple of the identity (Lee et al. 2018; Podolskiy et al. 2021);
 - ``base centroid``: the centroid rule in the frozen base model's space (no fine-tuning);
+- ``base 10-NN disagreement``: the share of the 10 nearest known training examples in the frozen
+  base model's space whose intent is not the one the fine-tuned model predicts;
 - ``centroid + energy``: the sum of the two, each standardised on validation.
 
 For each: AUROC (unknown vs known traffic); capture (share of unknown-intent traffic flagged) when
@@ -89,7 +91,14 @@ def signals(model: IntentClassifier, base, parts: dict) -> dict[str, tuple[np.nd
     for k in (1, 10):
         out[f"{k} nearest"] = tuple(nearest(tuned["train"], k, tuned["traffic"], tuned["valid"]))
     out["Mahalanobis"] = tuple(mahalanobis(tuned["train"], train_y, tuned["traffic"], tuned["valid"]))
-    out["base centroid"] = tuple(centroid(base(train_t), train_y, base(traffic_t), base(valid_t)))
+    base_x = {part: unit(base(t)) for part, t in texts.items()}
+    out["base centroid"] = tuple(centroid(base_x["train"], train_y, base_x["traffic"], base_x["valid"]))
+    known, disagreement = np.array(train_y), []
+    for part in ("traffic", "valid"):
+        predicted = np.array(model.labels_)[head.predict_proba(tuned[part]).argmax(axis=1)]
+        neighbours = np.argsort(-(base_x[part] @ base_x["train"].T), axis=1)[:, :10]
+        disagreement.append(1 - (known[neighbours] == predicted[:, None]).mean(axis=1))
+    out["base 10-NN disagreement"] = tuple(disagreement)
     standard = [(s - v.mean()) / v.std() for s, v in (out["centroid"], out["energy"])]
     standard_valid = [(v - v.mean()) / v.std() for _, v in (out["centroid"], out["energy"])]
     out["centroid + energy"] = (standard[0] + standard[1], standard_valid[0] + standard_valid[1])
