@@ -41,12 +41,20 @@ class Combinations:
         if self.allows(chosen):
             return list(accepted)
         index = {labels[i]: i for i in accepted}
-        candidates = [frozenset([label]) for label in chosen]
-        candidates += [s for s in self.seen if s <= chosen]
-        candidates += [frozenset(pair) for pair in combinations(sorted(chosen & self.any_two_of), 2)]
         p = np.clip(probabilities[list(accepted)], 1e-9, 1 - 1e-9)
         logit = {labels[i]: float(v) for i, v in zip(accepted, np.log(p) - np.log1p(-p), strict=True)}
-        best = max(candidates, key=lambda s: (sum(logit[label] for label in s), label_key(s)))
+        # Of the single labels and of the pairs of ``any_two_of``, only the likeliest (and any tied with
+        # them) can win: trying every pair is quadratic (150 labels passing: half a second a batch).
+        ranked = sorted(logit.values(), reverse=True)
+        candidates = [frozenset([label]) for label in chosen if logit[label] >= ranked[0]]
+        pairable = sorted((logit[label] for label in chosen & self.any_two_of), reverse=True)
+        if len(pairable) > 1:
+            likely = [label for label in chosen & self.any_two_of if logit[label] >= pairable[1]]
+            candidates += [frozenset(pair) for pair in combinations(likely, 2)]
+        candidates += [s for s in self.seen if s <= chosen]
+        sums = [sum(logit[label] for label in s) for s in candidates]
+        top = max(sums)
+        best = max((s for s, total in zip(candidates, sums, strict=True) if total == top), key=label_key)
         return [index[label] for label in (labels[i] for i in accepted) if label in best]
 
     def to_json(self) -> dict:
