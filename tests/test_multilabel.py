@@ -326,6 +326,25 @@ def test_the_closest_trained_on_set_is_the_likeliest_allowed_subset_and_quick_wi
     assert cut == [sorted(np.argsort(-row)[:2].tolist()) for row in batch]
 
 
+def test_many_seen_sets_do_not_slow_a_batch_and_a_hand_written_empty_one_is_never_predicted():
+    labels = [f"intent_{i:03d}" for i in range(200)]
+    rng = np.random.default_rng(0)
+    seen = frozenset(frozenset(rng.choice(labels, 3, replace=False)) for _ in range(20_000))
+    trained_on = Combinations(seen, frozenset())
+    passing = [int(i) for i in rng.choice(200, 4, replace=False)]
+    batch = rng.uniform(0.0, 0.4, (96, 200))
+    batch[:, passing] = rng.uniform(0.6, 1.0, (96, 4))
+    start = time.perf_counter()
+    cut = [trained_on.closest(passing, row, labels) for row in batch]
+    assert time.perf_counter() - start < 0.05  # every seen set tried for every row: about 180 ms
+    within = [s for s in seen if s <= {labels[i] for i in passing}]
+    assert all(len(c) in (1, 3) for c in cut) and ({len(c) for c in cut} == {1} or within)
+    # "" in 'seen' (hand-written) is no set to cut to: a set of labels all under 0.5 still keeps one
+    written = Combinations.from_json({"seen": ["", "intent_000", "intent_000+intent_001"], "any_two_of": []}, labels)
+    assert written.seen == {frozenset({"intent_000", "intent_001"})}
+    assert written.closest([2, 3], np.linspace(0.4, 0.2, 200), labels) == [2]
+
+
 def test_the_router_lists_the_closest_trained_on_set():
     labels = ["airfare", "airline", "flight", "meal"]
     config = RouterConfig(model="m", destinations={"flight": "flights-bot"})
