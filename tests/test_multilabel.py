@@ -3,8 +3,10 @@ thresholds kept with the model; the metrics of sets; the router's multilabel rul
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +14,14 @@ import pytest
 from intent_router import IntentClassifier
 from intent_router import model as model_module
 from intent_router.combinations import Combinations
-from intent_router.data import CONNECTORS, Dataset, parse_labels, synthetic_multi_intent, train_validation_split
+from intent_router.data import (
+    CONNECTORS,
+    Dataset,
+    label_key,
+    parse_labels,
+    synthetic_multi_intent,
+    train_validation_split,
+)
 from intent_router.metrics import f1_thresholds, label_thresholds, multilabel_metrics
 from intent_router.model_folder import ModelFolderError, ModelLoadError
 from intent_router.routing import RouterConfig, decide
@@ -293,6 +302,47 @@ def test_a_set_the_head_was_not_trained_on_becomes_its_most_probable_trained_on_
     # a seen triple stays whole, and so does any allowed set
     assert TRAINED_ON.closest([3, 2, 1], np.array([0.0, 0.7, 0.8, 0.9]), labels) == [3, 2, 1]
     assert TRAINED_ON.closest([], np.zeros(4), labels) == []
+
+
+def test_the_closest_trained_on_set_is_the_likeliest_allowed_subset_and_quick_with_many_labels():
+    labels = [f"intent_{i:03d}" for i in range(200)]
+    rng = np.random.default_rng(0)
+    seen = frozenset(frozenset(rng.choice(labels[:8], size, replace=False)) for size in (2, 2, 3, 3, 4))
+    trained_on = Combinations(seen, frozenset(labels[2:7]))
+    for _ in range(300):  # against every allowed subset, on the first 8 labels
+        probabilities = rng.choice([0.55, 0.7, 0.8, 0.9, 0.99], 200)  # ties too
+        accepted = [int(i) for i in rng.permutation(8)[: rng.integers(2, 9)]]
+        chosen = [labels[i] for i in accepted]
+        logit = {labels[i]: np.log(probabilities[i]) - np.log1p(-probabilities[i]) for i in accepted}
+        subsets = [frozenset(s) for n in (1, 2, 3, 4) for s in itertools.combinations(chosen, n)]
+        best = max((s for s in subsets if trained_on.allows(s)), key=lambda s: (sum(logit[y] for y in s), label_key(s)))
+        assert trained_on.closest(accepted, probabilities, labels) == [i for i in accepted if labels[i] in best]
+    # 200 labels, all passing and all paired by synthetic rows: not every pair tried (a second a batch)
+    everything = Combinations(frozenset(), frozenset(labels))
+    batch = rng.uniform(0.6, 1.0, (96, 200))
+    start = time.perf_counter()
+    cut = [everything.closest(list(range(200)), row, labels) for row in batch]
+    assert time.perf_counter() - start < 0.25
+    assert cut == [sorted(np.argsort(-row)[:2].tolist()) for row in batch]
+
+
+def test_many_seen_sets_do_not_slow_a_batch_and_a_hand_written_empty_one_is_never_predicted():
+    labels = [f"intent_{i:03d}" for i in range(200)]
+    rng = np.random.default_rng(0)
+    seen = frozenset(frozenset(rng.choice(labels, 3, replace=False)) for _ in range(20_000))
+    trained_on = Combinations(seen, frozenset())
+    passing = [int(i) for i in rng.choice(200, 4, replace=False)]
+    batch = rng.uniform(0.0, 0.4, (96, 200))
+    batch[:, passing] = rng.uniform(0.6, 1.0, (96, 4))
+    start = time.perf_counter()
+    cut = [trained_on.closest(passing, row, labels) for row in batch]
+    assert time.perf_counter() - start < 0.05  # every seen set tried for every row: about 180 ms
+    within = [s for s in seen if s <= {labels[i] for i in passing}]
+    assert all(len(c) in (1, 3) for c in cut) and ({len(c) for c in cut} == {1} or within)
+    # "" in 'seen' (hand-written) is no set to cut to: a set of labels all under 0.5 still keeps one
+    written = Combinations.from_json({"seen": ["", "intent_000", "intent_000+intent_001"], "any_two_of": []}, labels)
+    assert written.seen == {frozenset({"intent_000", "intent_001"})}
+    assert written.closest([2, 3], np.linspace(0.4, 0.2, 200), labels) == [2]
 
 
 def test_the_router_lists_the_closest_trained_on_set():

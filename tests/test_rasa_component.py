@@ -8,10 +8,12 @@ service gone, a bot gets the configured behaviour within a bounded time.
 from __future__ import annotations
 
 import csv
+import http.server
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -413,6 +415,42 @@ def test_messages_a_clean_text_model_empties_get_no_intent_and_their_batch_is_cl
     )
     assert ranking == pytest.approx(alone_ranking, abs=1e-2)  # batched with other texts: padding moves the 4th decimal
     assert log.count("has no words once model 'atis-cleaned' cleans it") == 3
+
+
+def test_a_422_naming_no_input_of_the_batch_follows_on_error(rasa_venv, admin_key):
+    """A 422 with ``reason: emptied`` but an ``input`` outside the batch (a service bug, a proxy) is a
+    refusal like any other: on_error applies, as for a service too old to name the input."""
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps(
+                {"detail": "text 7 of the request is empty once cleaned", "input": 7, "reason": "emptied"}
+            )
+            self.send_response(422)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    refusing = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=refusing.serve_forever, daemon=True).start()
+    config = {"url": f"http://127.0.0.1:{refusing.server_port}", "timeout": 10.0}
+    model = {"name": "atis-cleaned", "labels": INTENTS, "intents": {i: i for i in INTENTS}}
+    try:
+        (empty, raised), log = process(
+            admin_key, [({**config, "on_error": on_error}, model, ["fares", "limo"]) for on_error in ("empty", "raise")]
+        )
+    finally:
+        refusing.shutdown()
+
+    assert isinstance(empty, list), empty  # not an error
+    assert [m["intent"]["name"] for m in empty] == [None, None], log[-3000:]
+    assert "2 message(s) get no intent (on_error: empty)" in log
+    assert "IntentRouterError" in raised["error"] and "failed (422)" in raised["error"]
+    assert "has no words once" not in log
 
 
 def test_a_multilabel_model_gives_its_predicted_set_as_the_intent(rasa_venv, server, admin_key, home, multilabel_split):

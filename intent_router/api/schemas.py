@@ -68,8 +68,9 @@ class Classification(BaseModel):
     labels: list[LabelConfidence] = Field(description="every label, most confident first")
     predicted_labels: list[str] | None = Field(
         None,
-        description="multilabel: every label at or above its threshold, most confident first; empty when none is, "
-        "unless the model was trained without an empty set (then its top label)",
+        description="multilabel: every label at or above its threshold, most confident first, cut to the likeliest "
+        "set within it that the model was trained on (label_combinations); empty when none is, unless the model "
+        "was trained without an empty set (then its top label)",
     )
     truncated: bool = Field(False, description="the input was over the length limit and classified cut (truncate)")
 

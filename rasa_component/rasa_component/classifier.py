@@ -55,7 +55,8 @@ class IntentRouterError(RuntimeError):
         """The index of the input a clean_text model's cleaning emptied, when that is why it was refused."""
         answer = self.answer if isinstance(self.answer, dict) else {}
         index = answer.get("input")
-        return index if self.status == 422 and answer.get("reason") == "emptied" and isinstance(index, int) else None
+        emptied = self.status == 422 and answer.get("reason") == "emptied"
+        return index if emptied and isinstance(index, int) and not isinstance(index, bool) and index >= 0 else None
 
     @property
     def outage(self) -> bool:
@@ -279,7 +280,8 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             except IntentRouterError as error:
                 if error.outage and attempt + 1 < attempts:
                     continue
-                if self.config["on_error"] == "raise" or error.emptied_input is not None:
+                emptied = error.emptied_input  # the caller drops it; an index outside the batch is a refusal
+                if self.config["on_error"] == "raise" or (emptied is not None and emptied < len(inputs)):
                     raise
                 if not error.outage:
                     logger.error(f"{error}; {len(inputs)} message(s) get no intent (on_error: empty)")
