@@ -384,3 +384,10 @@ def test_the_cli_starts_without_loading_torch_or_scikit_learn():
     code = "import sys, intent_router.cli; print(sorted({'torch', 'sklearn', 'onnxruntime'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_python_dash_m_runs_the_same_cli():
+    env = {**os.environ, "COLUMNS": "200"}
+    module = subprocess.run([sys.executable, "-m", "intent_router", "--help"], capture_output=True, text=True, env=env)
+    assert module.returncode == 0, module.stderr
+    assert "Usage: intent-router" in module.stdout and "discover" in module.stdout
