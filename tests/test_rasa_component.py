@@ -535,3 +535,37 @@ def test_a_hung_service_gives_the_configured_behaviour_in_bounded_time(trained, 
     assert "IntentRouterError" in raised["error"] and "did not answer POST /v1/classify" in raised["error"]
     # 2 attempts of a 4 s timeout each, plus Rasa's own work
     assert all(r["seconds"] < 15 for r in results), results
+
+
+def test_rasa_trains_a_multilabel_model_and_parses_label_sets(rasa_venv, multilabel_split, tmp_path):
+    """`multilabel: true` in config.yml: `rasa train nlu` fine-tunes a multilabel model through the
+    service, and Rasa's Agent gets label sets under Rasa's multi-intent names (its own service)."""
+    key = cli(tmp_path, "keys", "create", "--scope", "admin", "--name", "rasa")
+    server = Server(tmp_path)
+    try:
+        train, _ = multilabel_split
+        rows = [[e.text, "+".join(f"atis_{y}" for y in sorted(e.labels))] for e in train.examples if e.labels]
+        with (tmp_path / "multi.csv").open("w", newline="") as handle:
+            csv.writer(handle).writerows([["text", "intent"], *rows])
+        nlu = tmp_path / "multi.yml"
+        export = [str(CLI), "export", "--format", "rasa", str(tmp_path / "multi.csv"), "-o", str(nlu)]
+        subprocess.run(export, check=True)
+        project = write_project(tmp_path / "bot", server.url, nlu, nlu, multilabel=True)
+
+        result = rasa(project, key, "train", "nlu", "--fixed-model-name", "nlu", "--out", "models")
+
+        (job,) = finetunes(server, key)
+        assert job["status"] == "completed", result.stdout[-3000:]
+        info = httpx.get(f"{server.url}/v1/models/{job['name']}", headers={"Authorization": f"Bearer {key}"}).json()
+        assert info["labels"] == ["atis_airfare", "atis_flight", "atis_ground_service"]
+        assert info["info"]["predicts_empty_set"] is False  # Rasa data has no message without an intent
+        assert info["info"]["label_combinations"]["seen"] == ["atis_airfare+atis_flight"]
+        texts = ["show me flights and fares from boston to denver", "hello there", "is there a limo in dallas"]
+        results, log = parse(project, key, [(str(project / "models" / "nlu.tar.gz"), text) for text in texts])
+        names = {"atis_airfare", "atis_flight", "atis_ground_service", "atis_airfare+atis_flight", "nlu_fallback"}
+        for parsed in results:
+            assert parsed["intent"]["name"] in names, log[-3000:]  # never no intent: a set, or Rasa's fallback
+            ranked = {row["name"] for row in parsed["intent_ranking"]} - {"nlu_fallback"}
+            assert ranked == {"atis_airfare", "atis_flight", "atis_ground_service"}
+    finally:
+        server.stop()
