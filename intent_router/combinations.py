@@ -34,8 +34,7 @@ class Combinations:
         counts = Counter(label for label_set in self.seen for label in label_set)
         by_rarest: dict[str, list[frozenset[str]]] = {}
         for label_set in self.seen:
-            if label_set:
-                by_rarest.setdefault(min(label_set, key=lambda y: (counts[y], y)), []).append(label_set)
+            by_rarest.setdefault(min(label_set, key=lambda y: (counts[y], y)), []).append(label_set)
         object.__setattr__(self, "by_rarest", by_rarest)
 
     @classmethod
@@ -57,8 +56,8 @@ class Combinations:
         logit = {labels[i]: float(v) for i, v in zip(accepted, np.log(p) - np.log1p(-p), strict=True)}
         # Of the single labels and of the pairs of ``any_two_of``, only the likeliest (and any tied with
         # them) can win: trying every pair is quadratic (150 labels passing: half a second a batch).
-        ranked = sorted(logit.values(), reverse=True)
-        candidates = [frozenset([label]) for label in chosen if logit[label] >= ranked[0]]
+        likeliest = max(logit.values())
+        candidates = [frozenset([label]) for label in chosen if logit[label] >= likeliest]
         pairable = sorted((logit[label] for label in chosen & self.any_two_of), reverse=True)
         if len(pairable) > 1:
             likely = [label for label in chosen & self.any_two_of if logit[label] >= pairable[1]]

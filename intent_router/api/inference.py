@@ -51,10 +51,10 @@ async def classify(body: ClassifyRequest, request: Request) -> dict:
     if body.record_low_confidence:
         recording = body.record_low_confidence
         await service.record_unsure(body.model, body.inputs, labels, probabilities, recording.below, recording.source)
-    classifier = (await service.model(body.model)).classifier
-    multilabel = classifier.multilabel and classifier.thresholds_ is not None
-    fitted = classifier.thresholds_.tolist() if multilabel else [None] * len(labels)
-    sets = classifier.predicted_sets(probabilities) if multilabel else [None] * len(body.inputs)
+    loaded = await service.model(body.model)
+    thresholds = loaded.label_thresholds  # None for a single-label model
+    fitted = [None] * len(labels) if thresholds is None else thresholds.tolist()
+    sets = [None] * len(body.inputs) if thresholds is None else loaded.classifier.predicted_sets(probabilities)
     # Plain dicts, validated once against ClassifyResponse by FastAPI: building a pydantic object per
     # label took about 19 ms of a batch of 96 on the event loop, as long as int8 takes to classify it.
     classifications = []
