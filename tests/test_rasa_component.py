@@ -402,19 +402,21 @@ def test_messages_a_clean_text_model_empties_get_no_intent_and_their_batch_is_cl
     model = {"name": "atis-cleaned", "labels": INTENTS, "intents": {i: i for i in INTENTS}}
     config = {"url": server.url, "timeout": 30.0, "on_error": "raise"}
     question = "show me fares from boston to denver"
-    texts = ["<p><br></p>", question, "https://example.com/a?b=c", "limo in dallas", "&lt;b&gt;&lt;/b&gt;"]
+    pasted = "<br>" * 30_000 + " flights to denver"  # no words in the first 100,000 characters sent
+    texts = ["<p><br></p>", question, "https://example.com/a?b=c", "limo in dallas", "&lt;b&gt;&lt;/b&gt;", pasted]
 
     (messages,), log = process(admin_key, [(config, model, texts)])  # a 422 failed the whole batch
 
-    assert [m["intent"]["name"] for m in messages[::2]] == [None, None, None], log[-3000:]
-    assert [m["intent_ranking"] for m in messages[::2]] == [[], [], []]
-    assert [m["intent"]["name"] in INTENTS for m in messages[1::2]] == [True, True]
+    assert [m["intent"]["name"] for m in messages[::2] + messages[5:]] == [None] * 4, log[-3000:]
+    assert [m["intent_ranking"] for m in messages[::2] + messages[5:]] == [[]] * 4
+    assert [m["intent"]["name"] in INTENTS for m in messages[1:5:2]] == [True, True]
     ((alone,), _) = process(admin_key, [(config, model, [question])])
     ranking, alone_ranking = (
         {r["name"]: r["confidence"] for r in m["intent_ranking"]} for m in (messages[1], alone[0])
     )
     assert ranking == pytest.approx(alone_ranking, abs=1e-2)  # batched with other texts: padding moves the 4th decimal
-    assert log.count("has no words once model 'atis-cleaned' cleans it") == 3
+    assert log.count("has no words once model 'atis-cleaned' cleans it (only markup, links or symbols);") == 3
+    assert log.count("symbols in its first 100,000 characters, all that is sent); it gets no intent") == 1
 
 
 def test_a_422_naming_no_input_of_the_batch_follows_on_error(rasa_venv, admin_key):

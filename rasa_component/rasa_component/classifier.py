@@ -252,9 +252,12 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
                 emptied = error.emptied_input
                 if emptied is None or not 0 <= emptied < len(kept):
                     raise
+                cut = len(texts[kept[emptied]]) > MAX_SENT_CHARS
                 logger.warning(
                     f"intent-router: a message has no words once model {self.model['name']!r} cleans it (only "
-                    "markup, links or symbols); it gets no intent"
+                    "markup, links or symbols"
+                    + (f" in its first {MAX_SENT_CHARS:,} characters, all that is sent" if cut else "")
+                    + "); it gets no intent"
                 )
                 del kept[emptied]
         results = [NO_INTENT for _ in texts]
