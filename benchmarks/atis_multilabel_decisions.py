@@ -9,9 +9,9 @@ by checksum) and scores three decisions with the library's own ``predicted_sets`
 - ``thresholds``: every label at or above its fitted threshold (the empty set allowed);
 - ``+ no empty set``: a text with no label there gets its most probable one (``predicts_empty_set_``
   false: ATIS has no row without a label);
-- ``+ trained-on sets``: then a set the head was not trained on is cut to its most probable subset
-  that it was (``combinations_``: the train part's sets and any two of the labels its synthetic rows
-  paired); the library's decision since this release.
+- ``+ trained-on sets``: then a set the head was not trained on is cut to its subset that it was
+  (``combinations_``: the train part's sets and any two of the labels its synthetic rows paired)
+  whose labels stand furthest above their thresholds; the library's decision.
 
 Columns: validation in sample (thresholds fitted and scored on all its rows), validation held out
 (thresholds fitted on four fifths, scored on the fifth; 5 folds), and with --test the 893 test rows

@@ -2,8 +2,11 @@
 
 A one-vs-rest head decides each label on its own, so it can accept two labels that never occurred
 together in anything it learned from (on ATIS: ``flight`` beside a ``meal`` question). Such a set is
-cut to the trained-on set within it with the highest joint probability: each label's decision is
-independent, so that is the subset whose labels' logits sum highest. Single labels are always allowed.
+cut to the trained-on set within it whose labels stand furthest above their thresholds: the subset
+whose labels' logits, each less its threshold's logit, sum highest. Each label's decision is
+independent, so with every threshold at 0.5 that is the subset of highest joint probability; measured
+from the thresholds, a label a team accepts below 0.5 (a router's ``intent_thresholds``, or a fitted
+threshold) counts for its set rather than against it. Single labels are always allowed.
 
 Trained on: the sets of two or more labels in the training data, and any two of the labels the
 synthetic multi-intent rows paired (``data.synthetic_multi_intent``). Stored in ``intent_router.json``
@@ -45,15 +48,18 @@ class Combinations:
     def allows(self, label_set: frozenset[str]) -> bool:
         return len(label_set) < 2 or label_set in self.seen or (len(label_set) == 2 and label_set <= self.any_two_of)
 
-    def closest(self, accepted: Sequence[int], probabilities: np.ndarray, labels: Sequence[str]) -> list[int]:
-        """``accepted`` (label indices) if allowed, else its allowed subset with the highest joint
-        probability; in the order of ``accepted``."""
+    def closest(
+        self, accepted: Sequence[int], probabilities: np.ndarray, thresholds: np.ndarray, labels: Sequence[str]
+    ) -> list[int]:
+        """``accepted`` (label indices) if allowed, else its allowed subset furthest above its labels'
+        ``thresholds`` (one per label, as ``probabilities``); in the order of ``accepted``."""
         chosen = frozenset(labels[i] for i in accepted)
         if self.allows(chosen):
             return list(accepted)
         index = {labels[i]: i for i in accepted}
-        p = np.clip(probabilities[list(accepted)], 1e-9, 1 - 1e-9)
-        logit = {labels[i]: float(v) for i, v in zip(accepted, np.log(p) - np.log1p(-p), strict=True)}
+        p, t = (np.clip(v[list(accepted)], 1e-9, 1 - 1e-9) for v in (probabilities, thresholds))
+        margins = np.log(p) - np.log1p(-p) - (np.log(t) - np.log1p(-t))
+        logit = {labels[i]: float(v) for i, v in zip(accepted, margins, strict=True)}
         # Of the single labels and of the pairs of ``any_two_of``, only the likeliest (and any tied with
         # them) can win: trying every pair is quadratic (150 labels passing: half a second a batch).
         likeliest = max(logit.values())

@@ -341,7 +341,8 @@ class IntentClassifier:
             accepted[empty, probabilities[empty].argmax(axis=1)] = True
         rows = [np.flatnonzero(row).tolist() for row in accepted]
         if self.combinations_ is not None:
-            rows = [self.combinations_.closest(row, p, labels) for row, p in zip(rows, probabilities, strict=True)]
+            closest, thresholds = self.combinations_.closest, self.thresholds_
+            rows = [closest(row, p, thresholds, labels) for row, p in zip(rows, probabilities, strict=True)]
         return [frozenset(labels[i] for i in row) for row in rows]
 
     def evaluate(self, dataset: Dataset) -> dict:

@@ -110,16 +110,22 @@ def decide(
     """
     multilabel = label_thresholds is not None
 
-    def threshold_of(i: int) -> float:
-        fitted = default_threshold if label_thresholds is None else float(label_thresholds[i])
-        return config.intent_thresholds.get(labels[i], config.threshold if config.threshold is not None else fitted)
+    if config.threshold is not None:
+        thresholds = np.full(len(labels), config.threshold)
+    elif label_thresholds is None:
+        thresholds = np.full(len(labels), default_threshold)
+    else:
+        thresholds = np.array(label_thresholds, dtype=float)
+    for i, label in enumerate(labels):
+        if label in config.intent_thresholds:
+            thresholds[i] = config.intent_thresholds[label]
 
     order = [int(i) for i in np.argsort(-probabilities)]
-    accepted = [i for i in order if probabilities[i] >= threshold_of(i)]
+    accepted = [i for i in order if probabilities[i] >= thresholds[i]]
     if multilabel and combinations is not None:
-        accepted = combinations.closest(accepted, probabilities, labels)
+        accepted = combinations.closest(accepted, probabilities, thresholds, labels)
     first = accepted[0] if multilabel and accepted else order[0]
-    top, top_confidence, threshold = labels[first], float(probabilities[first]), threshold_of(first)
+    top, top_confidence, threshold = labels[first], float(probabilities[first]), float(thresholds[first])
     runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
     alternatives = [
         {"intent": labels[i], "confidence": round(float(probabilities[i]), 6)}

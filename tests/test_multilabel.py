@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy import special
 
 from intent_router import IntentClassifier
 from intent_router import model as model_module
@@ -294,34 +295,39 @@ def test_the_label_sets_a_model_was_trained_on_are_its_sets_and_any_two_syntheti
 
 def test_a_set_the_head_was_not_trained_on_becomes_its_most_probable_trained_on_subset():
     labels = ["airfare", "airline", "flight", "meal"]
+    HALF = np.full(4, 0.5)  # every threshold at 0.5: the likeliest subset
     # flight 0.9 (logit 2.2), meal 0.6 (0.4): flight+meal was never trained on; flight alone is likelier
-    assert TRAINED_ON.closest([2, 3], np.array([0.1, 0.1, 0.9, 0.6]), labels) == [2]
-    assert TRAINED_ON.closest([3, 2], np.array([0.1, 0.1, 0.6, 0.9]), labels) == [3]  # meal on top: meal
+    assert TRAINED_ON.closest([2, 3], np.array([0.1, 0.1, 0.9, 0.6]), HALF, labels) == [2]
+    assert TRAINED_ON.closest([3, 2], np.array([0.1, 0.1, 0.6, 0.9]), HALF, labels) == [3]  # meal on top: meal
     # airfare+airline+flight: no triple, so the best pair or single: airline+flight (0.8 and 0.9)
-    assert TRAINED_ON.closest([2, 1, 0], np.array([0.55, 0.8, 0.9, 0.0]), labels) == [2, 1]
+    assert TRAINED_ON.closest([2, 1, 0], np.array([0.55, 0.8, 0.9, 0.0]), HALF, labels) == [2, 1]
     # a seen triple stays whole, and so does any allowed set
-    assert TRAINED_ON.closest([3, 2, 1], np.array([0.0, 0.7, 0.8, 0.9]), labels) == [3, 2, 1]
-    assert TRAINED_ON.closest([], np.zeros(4), labels) == []
+    assert TRAINED_ON.closest([3, 2, 1], np.array([0.0, 0.7, 0.8, 0.9]), HALF, labels) == [3, 2, 1]
+    assert TRAINED_ON.closest([], np.zeros(4), HALF, labels) == []
 
 
-def test_the_closest_trained_on_set_is_the_likeliest_allowed_subset_and_quick_with_many_labels():
+def test_the_closest_trained_on_set_is_the_allowed_subset_furthest_above_its_thresholds_and_quick():
     labels = [f"intent_{i:03d}" for i in range(200)]
     rng = np.random.default_rng(0)
     seen = frozenset(frozenset(rng.choice(labels[:8], size, replace=False)) for size in (2, 2, 3, 3, 4))
     trained_on = Combinations(seen, frozenset(labels[2:7]))
+    logit = special.logit
     for _ in range(300):  # against every allowed subset, on the first 8 labels
         probabilities = rng.choice([0.55, 0.7, 0.8, 0.9, 0.99], 200)  # ties too
+        thresholds = rng.choice([0.2, 0.3, 0.5, 0.5], 200)  # all passed: under every probability
         accepted = [int(i) for i in rng.permutation(8)[: rng.integers(2, 9)]]
         chosen = [labels[i] for i in accepted]
-        logit = {labels[i]: np.log(probabilities[i]) - np.log1p(-probabilities[i]) for i in accepted}
+        margin = {labels[i]: logit(probabilities[i]) - logit(thresholds[i]) for i in accepted}
         subsets = [frozenset(s) for n in (1, 2, 3, 4) for s in itertools.combinations(chosen, n)]
-        best = max((s for s in subsets if trained_on.allows(s)), key=lambda s: (sum(logit[y] for y in s), label_key(s)))
-        assert trained_on.closest(accepted, probabilities, labels) == [i for i in accepted if labels[i] in best]
+        allowed = [s for s in subsets if trained_on.allows(s)]
+        best = max(allowed, key=lambda s: (sum(margin[y] for y in s), label_key(s)))
+        cut = trained_on.closest(accepted, probabilities, thresholds, labels)
+        assert cut == [i for i in accepted if labels[i] in best]
     # 200 labels, all passing and all paired by synthetic rows: not every pair tried (a second a batch)
     everything = Combinations(frozenset(), frozenset(labels))
     batch = rng.uniform(0.6, 1.0, (96, 200))
     start = time.perf_counter()
-    cut = [everything.closest(list(range(200)), row, labels) for row in batch]
+    cut = [everything.closest(list(range(200)), row, np.full(200, 0.5), labels) for row in batch]
     assert time.perf_counter() - start < 0.25
     assert cut == [sorted(np.argsort(-row)[:2].tolist()) for row in batch]
 
@@ -335,14 +341,14 @@ def test_many_seen_sets_do_not_slow_a_batch_and_a_hand_written_empty_one_is_neve
     batch = rng.uniform(0.0, 0.4, (96, 200))
     batch[:, passing] = rng.uniform(0.6, 1.0, (96, 4))
     start = time.perf_counter()
-    cut = [trained_on.closest(passing, row, labels) for row in batch]
+    cut = [trained_on.closest(passing, row, np.full(200, 0.5), labels) for row in batch]
     assert time.perf_counter() - start < 0.05  # every seen set tried for every row: about 180 ms
     within = [s for s in seen if s <= {labels[i] for i in passing}]
     assert all(len(c) in (1, 3) for c in cut) and ({len(c) for c in cut} == {1} or within)
     # "" in 'seen' (hand-written) is no set to cut to: a set of labels all under 0.5 still keeps one
     written = Combinations.from_json({"seen": ["", "intent_000", "intent_000+intent_001"], "any_two_of": []}, labels)
     assert written.seen == {frozenset({"intent_000", "intent_001"})}
-    assert written.closest([2, 3], np.linspace(0.4, 0.2, 200), labels) == [2]
+    assert written.closest([2, 3], np.linspace(0.4, 0.2, 200), np.full(200, 0.5), labels) == [2]
 
 
 def test_the_router_lists_the_closest_trained_on_set():
@@ -354,6 +360,21 @@ def test_the_router_lists_the_closest_trained_on_set():
     assert [i["intent"] for i in anything.intents] == ["flight", "meal"]
     cut = decide(config, labels, probabilities, 0.5, fitted, combinations=TRAINED_ON)
     assert [i["intent"] for i in cut.intents] == ["flight"] and cut.destination == "flights-bot"
+
+
+def test_a_label_a_router_accepts_below_one_half_counts_for_its_set_when_a_set_is_cut():
+    labels = ["airfare", "airline", "flight", "meal"]
+    probabilities = np.array([0.85, 0.8, 0.9, 0.4])  # all four: never trained on
+    fitted = np.full(4, 0.5)
+    # meal at 0.3: airline+flight+meal (seen) is now further above its thresholds than airfare+flight
+    config = RouterConfig(model="m", intent_thresholds={"meal": 0.3})
+    cut = decide(config, labels, probabilities, 0.5, fitted, combinations=TRAINED_ON)
+    assert [i["intent"] for i in cut.intents] == ["flight", "airline", "meal"]
+    # at meal's fitted 0.5 it is not accepted; at 0.39 it is, but barely, and airfare+flight wins
+    for meal in (None, 0.39):
+        config = RouterConfig(model="m", intent_thresholds={} if meal is None else {"meal": meal})
+        cut = decide(config, labels, probabilities, 0.5, fitted, combinations=TRAINED_ON)
+        assert [i["intent"] for i in cut.intents] == ["flight", "airfare"]
 
 
 MULTI_LABELS = ["airfare", "flight", "ground_service"]
