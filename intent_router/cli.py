@@ -416,7 +416,10 @@ def discover(
             raise ValueError(
                 f"{option} {value!r} is not an ISO 8601 time, e.g. 2026-05-01 or 2026-05-01T12:00"
             ) from None
-        return as_utc(parsed)
+        try:
+            return as_utc(parsed)
+        except ValueError as error:  # a time outside the calendar once in UTC
+            raise ValueError(f"{option} {error}") from None
 
     with _reported_errors():
         if encoder not in ("base", "model"):

@@ -169,8 +169,19 @@ class LowConfidenceRecord:
 
 
 def as_utc(moment: datetime) -> datetime:
-    """``moment`` with a time zone: one without is taken as UTC (command-line and HTTP filters)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    """``moment`` with a time zone: one without is taken as UTC (command-line and HTTP filters).
+
+    ``ValueError`` for a time that falls outside years 1 to 9999 once in UTC (the store compares in
+    UTC), e.g. 9999-12-31T23:00-14:00.
+    """
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"{moment.isoformat()} is outside years 1 to 9999 once in UTC; give a time within them"
+        ) from None
+    return moment
 
 
 # ----------------------------------------------------------------------------------------------- schema
