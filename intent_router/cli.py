@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
 from .bundled_e5 import BundledWeightsError
-from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu
+from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu, unicode_problem
 from .model_folder import ModelExistsError, ModelFolderError, list_models, model_path, remove_stale_partials
 
 app = typer.Typer(
@@ -425,6 +425,9 @@ def discover(
         if encoder not in ("base", "model"):
             raise ValueError(f"--encoder {encoder!r}: choose 'base' or 'model'")
         plan = Discovery(min_cluster_size=min_cluster_size, seed=seed)  # checks both options
+        problem = None if router is None else unicode_problem(router, "--router")
+        if problem:
+            raise ValueError(problem)
         start, end = moment(since, "--since"), moment(until, "--until")
         if start is not None and end is not None and start >= end:
             raise ValueError(f"--since {since} is not before --until {until}: the window holds no time")

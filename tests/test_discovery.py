@@ -393,6 +393,16 @@ def test_cli_discover_refuses_a_time_that_leaves_the_calendar_once_in_utc(known_
     assert_one_line_error(done, f"{option} {value} is outside years 1 to 9999 once in UTC; give a time within them")
 
 
+def test_cli_discover_refuses_a_router_name_that_is_not_valid_unicode(known_model_dir, tmp_path):
+    from test_cli import assert_one_line_error, run
+
+    Registry(f"sqlite:///{tmp_path / 'store.db'}").close()
+    # "\udcff": how Python passes on the byte 0xff, which is not UTF-8, in a command-line argument
+    done = run("discover", "--model", known_model_dir, "--database-url", f"sqlite:///{tmp_path / 'store.db'}",
+               "--router", "bot\udcff", "--out", tmp_path / "r.html")  # fmt: skip
+    assert_one_line_error(done, "--router is not valid Unicode: character 3 is a lone surrogate (U+DCFF)")
+
+
 def test_cli_discover_never_writes_its_report_onto_the_source(known_model_dir, pool_rows, tmp_path):
     from test_cli import assert_one_line_error, run
 
@@ -502,6 +512,9 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
             window = {"model": "hwu-4", "since": "2026-05-08", "until": "2026-05-01"}
             backwards = http.post("/v1/discover", json=window, headers=admin)
             assert backwards.status_code == 422 and "is not before until" in backwards.text
+            surrogate = http.post("/v1/discover", content=b'{"model": "hwu-4", "router": "bot\\ud800"}',
+                                  headers={**admin, "Content-Type": "application/json"})  # fmt: skip
+            assert surrogate.status_code == 422 and "router is not valid Unicode" in surrogate.text
             for edge in ({"since": "9999-12-31T23:00:00-14:00"}, {"until": "0001-01-01T00:00:00+01:00"}):
                 outside = http.post("/v1/discover", json={"model": "hwu-4", **edge}, headers=admin)
                 assert outside.status_code == 422 and "outside years 1 to 9999 once in UTC" in outside.text

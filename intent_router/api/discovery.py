@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from ..data import unicode_problem
 from . import auth
 from .schemas import MODEL_NAME, UtcDatetime
 
@@ -37,6 +38,14 @@ class DiscoverRequest(BaseModel):
         "base", description="cluster in the base model's frozen space (default) or the fine-tuned model's"
     )
     seed: int = Field(0, ge=0, lt=2**32, description="seed for UMAP and the random examples")
+
+    @field_validator("router")
+    @classmethod
+    def _unicode(cls, router: str | None) -> str | None:
+        problem = None if router is None else unicode_problem(router, "router")
+        if problem:
+            raise ValueError(problem)
+        return router
 
     @model_validator(mode="after")
     def since_before_until(self) -> DiscoverRequest:
