@@ -526,6 +526,33 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
         server.stop()
 
 
+def test_post_discover_where_reports_cannot_be_written_says_so_before_the_run(
+    known_model_dir, pool_rows, tmp_path_factory
+):
+    import shutil
+
+    import httpx
+    from test_service import Server, cli
+
+    home = tmp_path_factory.mktemp("discovery-unwritable")
+    shutil.copytree(known_model_dir, home / "models" / "hwu-4")
+    registry = Registry(f"sqlite:///{home / 'router.db'}")
+    for text, _ in pool_rows:
+        registry.record_low_confidence(text, "hwu-4", "assistant", [("play_music", 0.4)], "low_confidence")
+    registry.close()
+    (home / "discovery-reports").write_text("a file where the reports folder goes\n", encoding="utf-8")
+    admin = {"Authorization": f"Bearer {cli(home, 'keys', 'create', '--scope', 'admin')}"}
+    server = Server(home, "--no-finetune-worker")
+    try:
+        answer = httpx.post(f"{server.url}/v1/discover", json={"model": "hwu-4"}, headers=admin, timeout=300)
+    finally:
+        server.stop()
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["detail"].startswith(f"cannot write the discovery report in {home / 'discovery-reports'}")
+    assert "make it a folder the server may write in" in answer.json()["detail"]
+    assert "Traceback" not in (home / f"server-{server.port}.log").read_text()
+
+
 def test_a_model_saved_before_heads_kept_centroids_is_refused_with_the_fix(known_model):
     from intent_router.head import LinearHead
 

@@ -8,6 +8,7 @@ models folder; the response carries the clusters and where the report is.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -93,7 +94,7 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
     classifier = (await service.model(body.model)).classifier
     await service.flush()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = Path(service.settings.models_dir).resolve().parent / "discovery-reports" / f"{body.model}-{stamp}.html"
+    target = _writable_reports_folder(Path(service.settings.models_dir)) / f"{body.model}-{stamp}.html"
 
     def run() -> dict:
         pool = utterances_from_store(
@@ -105,7 +106,10 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
         )
         tuned = classifier.embed if body.encoder == "model" else None
         result = Discovery(classifier, encoder=tuned, min_cluster_size=body.min_cluster_size, seed=body.seed).fit(pool)
-        report = write_report(target, result, f"New-intent discovery: {body.model}")
+        try:
+            report = write_report(target, result, f"New-intent discovery: {body.model}")
+        except OSError as error:  # e.g. the disk filled up during the run
+            raise _unwritable(target.parent, error) from None
         return {"report": str(report), **result.to_dict(points=False)}
 
     async with one_run_at_a_time:
@@ -114,3 +118,25 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
         except DiscoveryError as error:  # too few utterances, or a model without intent centroids
             raise HTTPException(422, str(error)) from None
     return DiscoverResponse.model_validate(found)
+
+
+def _writable_reports_folder(models_dir: Path) -> Path:
+    """``discovery-reports/`` beside the models folder, made if need be; 503 now, not after the run,
+    when reports cannot be written there."""
+    folder = models_dir.resolve().parent / "discovery-reports"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise _unwritable(folder, error) from None
+    return folder
+
+
+def _unwritable(folder: Path, error: OSError) -> HTTPException:
+    # 503, as for a damaged model folder: the request is fine, the server's disk is not
+    return HTTPException(
+        503,
+        f"cannot write the discovery report in {folder} ({error.strerror}); make it a folder the server may "
+        "write in (discovery-reports beside the models folder)",
+    )
