@@ -89,7 +89,11 @@ def render_report(result: DiscoveryResult, title: str = "New-intent discovery") 
 def write_report(path: str | Path, result: DiscoveryResult, title: str = "New-intent discovery") -> Path:
     """Write the HTML report and, beside it, the same data as ``<name>.json``; returns the HTML path."""
     path = Path(path)
-    write_page(check_report_path(path), json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
+    json_path = check_report_path(path)
+    for target in (path, json_path):  # before either is written: a failed report leaves no JSON behind
+        if target.is_dir():
+            raise ValueError(f"{target} is a folder: name the report's file, e.g. {path.parent / 'report.html'}")
+    write_page(json_path, json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
     return write_page(path, render_report(result, title))
 
 

@@ -170,6 +170,15 @@ def test_a_report_named_json_is_refused_before_it_overwrites_its_own_json(result
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("folder", ["report.html", "report.json"])
+def test_a_report_or_its_json_onto_a_folder_is_refused_before_either_is_written(result, tmp_path, folder):
+    (tmp_path / folder).mkdir()
+    with pytest.raises(ValueError, match=f"{tmp_path / folder} is a folder: name the report's file"):
+        write_report(tmp_path / "report.html", result)
+    assert [p.name for p in tmp_path.iterdir()] == [folder]
+    assert list((tmp_path / folder).iterdir()) == []
+
+
 def test_utterances_are_read_from_csv_jsonl_and_rasa_files(tmp_path):
     (tmp_path / "one.csv").write_text("text\nwake me up\nwake me up\nwill it rain\n", encoding="utf-8")
     (tmp_path / "two.csv").write_text("text,intent\nwake me up,alarm\nwill it rain,weather\n", encoding="utf-8")
