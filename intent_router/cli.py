@@ -432,6 +432,7 @@ def discover(
         if start is not None and end is not None and start >= end:
             raise ValueError(f"--since {since} is not before --until {until}: the window holds no time")
         inputs = [] if source == "store" else [Path(source)]
+        _check_output(out, "--out", inputs)  # first: a folder such as '' or / has no name to put .json on
         outputs = {"--out": out, "--out's JSON": check_report_path(out)}
         if export is not None:
             check_export_path(export)

@@ -374,6 +374,8 @@ def test_cli_discover_checks_its_options_before_the_run(known_model_dir, pool_cs
         (["--export", pool_csv], "is the input file"),
         (["--export", tmp_path / "new.csv", "--clusters", ""], "--clusters '': give cluster ids separated by commas"),
         (["--out", tmp_path / "r.json"], "r.json: the report's JSON is written beside it as <name>.json"),
+        (["--out", ""], "--out . is a folder: give the name of a file to write"),
+        (["--out", "/"], "--out / is a folder: give the name of a file to write"),
         (["--out", tmp_path / "same.csv", "--export", tmp_path / "same.csv"], "is also --export"),
         (["--out", "/proc/r.html"], "--out /proc/r.html: cannot write in /proc"),
         (["--seed", "-1"], "seed (--seed) is -1; give a whole number from 0 to 4294967295"),
