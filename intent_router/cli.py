@@ -431,6 +431,14 @@ def discover(
         start, end = moment(since, "--since"), moment(until, "--until")
         if start is not None and end is not None and start >= end:
             raise ValueError(f"--since {since} is not before --until {until}: the window holds no time")
+        store_only = [("--router", router), ("--since", since), ("--until", until), ("--all-models", all_models)]
+        narrowing = [option for option, value in store_only if value and source != "store"]
+        if narrowing:  # a file's utterances have no model, router or time: the option would do nothing
+            raise ValueError(
+                f"{', '.join(narrowing)} only {'narrows' if len(narrowing) == 1 else 'narrow'} --source store, and "
+                f"{source} is a file, read whole: "
+                "drop the option, or cut the file yourself"
+            )
         inputs = [] if source == "store" else [Path(source)]
         _check_output(out, "--out", inputs)  # first: a folder such as '' or / has no name to put .json on
         outputs = {"--out": out, "--out's JSON": check_report_path(out)}

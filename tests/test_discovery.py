@@ -375,6 +375,8 @@ def test_cli_discover_checks_its_options_before_the_run(known_model_dir, pool_cs
         (["--export", tmp_path / "new.csv", "--clusters", ""], "--clusters '': give cluster ids separated by commas"),
         (["--out", tmp_path / "r.json"], "r.json: the report's JSON is written beside it as <name>.json"),
         (["--out", ""], "--out . is a folder: give the name of a file to write"),
+        (["--since", "2026-05-01"], f"--since only narrows --source store, and {pool_csv} is a file, read whole"),
+        (["--router", "bot", "--all-models"], "--router, --all-models only narrow --source store"),
         (["--out", "/"], "--out / is a folder: give the name of a file to write"),
         (["--out", tmp_path / "same.csv", "--export", tmp_path / "same.csv"], "is also --export"),
         (["--out", "/proc/r.html"], "--out /proc/r.html: cannot write in /proc"),
