@@ -8,6 +8,10 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 atis=${ATIS_DIR:-$root/../shared/datasets/atis}
 port=${PORT:-8000}
 [ -f "$atis/atis_3class.csv" ] || { echo "no $atis/atis_3class.csv: set ATIS_DIR to the folder holding it" >&2; exit 1; }
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then  # something listens there: the router could not start
+  echo "port $port is in use (another router still running?): stop it, or set PORT to a free port" >&2
+  exit 1
+fi
 cd "$root"
 INTENT_ROUTER_SKIP_RASA=1 ./install.sh  # the Rasa environment is for the Rasa component's tests
 export HF_HUB_OFFLINE=1
@@ -22,7 +26,10 @@ key=$(cat .intent-router-key)
 $router serve --port "$port" --config examples/atis/routers.yml &
 server=$!
 trap 'kill $server 2>/dev/null' EXIT
-until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.5; done
+until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
+  kill -0 $server 2>/dev/null || { echo "the router did not start: see its error above" >&2; exit 1; }
+  sleep 0.5
+done
 echo "POST /v1/route:"
 curl -s "http://127.0.0.1:$port/v1/route" -H "Authorization: Bearer $key" -H "Content-Type: application/json" \
   -d '{"text": "how much is a round trip ticket from boston to denver", "router": "atis"}'
