@@ -249,10 +249,17 @@ def read_config_file(path: Path) -> dict[str, RouterConfig]:
     routers = document.get("routers") or {} if isinstance(document, dict) else None
     if not isinstance(routers, dict):
         raise ValueError(f"the config file {path} must hold 'routers:', then each router's settings by name")
-    try:
-        return {str(name): RouterConfig.model_validate(config) for name, config in routers.items()}
-    except ValueError as err:
-        raise ValueError(f"the config file {path} has a bad router: {err}") from None
+    checked = {}
+    for name, config in routers.items():
+        try:
+            checked[str(name)] = RouterConfig.model_validate(config)
+        except ValidationError as err:  # one line naming the router and each setting, not pydantic's report
+            problems = "; ".join(
+                f"{'.'.join(map(str, p['loc'])) or 'its settings'}: {p['msg'].removeprefix('Value error, ')}"
+                for p in err.errors()
+            )
+            raise ValueError(f"the config file {path}: router {name!r}: {problems}") from None
+    return checked
 
 
 class Service:

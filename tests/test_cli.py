@@ -288,6 +288,14 @@ def test_serve_refuses_a_missing_or_broken_config_file(tmp_path):
     assert_one_line_error(run("serve", "--config", broken, timeout=60), "is not valid YAML at line 3")
 
 
+def test_serve_refuses_a_config_file_with_a_bad_router_setting_in_one_line_naming_router_and_setting(tmp_path):
+    config = tmp_path / "routers.yml"
+    config.write_text("routers:\n  main:\n    model: atis-3\n    threshold: 2\n")
+    home = ["--models-dir", tmp_path / "models", "--database-url", f"sqlite:///{tmp_path / 'router.db'}"]
+    result = run("serve", "--port", "0", "--config", config, *home, timeout=60)
+    assert_one_line_error(result, "router 'main': threshold: Input should be less than or equal to 1")
+
+
 def test_unknown_model_is_a_clear_error(trained):
     models, _ = trained
     result = run("predict", "nope", "hello", "--models-dir", models)
