@@ -40,9 +40,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from difflib import get_close_matches
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .combinations import Combinations
 
@@ -71,6 +73,25 @@ class RouterConfig(BaseModel):
         description="with review on: the cosine below which a routed utterance is kept; None: the model's",
     )
     alternatives: int = Field(3, ge=0, le=20, description="how many runners-up to return")
+
+
+class NewRouterConfig(RouterConfig):
+    """A router config as a user writes it (``PUT /v1/routers``, ``serve --config``): a setting it does
+    not know, such as a misspelt ``treshold``, is refused instead of leaving the setting meant at its
+    default. A stored config is read as a ``RouterConfig``, which skips settings it does not know: a
+    newer version's, written by another server on the same database."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_settings(cls, config: Any) -> Any:
+        if isinstance(config, dict):
+            known = list(cls.model_fields)
+            for setting in config:
+                if setting not in known:
+                    close = get_close_matches(str(setting), known, n=1)
+                    meant = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ValueError(f"unknown router setting {setting!r}{meant}; a router takes {', '.join(known)}")
+        return config
 
 
 @dataclass

@@ -31,7 +31,7 @@ from .model import IntentClassifier
 from .model_folder import ModelLoadError, model_path, read_labels
 from .redact import redact
 from .registry import Registry
-from .routing import RouteDecision, RouterConfig, decide
+from .routing import NewRouterConfig, RouteDecision, RouterConfig, decide
 
 ENV_PREFIX = "INTENT_ROUTER_"
 MAX_HEARTBEAT_TIMEOUT = 86_400.0  # seconds
@@ -249,10 +249,10 @@ def read_config_file(path: Path) -> dict[str, RouterConfig]:
     routers = document.get("routers") or {} if isinstance(document, dict) else None
     if not isinstance(routers, dict):
         raise ValueError(f"the config file {path} must hold 'routers:', then each router's settings by name")
-    checked = {}
+    checked: dict[str, RouterConfig] = {}
     for name, config in routers.items():
         try:
-            checked[str(name)] = RouterConfig.model_validate(config)
+            checked[str(name)] = NewRouterConfig.model_validate(config)
         except ValidationError as err:  # one line naming the router and each setting, not pydantic's report
             problems = "; ".join(
                 f"{'.'.join(map(str, p['loc'])) or 'its settings'}: {p['msg'].removeprefix('Value error, ')}"

@@ -296,6 +296,14 @@ def test_serve_refuses_a_config_file_with_a_bad_router_setting_in_one_line_namin
     assert_one_line_error(result, "router 'main': threshold: Input should be less than or equal to 1")
 
 
+def test_serve_refuses_a_config_file_with_a_misspelt_router_setting(tmp_path):
+    config = tmp_path / "routers.yml"
+    config.write_text("routers:\n  main:\n    model: atis-3\n    similarity_treshold: 0.9\n")
+    home = ["--models-dir", tmp_path / "models", "--database-url", f"sqlite:///{tmp_path / 'router.db'}"]
+    result = run("serve", "--port", "0", "--config", config, *home, timeout=60)
+    assert_one_line_error(result, "router 'main': its settings: unknown router setting 'similarity_treshold' (did")
+
+
 def test_unknown_model_is_a_clear_error(trained):
     models, _ = trained
     result = run("predict", "nope", "hello", "--models-dir", models)

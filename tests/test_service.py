@@ -440,6 +440,16 @@ def test_route_sends_confident_utterances_to_their_destination_and_records_fallb
     assert "intent_router_request_seconds_bucket" in metrics
 
 
+def test_a_router_with_a_misspelt_setting_is_refused_naming_it_and_the_setting_meant(server, keys):
+    config = {"model": "atis-3", "default_destination": "nlu", "treshold": 0.9}
+    answer = httpx.put(f"{server.url}/v1/routers/misspelt", json=config, headers=keys["admin"])
+    assert answer.status_code == 422
+    message = answer.json()["detail"][0]["msg"]
+    assert "unknown router setting 'treshold' (did you mean 'threshold'?)" in message
+    assert "similarity_threshold" in message  # the settings a router takes
+    assert httpx.get(f"{server.url}/v1/routers/misspelt", headers=keys["admin"]).status_code == 404
+
+
 def test_a_router_with_a_similarity_threshold_sends_unfamiliar_utterances_to_the_fallback(server, keys):
     config = {"model": "atis-3", "default_destination": "nlu", "threshold": 0.0, "similarity_threshold": 0.999}
     assert httpx.put(f"{server.url}/v1/routers/strict", json=config, headers=keys["admin"]).status_code == 200

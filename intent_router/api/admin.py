@@ -14,7 +14,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from ..data import FORMATS, DataError, check_trainable, format_from_name, parse_dataset
 from ..model_folder import model_path
 from ..registry import NameTaken
-from ..routing import RouterConfig
+from ..routing import NewRouterConfig
 from . import auth
 from .schemas import (
     DatasetInfo,
@@ -254,7 +254,7 @@ async def delete_model(name: str, request: Request) -> Response:
 
 
 @router.put("/routers/{name}", response_model=RouterInfo)
-async def put_router(name: str, config: RouterConfig, request: Request) -> RouterInfo:
+async def put_router(name: str, config: NewRouterConfig, request: Request) -> RouterInfo:
     service = request.app.state.service
     service.check_router(config)  # 404 for an unknown model, 422 for intents it does not have
     await service.model(config.model)  # loadable, and loaded before the first route
