@@ -134,6 +134,27 @@ def test_classify_limits_give_clear_errors(server, keys, body, status, message):
     assert message in answer.text
 
 
+def test_a_refused_text_is_named_as_sent_and_the_error_says_how_to_fit_the_limit(server, keys):
+    router = {"model": "atis-3", "default_destination": "nlu"}
+    assert httpx.put(f"{server.url}/v1/routers/lengths", json=router, headers=keys["admin"]).status_code == 200
+    route = partial(httpx.post, f"{server.url}/v1/route", headers=keys["inference"])
+    blank = route(json={"text": "  ", "router": "lengths"})
+    assert blank.status_code == 422
+    assert blank.json()["detail"] == "text is empty; send the user's utterance"  # one text: no index
+    long = route(json={"text": "x" * 501, "router": "lengths"})
+    assert long.status_code == 422
+    assert long.json()["detail"] == "text: 501 characters; at most 500 per text: send a shorter text"
+    classify = httpx.post(
+        f"{server.url}/v1/classify", json={"model": "atis-3", "inputs": ["x" * 501]}, headers=keys["inference"]
+    )
+    assert classify.status_code == 422
+    assert classify.json()["detail"] == (
+        "inputs[0]: 501 characters; at most 500 per text: send a shorter text, or truncate: true to classify "
+        "its first 500 characters"
+    )
+    assert httpx.delete(f"{server.url}/v1/routers/lengths", headers=keys["admin"]).status_code == 204  # one router
+
+
 def test_keys_are_required_and_scoped(server, keys):
     body = {"model": "atis-3", "inputs": ["x"]}
     assert httpx.post(f"{server.url}/v1/classify", json=body).status_code == 401

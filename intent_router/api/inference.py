@@ -11,13 +11,18 @@ from .schemas import ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedRespo
 router = APIRouter(prefix="/v1", dependencies=[auth.inference], tags=["inference"])
 
 
+def text_name(field: str, i: int) -> str:
+    """How an error names a text: ``text`` (/v1/route's one), or ``inputs[3]`` of a list."""
+    return field if field == "text" else f"{field}[{i}]"
+
+
 def check_texts(request: Request, texts: list[str], field: str) -> None:
     settings = request.app.state.service.settings
     if len(texts) > settings.max_batch:
         raise HTTPException(422, f"{field}: {len(texts)} texts; at most {settings.max_batch} per request")
     for i, text in enumerate(texts):
         if not strip_invisible(text):  # white space or zero-width characters only: the model would see ""
-            raise HTTPException(422, f"{field}[{i}] is empty; send the user's utterance")
+            raise HTTPException(422, f"{text_name(field, i)} is empty; send the user's utterance")
 
 
 async def check_lengths(request: Request, texts: list[str], field: str, model: str) -> None:
@@ -29,16 +34,19 @@ async def check_lengths(request: Request, texts: list[str], field: str, model: s
     loaded = await service.model(model)
     cleans = loaded.classifier.clean_text
     limit = service.max_sent_chars(loaded)
+    fix = "send a shorter text"
+    if field == "inputs":  # /v1/classify can cut it instead
+        fix += f", or truncate: true to classify its first {settings.max_text_chars} characters"
     for i, text in enumerate(texts):
         if len(text) <= limit:
             continue
         if cleans:
             raise HTTPException(
                 422,
-                f"{field}[{i}]: {len(text)} characters as sent; at most {limit} per text before cleaning "
-                f"(model {model!r} cleans texts, then takes at most {settings.max_text_chars})",
+                f"{text_name(field, i)}: {len(text)} characters as sent; at most {limit} per text before cleaning "
+                f"(model {model!r} cleans texts, then takes at most {settings.max_text_chars}): {fix}",
             )
-        raise HTTPException(422, f"{field}[{i}]: {len(text)} characters; at most {limit} per text")
+        raise HTTPException(422, f"{text_name(field, i)}: {len(text)} characters; at most {limit} per text: {fix}")
 
 
 @router.post("/classify", response_model=ClassifyResponse)
