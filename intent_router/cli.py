@@ -466,7 +466,8 @@ def discover(
         classifier = _load(model, models_dir)
         with console.status(f"Clustering {pool.total} utterances ({len(pool)} distinct)..."):
             tuned = classifier.embed if encoder == "model" else None
-            result = Discovery(classifier, encoder=tuned, min_cluster_size=min_cluster_size, seed=seed).fit(pool)
+            discovery = Discovery(classifier, encoder=tuned, min_cluster_size=min_cluster_size, seed=seed)
+            result = _quiet(discovery.fit, pool)  # it loads the frozen base model
             report = write_report(out, result, f"New-intent discovery: {Path(model).name}")
         table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent (cosine)", "keywords")
         for c in result.clusters:

@@ -339,6 +339,7 @@ def test_cli_discover_writes_the_report_and_exports_chosen_clusters(known_model_
     done = run("discover", "--model", known_model_dir, "--source", pool_csv, "--out", out,
                "--export", tmp_path / "new.yml", "--clusters", "0")  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert "Loading weights" not in done.stderr  # transformers' own bar for the base model: hidden, as in train
     report = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     first = report["clusters"][0]
