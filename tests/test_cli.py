@@ -288,20 +288,18 @@ def test_serve_refuses_a_missing_or_broken_config_file(tmp_path):
     assert_one_line_error(run("serve", "--config", broken, timeout=60), "is not valid YAML at line 3")
 
 
-def test_serve_refuses_a_config_file_with_a_bad_router_setting_in_one_line_naming_router_and_setting(tmp_path):
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("threshold: 2", "router 'main': threshold: Input should be less than or equal to 1"),
+        ("similarity_treshold: 0.9", "router 'main': its settings: unknown router setting 'similarity_treshold' (did"),
+    ],
+)
+def test_serve_refuses_a_config_file_with_a_bad_or_misspelt_router_setting_in_one_line(tmp_path, setting, message):
     config = tmp_path / "routers.yml"
-    config.write_text("routers:\n  main:\n    model: atis-3\n    threshold: 2\n")
+    config.write_text(f"routers:\n  main:\n    model: atis-3\n    {setting}\n")
     home = ["--models-dir", tmp_path / "models", "--database-url", f"sqlite:///{tmp_path / 'router.db'}"]
-    result = run("serve", "--port", "0", "--config", config, *home, timeout=60)
-    assert_one_line_error(result, "router 'main': threshold: Input should be less than or equal to 1")
-
-
-def test_serve_refuses_a_config_file_with_a_misspelt_router_setting(tmp_path):
-    config = tmp_path / "routers.yml"
-    config.write_text("routers:\n  main:\n    model: atis-3\n    similarity_treshold: 0.9\n")
-    home = ["--models-dir", tmp_path / "models", "--database-url", f"sqlite:///{tmp_path / 'router.db'}"]
-    result = run("serve", "--port", "0", "--config", config, *home, timeout=60)
-    assert_one_line_error(result, "router 'main': its settings: unknown router setting 'similarity_treshold' (did")
+    assert_one_line_error(run("serve", "--port", "0", "--config", config, *home, timeout=60), message)
 
 
 def test_unknown_model_is_a_clear_error(trained):

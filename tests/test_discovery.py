@@ -477,10 +477,23 @@ def test_cli_discover_of_an_unknown_cluster_id_keeps_the_report_and_names_the_cl
     assert not (tmp_path / "new.csv").exists()
 
 
+def service_home(home: Path, known_model_dir: Path, pool_rows) -> dict:
+    """A service folder with the model ``hwu-4`` and the pool in its store; an admin key's header."""
+    import shutil
+
+    from test_service import cli
+
+    shutil.copytree(known_model_dir, home / "models" / "hwu-4")
+    registry = Registry(f"sqlite:///{home / 'router.db'}")
+    for text, _ in pool_rows:
+        registry.record_low_confidence(text, "hwu-4", "assistant", [("play_music", 0.4)], "low_confidence")
+    registry.close()
+    return {"Authorization": f"Bearer {cli(home, 'keys', 'create', '--scope', 'admin')}"}
+
+
 def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_report(
     known_model_dir, pool_rows, tmp_path_factory
 ):
-    import shutil
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -488,12 +501,7 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
     from test_service import Server, cli
 
     home = tmp_path_factory.mktemp("discovery-service")
-    shutil.copytree(known_model_dir, home / "models" / "hwu-4")
-    registry = Registry(f"sqlite:///{home / 'router.db'}")
-    for text, _ in pool_rows:
-        registry.record_low_confidence(text, "hwu-4", "assistant", [("play_music", 0.4)], "low_confidence")
-    registry.close()
-    admin = {"Authorization": f"Bearer {cli(home, 'keys', 'create', '--scope', 'admin')}"}
+    admin = service_home(home, known_model_dir, pool_rows)
     bot = {"Authorization": f"Bearer {cli(home, 'keys', 'create', '--scope', 'inference')}"}
     server = Server(home, "--no-finetune-worker")
     try:
@@ -543,19 +551,12 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
 def test_post_discover_where_reports_cannot_be_written_says_so_before_the_run(
     known_model_dir, pool_rows, tmp_path_factory
 ):
-    import shutil
-
     import httpx
-    from test_service import Server, cli
+    from test_service import Server
 
     home = tmp_path_factory.mktemp("discovery-unwritable")
-    shutil.copytree(known_model_dir, home / "models" / "hwu-4")
-    registry = Registry(f"sqlite:///{home / 'router.db'}")
-    for text, _ in pool_rows:
-        registry.record_low_confidence(text, "hwu-4", "assistant", [("play_music", 0.4)], "low_confidence")
-    registry.close()
+    admin = service_home(home, known_model_dir, pool_rows)
     (home / "discovery-reports").write_text("a file where the reports folder goes\n", encoding="utf-8")
-    admin = {"Authorization": f"Bearer {cli(home, 'keys', 'create', '--scope', 'admin')}"}
     server = Server(home, "--no-finetune-worker")
     try:
         answer = httpx.post(f"{server.url}/v1/discover", json={"model": "hwu-4"}, headers=admin, timeout=300)
