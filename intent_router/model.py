@@ -551,11 +551,13 @@ def fit_similarity_threshold(
 
 
 def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> tuple[Dataset, list[Problem]]:
-    """The validation rows whose labels the training data has, and a warning naming what was left out.
+    """The validation rows whose labels the training data has, and warnings naming what was left out
+    and which training labels no validation row has.
 
     A row with a label the model cannot predict would count as an error in the metrics and, worse,
     push the fitted confidence threshold up (to 1.0 when no row is known: every request would fall
-    back). No known row at all is a ``DataError``.
+    back). No known row at all is a ``DataError``. A training label without a validation row is
+    trained but never measured (a new intent added to the training file only, say).
     """
     if multilabel:  # each label on its own
         known = {label for label_set in train.label_sets for label in label_set}
@@ -564,8 +566,17 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
     else:  # classes: "a+b" is a class of its own
         known, named = set(train.labels), set(validation.labels)
         keep = [i for i, label in enumerate(validation.labels) if label in known]
+    warnings = []
+    unmeasured = sorted(known - named)
+    if unmeasured and keep:
+        message = (
+            f"{len(unmeasured)} training label(s) have no validation row ({', '.join(unmeasured)}): their "
+            "metrics are not measured and the thresholds are fitted without them; add a few of their rows "
+            "to the validation file"
+        )
+        warnings.append(Problem(validation.source, None, message, "warning"))
     if len(keep) == len(validation):
-        return validation, []
+        return validation, warnings
     unknown = sorted(named - known)
     if not keep:
         message = (
@@ -577,7 +588,7 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
         f"{len(validation) - len(keep)} validation row(s) with labels the training data lacks "
         f"({', '.join(unknown)}) are left out of the metrics and thresholds"
     )
-    return validation.subset(keep), [Problem(validation.source, None, message, "warning")]
+    return validation.subset(keep), [Problem(validation.source, None, message, "warning"), *warnings]
 
 
 def _multi_hot(label_sets: Sequence[frozenset[str]], labels: list[str]) -> np.ndarray:

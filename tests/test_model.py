@@ -174,10 +174,23 @@ def test_a_multi_intent_class_is_known_as_a_class_or_as_its_labels(multilabel):
     validation = Dataset.from_lists(["x", "y", "z"], ["flight+airfare", "airfare+flight", "flight+meal"])
     kept, warnings = known_validation(validation, train, multilabel)
     assert kept.texts == ["x", "y"]  # the same class however its labels are ordered
-    assert [w.message for w in warnings] == [
+    unmeasured = [] if multilabel else ["2 training label(s) have no validation row (airfare, flight): their metrics"]
+    assert [w.message[: len(m)] for w, m in zip(warnings[1:], unmeasured, strict=True)] == unmeasured
+    assert warnings[0].message == (
         "1 validation row(s) with labels the training data lacks "
         f"({'meal' if multilabel else 'flight+meal'}) are left out of the metrics and thresholds"
-    ]
+    )
+
+
+def test_training_labels_without_a_validation_row_are_named_in_a_warning():
+    from intent_router.model import known_validation
+
+    train = Dataset.from_lists(["a", "b", "c", "d"], ["flight", "airfare", "meal", "flight"])
+    validation = Dataset(Dataset.from_lists(["x", "y"], ["flight", "airfare"]).examples, "valid.csv")
+    kept, (warning,) = known_validation(validation, train, False)
+    assert kept.texts == ["x", "y"] and warning.severity == "warning" and warning.source == "valid.csv"
+    assert warning.message.startswith("1 training label(s) have no validation row (meal): their metrics are not")
+    assert known_validation(validation, train.subset([0, 1]), False)[1] == []  # every label measured
 
 
 def test_empty_and_very_long_texts_are_classified(fitted):
