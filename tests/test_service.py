@@ -155,6 +155,21 @@ def test_a_refused_text_is_named_as_sent_and_the_error_says_how_to_fit_the_limit
     assert httpx.delete(f"{server.url}/v1/routers/lengths", headers=keys["admin"]).status_code == 204  # one router
 
 
+def test_a_body_sent_as_a_form_is_told_to_be_sent_as_json(server, keys):
+    body = '{"model": "atis-3", "inputs": ["fares to denver"]}'
+    url = f"{server.url}/v1/classify"
+
+    def post(content_type: str) -> httpx.Response:
+        return httpx.post(url, content=body, headers={**keys["inference"], "Content-Type": content_type})
+
+    form = post("application/x-www-form-urlencoded")  # what curl -d sends
+    assert form.status_code == 422 and "Content-Type: application/json" in form.json()["hint"]
+    assert "sent as application/x-www-form-urlencoded" in form.json()["hint"]
+    assert post("application/json").status_code == 200
+    wrong_type = httpx.post(url, json={"model": "atis-3", "inputs": 5}, headers=keys["inference"])
+    assert wrong_type.status_code == 422 and "hint" not in wrong_type.json()  # JSON already: the detail says it
+
+
 def test_keys_are_required_and_scoped(server, keys):
     body = {"model": "atis-3", "inputs": ["x"]}
     assert httpx.post(f"{server.url}/v1/classify", json=body).status_code == 401

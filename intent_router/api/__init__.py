@@ -109,7 +109,16 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": json_safe(jsonable_encoder(error.errors()))}, status_code=422)
+        answer = {"detail": json_safe(jsonable_encoder(error.errors()))}
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in error.errors())
+        if whole_body and not (content_type == "application/json" or content_type.endswith("+json")):
+            # curl -d sends a form: FastAPI then reads no JSON, and pydantic says only "not a dictionary"
+            answer["hint"] = (
+                f"the body was sent as {content_type or 'no content type'}: send it as JSON, with the header "
+                "Content-Type: application/json (curl: -H 'Content-Type: application/json', or --json)"
+            )
+        return JSONResponse(answer, status_code=422)
 
     @app.exception_handler(UnknownModel)
     async def unknown_model(request: Request, error: UnknownModel) -> JSONResponse:
