@@ -36,4 +36,5 @@ curl -s "http://127.0.0.1:$port/v1/route" -H "Authorization: Bearer $key" -H "Co
 echo
 echo "The router is running on http://127.0.0.1:$port (API docs: /docs; admin key in .intent-router-key)."
 echo "Try the chatbot hook: .venv/bin/python examples/atis/chatbot.py --key \$(cat .intent-router-key)"
+echo "Stop the router with Ctrl-C."
 wait $server
