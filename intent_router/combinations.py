@@ -69,7 +69,8 @@ class Combinations:
             likely = [label for label in chosen & self.any_two_of if logit[label] >= pairable[1]]
             candidates += [frozenset(pair) for pair in combinations(likely, 2)]
         candidates += [s for label in chosen for s in self.by_rarest.get(label, ()) if s <= chosen]
-        sums = [sum(logit[label] for label in s) for s in candidates]
+        # rounded: equal sums added up in another order (a set's order varies by process) still tie
+        sums = [round(sum(logit[label] for label in s), 9) for s in candidates]
         top = max(sums)
         best = max((s for s, total in zip(candidates, sums, strict=True) if total == top), key=label_key)
         return [index[label] for label in (labels[i] for i in accepted) if label in best]
