@@ -40,13 +40,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from difflib import get_close_matches
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from .combinations import Combinations
+from .strict import StrictModel
 
 
 class RouterConfig(BaseModel):
@@ -75,23 +75,14 @@ class RouterConfig(BaseModel):
     alternatives: int = Field(3, ge=0, le=20, description="how many runners-up to return")
 
 
-class NewRouterConfig(RouterConfig):
+class NewRouterConfig(RouterConfig, StrictModel):
     """A router config as a user writes it (``PUT /v1/routers``, ``serve --config``): a setting it does
     not know, such as a misspelt ``treshold``, is refused instead of leaving the setting meant at its
     default. A stored config is read as a ``RouterConfig``, which skips settings it does not know: a
     newer version's, written by another server on the same database."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _known_settings(cls, config: Any) -> Any:
-        if isinstance(config, dict):
-            known = list(cls.model_fields)
-            for setting in config:
-                if setting not in known:
-                    close = get_close_matches(str(setting), known, n=1)
-                    meant = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise ValueError(f"unknown router setting {setting!r}{meant}; a router takes {', '.join(known)}")
-        return config
+    field_kind: ClassVar[str] = "router setting"
+    owner: ClassVar[str] = "a router"
 
 
 @dataclass
@@ -148,11 +139,13 @@ def decide(
     first = accepted[0] if multilabel and accepted else order[0]
     top, top_confidence, threshold = labels[first], float(probabilities[first]), float(thresholds[first])
     runner_up = float(probabilities[order[1]]) if len(order) > 1 else 0.0
+    # Confidences as the model gave them, as the top one and /v1/classify's are: a client comparing
+    # them with a threshold sees what the decision saw.
     alternatives = [
-        {"intent": labels[i], "confidence": round(float(probabilities[i]), 6)}
+        {"intent": labels[i], "confidence": float(probabilities[i])}
         for i in [i for i in order if i != first][: config.alternatives]
     ]
-    intents = [{"intent": labels[i], "confidence": round(float(probabilities[i]), 6)} for i in accepted]
+    intents = [{"intent": labels[i], "confidence": float(probabilities[i])} for i in accepted]
     destination = config.destinations.get(top, config.default_destination)
 
     similarity_threshold = (

@@ -451,6 +451,7 @@ def test_route_sends_confident_utterances_to_their_destination_and_records_fallb
     assert route["intent"] == "atis_airfare" and route["fallback"] is False
     assert route["destination"] == "https://fares.example/bot" and route["reason"] == "confident"
     assert len(route["alternatives"]) == 2
+    assert route["intents"] == [{"intent": "atis_airfare", "confidence": route["confidence"]}]  # as the decision saw it
 
     unsure = httpx.post(
         f"{server.url}/v1/route",
@@ -484,6 +485,32 @@ def test_a_router_with_a_misspelt_setting_is_refused_naming_it_and_the_setting_m
     assert "unknown router setting 'treshold' (did you mean 'threshold'?)" in message
     assert "similarity_threshold" in message  # the settings a router takes
     assert httpx.get(f"{server.url}/v1/routers/misspelt", headers=keys["admin"]).status_code == 404
+
+
+def test_a_finetune_or_discover_request_with_a_misspelt_field_is_refused_naming_the_field_meant(server, keys):
+    admin = partial(httpx.post, headers=keys["admin"])
+    finetune = admin(f"{server.url}/v1/finetunes", json={"name": "typo", "train_dataset": "x", "margn": 0.2})
+    assert finetune.status_code == 422
+    message = finetune.json()["detail"][0]["msg"]
+    assert "unknown field 'margn' (did you mean 'margin'?); a fine-tune request takes name, base_model" in message
+    assert httpx.get(f"{server.url}/v1/finetunes/typo", headers=keys["admin"]).status_code == 404  # nothing queued
+    discover = admin(f"{server.url}/v1/discover", json={"model": "atis-3", "sinse": "2026-01-01"})
+    assert discover.status_code == 422
+    assert "unknown field 'sinse' (did you mean 'since'?)" in discover.json()["detail"][0]["msg"]
+
+
+def test_a_422_echoes_a_refused_value_cut_short(server, keys):
+    huge = "fares to denver " * 20_000
+    answer = httpx.post(
+        f"{server.url}/v1/classify", json={"model": "atis-3", "inputs": huge}, headers=keys["inference"]
+    )
+    assert answer.status_code == 422 and "valid list" in answer.text
+    assert len(answer.content) < 2_000
+    assert answer.json()["detail"][0]["input"] == f"{huge[:200]}... (320,000 characters)"
+    many = httpx.post(
+        f"{server.url}/v1/classify", json={"model": "atis-3", "inputs": list(range(500))}, headers=keys["inference"]
+    )
+    assert many.status_code == 422 and len(many.json()["detail"]) == 10 and many.json()["more_errors"] == 490
 
 
 def test_a_router_with_a_similarity_threshold_sends_unfamiliar_utterances_to_the_fallback(server, keys):

@@ -84,6 +84,26 @@ def json_safe(value):
     return value
 
 
+ECHO_CHARS, ECHO_ITEMS = 200, 10  # how much of a refused value a 422 echoes, and how many errors
+
+
+def brief(value):
+    """A refused value as a 422 echoes it: long texts and lists cut, saying how long they were.
+
+    A wrong-typed 5 MB field would otherwise come back whole in the error, and be logged with it.
+    """
+    if isinstance(value, str) and len(value) > ECHO_CHARS:
+        return f"{value[:ECHO_CHARS]}... ({len(value):,} characters)"
+    if isinstance(value, list | tuple):
+        items = [brief(v) for v in value[:ECHO_ITEMS]]
+        return items + [f"... ({len(value):,} items)"] if len(value) > ECHO_ITEMS else items
+    if isinstance(value, dict):
+        kept = list(value.items())[:ECHO_ITEMS]
+        cut = {str(k)[:ECHO_CHARS]: brief(v) for k, v in kept}
+        return cut | ({"...": f"{len(value):,} keys"} if len(value) > ECHO_ITEMS else {})
+    return value
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -109,7 +129,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        answer = {"detail": json_safe(jsonable_encoder(error.errors()))}
+        errors = [e | {"input": brief(e["input"])} if "input" in e else e for e in error.errors()]
+        answer = {"detail": json_safe(jsonable_encoder(errors[:ECHO_ITEMS]))}
+        if len(errors) > ECHO_ITEMS:
+            answer["more_errors"] = len(errors) - ECHO_ITEMS  # 500 wrong items: the first ten say what is wrong
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in error.errors())
         if whole_body and not (content_type == "application/json" or content_type.endswith("+json")):

@@ -11,12 +11,13 @@ import asyncio
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..data import unicode_problem
+from ..strict import StrictModel
 from . import auth
 from .schemas import MODEL_NAME, UtcDatetime
 
@@ -24,7 +25,10 @@ router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
 one_run_at_a_time = asyncio.Lock()
 
 
-class DiscoverRequest(BaseModel):
+class DiscoverRequest(StrictModel):
+    """Refuses a field it does not know: a misspelt filter would otherwise cluster the whole store."""
+
+    owner: ClassVar[str] = "a discover request"
     model: str = Field(
         pattern=MODEL_NAME, description="the model whose fallbacks are clustered and whose intents are known"
     )

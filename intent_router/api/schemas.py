@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
@@ -12,6 +12,7 @@ from .. import model_folder
 from ..data import unicode_problem
 from ..registry import as_utc
 from ..routing import RouterConfig
+from ..strict import StrictModel
 
 MODEL_NAME = model_folder.MODEL_NAME.pattern
 MAX_METADATA_BYTES = 4096  # /v1/route metadata, as JSON: it is stored with every fallback
@@ -153,7 +154,10 @@ class DatasetUploadResponse(BaseModel):
     preview: list[dict] = Field(description="the first rows: text, label, line")
 
 
-class FinetuneRequest(BaseModel):
+class FinetuneRequest(StrictModel):
+    """Refuses a field it does not know: a misspelt option would otherwise train a model without it."""
+
+    owner: ClassVar[str] = "a fine-tune request"
     name: str = Field(pattern=MODEL_NAME)
     base_model: str = "english-small"
     train_dataset: str
