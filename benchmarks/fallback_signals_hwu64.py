@@ -105,12 +105,25 @@ def signals(model: IntentClassifier, base, parts: dict) -> dict[str, tuple[np.nd
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def seed_models_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options of a benchmark over the seed models discovery_hwu64.py saved."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--models", type=Path, required=True, help="the folder discovery_hwu64.py --models saved to")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    args = parser.parse_args()
+    return parser
+
+
+def held_out_intents(labels: list[str], seed: int) -> set[str]:
+    """The intents seed ``seed`` hid from its model, chosen as discovery_hwu64.py chooses them."""
+    intents = sorted(set(labels))
+    return set(
+        np.random.default_rng(seed).choice(intents, round(HELD_OUT_SHARE * len(intents)), replace=False).tolist()
+    )
+
+
+def main() -> None:
+    args = seed_models_parser(__doc__).parse_args()
     train = load_dataset(args.data / "train.csv")
     valid = load_dataset(args.data / "valid.csv")
     test = load_dataset(args.data / "test.csv", deduplicate=False)
@@ -118,9 +131,7 @@ def main() -> None:
     print("| seed | signal | AUROC | capture at the router's cost | p5: capture / known | p10: capture / known |")
     print("|---|---|---|---|---|---|")
     for seed in args.seeds:
-        intents = sorted(set(train.labels))
-        rng = np.random.default_rng(seed)
-        held = set(rng.choice(intents, round(HELD_OUT_SHARE * len(intents)), replace=False).tolist())
+        held = held_out_intents(train.labels, seed)
         model = IntentClassifier.load(args.models / f"hwu64-seed{seed}")
         known_train = [i for i, y in enumerate(train.labels) if y not in held]
         known_valid = [i for i, y in enumerate(valid.labels) if y not in held]

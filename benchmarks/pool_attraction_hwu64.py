@@ -13,18 +13,15 @@ Prints capture (held-out-intent traffic in the pool) and the share of known traf
 
 from __future__ import annotations
 
-import argparse
 import os
-from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from intent_router import IntentClassifier, load_dataset  # noqa: E402
+from fallback_signals_hwu64 import held_out_intents, seed_models_parser  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "hwu64"
-HELD_OUT_SHARE = 0.25
+from intent_router import IntentClassifier, load_dataset  # noqa: E402
 
 
 def attract(
@@ -48,10 +45,7 @@ def attract(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--models", type=Path, required=True, help="the folder discovery_hwu64.py --models saved to")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = seed_models_parser(__doc__)
     parser.add_argument("-k", type=int, default=10, help="neighbours (default: 10)")
     parser.add_argument("--shares", type=float, nargs="+", default=[0.2, 0.3, 0.5])
     args = parser.parse_args()
@@ -60,8 +54,7 @@ def main() -> None:
     print("| seed | neighbours among | share | capture | known traffic in the pool |")
     print("|---|---|---|---|---|")
     for seed in args.seeds:
-        intents = sorted(set(train.labels))
-        held = set(np.random.default_rng(seed).choice(intents, round(HELD_OUT_SHARE * len(intents)), replace=False))
+        held = held_out_intents(train.labels, seed)
         model = IntentClassifier.load(args.models / f"hwu64-seed{seed}")
         unseen_train = [i for i, y in enumerate(train.labels) if y in held]
         truth = test.labels + [train.labels[i] for i in unseen_train]
