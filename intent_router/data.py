@@ -9,6 +9,7 @@ classifier treats each distinct set as one class, named by its canonical key (``
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import hashlib
@@ -256,17 +257,8 @@ def load_dataset(
                 )
             ]
         )
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        # err.start counts from err.object, which is the input *after* the codec stripped any BOM
-        line = err.object[: err.start].count(b"\n") + 1
-        raise DataError(
-            [Problem(source, line, f"bytes that are not UTF-8 ({err.reason}); save the file as UTF-8")]
-        ) from None
     return parse_dataset(
-        text,
+        decode_data(path.read_bytes(), source),
         format=format,
         source=source,
         header=header,
@@ -274,6 +266,23 @@ def load_dataset(
         deduplicate=deduplicate,
         labelled=labelled,
     )
+
+
+def decode_data(raw: bytes, source: str) -> str:
+    """A data file's bytes as text: UTF-8, with or without a BOM; anything else is a ``DataError`` that
+    says to save the file as UTF-8 (naming UTF-16, which Excel's "Unicode Text" writes, when its
+    byte-order mark shows it)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        message = "the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+        raise DataError([Problem(source, 1, message)])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        # err.start counts from err.object, which is the input *after* the codec stripped any BOM
+        line = err.object[: err.start].count(b"\n") + 1
+        raise DataError(
+            [Problem(source, line, f"bytes that are not UTF-8 ({err.reason}); save the file as UTF-8")]
+        ) from None
 
 
 def parse_dataset(
@@ -288,6 +297,13 @@ def parse_dataset(
 ) -> Dataset:
     """Like ``load_dataset`` but from text already in memory (an upload, say)."""
     text = text.removeprefix("\ufeff")
+    nul = text.find("\x00")
+    if nul >= 0:  # UTF-16 without a byte-order mark reads as UTF-8 with a NUL after each ASCII letter
+        message = (
+            "a NUL character (byte 0), which no text file holds: the file is perhaps UTF-16 or not text; "
+            "save it as UTF-8 text"
+        )
+        raise DataError([Problem(source, text.count("\n", 0, nul) + 1, message)])
     problems: list[Problem] = []
     if format in ("csv", "tsv"):
         rows = _read_delimited(text, "," if format == "csv" else "\t", source, header, problems, labelled)

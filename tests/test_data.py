@@ -506,6 +506,28 @@ def test_undecodable_bytes_name_their_line(tmp_path: Path, prefix: bytes) -> Non
     assert "not UTF-8" in problems[0].message
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"], ids=["with-bom", "le", "be"])
+def test_a_utf16_file_is_refused_saying_to_save_it_as_utf8(tmp_path: Path, encoding: str) -> None:
+    # Without a byte-order mark, ASCII in UTF-16 is valid UTF-8 with a NUL beside each letter: it read
+    # as labels such as '\x00g\x00r\x00e\x00e\x00t' (or one column per row), not as an encoding error
+    rows = "".join(f"utterance {i},{'greet' if i % 2 else 'bye'}\n" for i in range(40))
+    path = write(tmp_path, "data.csv", ("text,label\n" + rows).encode(encoding))
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 1, "error")]
+    assert "UTF-16" in problems[0].message and "save it as UTF-8" in problems[0].message
+
+
+def test_a_nul_byte_is_refused_at_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "data.jsonl", b'{"text": "hi", "label": "greet"}\n{"text": "bye\x00", "label": "x"}\n')
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 2, "error")]
+    assert "NUL" in problems[0].message and "save it as UTF-8" in problems[0].message
+
+
 def test_row_with_one_column_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, "data.csv", "hi,greet\nlonely\n")
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
-from ..data import FORMATS, DataError, check_trainable, format_from_name, parse_dataset
+from ..data import FORMATS, DataError, check_trainable, decode_data, format_from_name, parse_dataset
 from ..model_folder import model_path
 from ..registry import NameTaken
 from ..routing import NewRouterConfig
@@ -50,13 +50,7 @@ def parse_upload(filename: str, content: bytes, format: str | None, header: bool
     if format not in FORMATS:
         raise HTTPException(422, f"format={format!r}: unknown; send one of {', '.join(FORMATS)}")
     try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = content[: err.start].count(b"\n") + 1
-        raise HTTPException(
-            422, [f"{filename}:{line}: error: bytes that are not UTF-8; save the file as UTF-8"]
-        ) from None
-    try:
+        text = decode_data(content, filename)
         return format, parse_dataset(text, format=format, source=filename, header=header, multilabel=multilabel)
     except DataError as err:
         raise HTTPException(422, [str(p) for p in err.problems]) from None
