@@ -27,6 +27,7 @@ from sentence_transformers.sentence_transformer import losses
 from transformers import PrinterCallback, TrainerCallback
 
 DEFAULT_MARGIN = 0.5  # the triplet margin, a cosine distance; see README, How it trains
+MAX_SEED = 2**32 - 1  # the largest seed numpy's and torch's generators take
 
 # progress(stage, fraction): stage is a short name ("fine-tuning", "head", ...), fraction in 0..1
 ProgressCallback = Callable[[str, float], None]

@@ -50,7 +50,7 @@ from .data import (
     train_validation_split,
     unicode_problem,
 )
-from .finetune import DEFAULT_MARGIN, FinetuneSettings, ProgressCallback, finetune_body
+from .finetune import DEFAULT_MARGIN, MAX_SEED, FinetuneSettings, ProgressCallback, finetune_body
 from .head import LinearHead, SigmoidHead
 from .metrics import classification_metrics, confidence_threshold, label_thresholds, multilabel_metrics
 from .model_folder import CONFIG_FILE, ModelLoadError, read_config, read_model_folder, write_model_folder
@@ -115,6 +115,8 @@ class IntentClassifier:
         margin = DEFAULT_MARGIN if margin is None else margin  # None: the library's default
         if not 0 < margin <= 2:
             raise ValueError(f"margin is {margin}: give the triplet margin, a cosine distance above 0 and at most 2")
+        if not 0 <= seed <= MAX_SEED:  # else the fit fails after the data is read, in numpy's words
+            raise ValueError(f"seed is {seed}: give a whole number from 0 to {MAX_SEED}")
         self.settings = FinetuneSettings(
             steps=steps, batch_size=batch_size, learning_rate=learning_rate, margin=margin, seed=seed
         )

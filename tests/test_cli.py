@@ -234,6 +234,12 @@ def test_train_refuses_a_margin_out_of_range_in_one_line(small_csv, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_refuses_a_seed_numpy_cannot_take_in_one_line(small_csv, tmp_path):
+    result = run("train", small_csv, "--name", "x", "--seed", str(2**32), "--models-dir", tmp_path)
+    assert_one_line_error(result, "seed is 4294967296: give a whole number from 0 to 4294967295")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_optimize_says_a_multilabel_model_runs_on_torch_only(fitted_multilabel, small_csv, tmp_path):
     fitted_multilabel.save(tmp_path / "multi")
     result = run("optimize", tmp_path / "multi", "--data", small_csv)

@@ -215,6 +215,17 @@ def test_a_finetune_of_untrainable_data_is_refused_with_the_reason(server, keys)
         assert answer.status_code == 404 and "upload one with POST /v1/datasets" in answer.text
 
 
+def test_a_finetune_with_a_seed_numpy_cannot_take_is_refused_not_queued(server, keys, train_csv):
+    # it was queued (202) and failed as it started: "ValueError: expected non-negative integer"
+    with httpx.Client(base_url=server.url, headers=keys["admin"], timeout=30) as http:
+        dataset = http.post("/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())}).json()["dataset"]
+        for seed in (-1, 2**32):
+            answer = http.post("/v1/finetunes", json={"name": "seeded", "train_dataset": dataset["id"], "seed": seed})
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["detail"][0]["loc"] == ["body", "seed"]
+        assert http.get("/v1/finetunes/seeded").status_code == 404
+
+
 def test_a_clean_text_model_cleans_requests_and_refuses_a_text_cleaning_empties(server, home, keys, small_split):
     train, _ = small_split
     folder = IntentClassifier(steps=0, clean_text=True).fit(train).save(home / "models" / "atis-clean")

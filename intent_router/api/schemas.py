@@ -163,7 +163,7 @@ class FinetuneRequest(StrictModel):
     train_dataset: str
     validation_dataset: str | None = None
     steps: int | None = Field(None, ge=0, le=20000)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy's and torch's seeds: 0 to 4294967295")
     margin: float | None = Field(
         None, gt=0, le=2, description="triplet margin of fine-tuning (a cosine distance); default: the library's, 0.5"
     )
