@@ -19,7 +19,14 @@ from rich.table import Table
 from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
 from .bundled_e5 import BundledWeightsError
 from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu, unicode_problem
-from .model_folder import ModelExistsError, ModelFolderError, list_models, model_path, remove_stale_partials
+from .model_folder import (
+    ModelExistsError,
+    ModelFolderError,
+    check_writable,
+    list_models,
+    model_path,
+    remove_stale_partials,
+)
 
 app = typer.Typer(
     help="Fine-tune a sentence-embedding intent classifier from labelled utterances, and use it.",
@@ -183,6 +190,7 @@ def train(
         target = model_path(name, models_dir)
         if target.exists() and not overwrite:
             raise _name_taken(name, models_dir)
+        check_writable(models_dir)
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None
         classifier = IntentClassifier(

@@ -26,7 +26,14 @@ from pathlib import Path
 
 from .data import DataError, Dataset, Problem, parse_dataset
 from .model import IntentClassifier
-from .model_folder import ModelExistsError, machine, process_exists, remove_stale_partials
+from .model_folder import (
+    ModelExistsError,
+    ModelFolderError,
+    check_writable,
+    machine,
+    process_exists,
+    remove_stale_partials,
+)
 from .registry import Job, Registry
 
 log = logging.getLogger("intent_router.jobs")
@@ -165,7 +172,7 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
         log.info("cancelled %s", job.name)
     except ServiceStopped:
         registry.finish_job(job.name, "failed", error=INTERRUPTED, job_id=job.id)
-    except NameInUse as error:
+    except (NameInUse, ModelFolderError) as error:
         registry.finish_job(job.name, "failed", error=str(error), job_id=job.id)
     except DataError as error:
         registry.finish_job(job.name, "failed", error="; ".join(str(p) for p in error.problems[:20]), job_id=job.id)
@@ -177,6 +184,7 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
 def _check_name_free(models_dir: Path, name: str) -> None:
     if (models_dir / name).exists():
         raise _name_in_use(models_dir, name)
+    check_writable(models_dir)  # before the fit, not once it is done
 
 
 def _name_in_use(models_dir: Path, name: str) -> NameInUse:

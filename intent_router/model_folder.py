@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -121,6 +122,27 @@ def write_model_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def check_writable(models_dir: Path) -> None:
+    """Raise ``ModelFolderError`` if no model can be saved in ``models_dir``: checked before a fit, which
+    would otherwise run its minutes and then fail to save. The folder need not exist yet (a save makes
+    it): its nearest existing parent must then be a folder one may write in."""
+    existing = models_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ModelFolderError(f"cannot save a model in {models_dir}: {existing} is not a folder; {_WRITABLE_FIX}")
+    try:  # a write, not os.access: a read-only file system refuses even root
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ModelFolderError(
+            f"cannot save a model in {models_dir}: cannot write in {existing} ({error.strerror}); {_WRITABLE_FIX}"
+        ) from None
+
+
+_WRITABLE_FIX = "choose a models folder one may write in, or make this one writable"
 
 
 def _claim(path: Path) -> None:

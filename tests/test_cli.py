@@ -240,6 +240,15 @@ def test_train_refuses_a_seed_numpy_cannot_take_in_one_line(small_csv, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_refuses_a_models_folder_it_cannot_write_before_training(small_csv, tmp_path):
+    # it fine-tuned first, then failed to save: "error: .../models: Not a directory"
+    models = unwritable_folder(tmp_path) / "models"
+    result = run("train", small_csv, "--name", "x", "--steps", "2", "--models-dir", models)
+    assert_one_line_error(result, f"cannot save a model in {models}: ")
+    assert "choose a models folder one may write in" in result.stderr
+    assert "Fine-tuned" not in result.stdout
+
+
 def test_optimize_says_a_multilabel_model_runs_on_torch_only(fitted_multilabel, small_csv, tmp_path):
     fitted_multilabel.save(tmp_path / "multi")
     result = run("optimize", tmp_path / "multi", "--data", small_csv)

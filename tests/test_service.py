@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import unwritable_folder
 from server import CLI, Server, cli, common_options
 
 from intent_router import IntentClassifier
@@ -716,6 +717,38 @@ def test_a_job_leaves_a_folder_that_appeared_after_it_was_queued(tmp_path, train
     assert "a model folder named 'late' appeared" in failed.error
     assert [p.name for p in (tmp_path / "models" / "late").iterdir()] == ["mine.txt"]
     registry.close()
+
+
+def test_a_job_whose_models_folder_cannot_be_written_fails_before_it_fits(tmp_path, train_csv):
+    # it fine-tuned for its minutes, then failed to save: "NotADirectoryError: [Errno 20] Not a directory"
+    registry = Registry(f"sqlite:///{tmp_path / 'router.db'}")
+    dataset = registry.add_dataset("train.csv", "csv", train_csv.read_bytes(), 48, {}, []).id
+    registry.create_job("unsaved", "english-small", dataset, None, {"steps": 2})
+    job = registry.claim_next_job("worker-a")
+    models = unwritable_folder(tmp_path) / "models"
+    run_job(registry, models, job)
+    failed = registry.get_job("unsaved")
+    assert failed.status == "failed" and failed.stage == "starting", failed
+    assert failed.error.startswith(f"cannot save a model in {models}: ")
+    assert failed.error.endswith("choose a models folder one may write in, or make this one writable")
+    registry.close()
+
+
+def test_a_finetune_is_refused_while_the_models_folder_cannot_be_written(tmp_path, train_csv):
+    key = cli(tmp_path, "keys", "create", "--scope", "admin", "--name", "ops")
+    server = Server(tmp_path, "--no-finetune-worker")
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            upload = http.post("/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())})
+            dataset = upload.json()["dataset"]["id"]
+            shutil.rmtree(tmp_path / "models", ignore_errors=True)  # replaced by a file: no save can work
+            (tmp_path / "models").write_text("not a folder")
+            answer = http.post("/v1/finetunes", json={"name": "unsaved", "train_dataset": dataset, "steps": 2})
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["detail"].startswith(f"cannot save a model in {tmp_path / 'models'}: ")
+            assert http.get("/v1/finetunes/unsaved").status_code == 404
+    finally:
+        server.stop()
 
 
 def test_serve_refuses_a_config_whose_router_names_a_missing_model(server, home, keys):

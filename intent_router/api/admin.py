@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
 from ..data import FORMATS, DataError, check_trainable, decode_data, format_from_name, parse_dataset
-from ..model_folder import model_path
+from ..model_folder import ModelFolderError, check_writable, model_path
 from ..registry import NameTaken
 from ..routing import NewRouterConfig
 from . import auth
@@ -161,8 +161,13 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
         **({"synthetic_multi_intent": body.synthetic_multi_intent} if body.synthetic_multi_intent is not None else {}),
         **({"layers": body.layers} if body.layers is not None else {}),
     }
-    if model_path(body.name, request.app.state.service.settings.models_dir).exists():
+    models_dir = request.app.state.service.settings.models_dir
+    if model_path(body.name, models_dir).exists():
         raise HTTPException(409, f"a model named {body.name!r} exists in the models folder; choose another name")
+    try:  # the service's own folder: not the request's fault, but it would fail only once fitted
+        check_writable(models_dir)
+    except ModelFolderError as err:
+        raise HTTPException(503, str(err)) from None
     try:
         job = registry.create_job(body.name, body.base_model, body.train_dataset, body.validation_dataset, settings)
     except NameTaken as err:
