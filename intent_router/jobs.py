@@ -205,8 +205,15 @@ def _progress(registry: Registry, job: Job, stage: str, fraction: float) -> str:
 def _datasets(registry: Registry, job: Job) -> tuple[Dataset, Dataset | None]:
     """The job's training data and its validation data (None: an automatic split)."""
     multilabel = bool(job.settings.get("multilabel", False))
-    train = _dataset(registry, job.train_dataset, multilabel)
-    validation = _dataset(registry, job.validation_dataset, multilabel) if job.validation_dataset else None
+    return read_datasets(registry, job.train_dataset, job.validation_dataset, multilabel)
+
+
+def read_datasets(
+    registry: Registry, train_dataset: str, validation_dataset: str | None, multilabel: bool
+) -> tuple[Dataset, Dataset | None]:
+    """Uploaded training data and validation data (None: an automatic split), read as a fine-tune reads them."""
+    train = _dataset(registry, train_dataset, multilabel)
+    validation = _dataset(registry, validation_dataset, multilabel) if validation_dataset else None
     return train, validation
 
 
@@ -216,4 +223,6 @@ def _dataset(registry: Registry, dataset_id: str, multilabel: bool) -> Dataset:
     if record is None or content is None:
         raise DataError([Problem(dataset_id, None, "the dataset was deleted before the job ran")])
     text = content.decode("utf-8-sig")
-    return parse_dataset(text, format=record.format, source=record.filename, multilabel=multilabel)
+    return parse_dataset(
+        text, format=record.format, source=record.filename, header=record.header, multilabel=multilabel
+    )

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -115,6 +116,7 @@ class DatasetRecord:
     label_counts: dict[str, int]
     warnings: list[str]
     created_at: datetime
+    header: bool | None = None  # a CSV/TSV's header as the upload forced it; None: detected
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,8 @@ datasets = Table(
     Column("label_counts", JSON, nullable=False),
     Column("warnings", JSON, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # since version 3: the upload's header option (None: detected), which a fine-tune must read it with too
+    Column("header", Boolean, nullable=True),
 )
 
 # sqlite_autoincrement: an id is never reused after its row is deleted (a replaced job, pruned log rows),
@@ -313,16 +317,29 @@ def _create_tables(connection: Connection) -> None:
     It creates the tables as declared above. When a later migration changes a table, copy that table's
     version-1 declaration into this function first, so a new database replays the same history.
     """
-    metadata.create_all(connection, tables=[api_keys, datasets, models, routers, low_confidence])
+    metadata.create_all(connection, tables=[api_keys, models, routers, low_confidence])
+    version_1 = MetaData()
+    Table(
+        "datasets",
+        version_1,
+        Column("id", String(32), primary_key=True),
+        Column("filename", Text, nullable=False),
+        Column("format", String(20), nullable=False),
+        Column("content", LargeBinary, nullable=False),
+        Column("examples", Integer, nullable=False),
+        Column("label_counts", JSON, nullable=False),
+        Column("warnings", JSON, nullable=False),
+        Column("created_at", UtcDateTime, nullable=False),
+    ).create(connection)
     Table(
         "jobs",
-        MetaData(),
+        version_1,
         Column("id", Integer, primary_key=True),
         Column("name", String(200), nullable=False, unique=True),
         Column("status", String(20), nullable=False, index=True),
         Column("base_model", Text, nullable=False),
-        Column("train_dataset", String(32), ForeignKey(datasets.c.id), nullable=False),
-        Column("validation_dataset", String(32), ForeignKey(datasets.c.id), nullable=True),
+        Column("train_dataset", String(32), ForeignKey("datasets.id"), nullable=False),
+        Column("validation_dataset", String(32), ForeignKey("datasets.id"), nullable=True),
         Column("settings", JSON, nullable=False),
         Column("stage", Text, nullable=False),
         Column("fraction", Float, nullable=False),
@@ -348,8 +365,17 @@ def _add_job_owner(connection: Connection) -> None:
             connection.exec_driver_sql(f"ALTER TABLE {quote(jobs.name)} ADD COLUMN {quote(column.name)} {kind}")
 
 
+def _add_dataset_header(connection: Connection) -> None:
+    """Version 3: a data set's header option (forced at upload, or None: detected), so a fine-tune reads
+    the file as the upload did. Existing rows get NULL: they were read, and trained on, as detected."""
+    if "header" not in {column["name"] for column in inspect(connection).get_columns("datasets")}:
+        quote = connection.dialect.identifier_preparer.quote
+        kind = datasets.c.header.type.compile(dialect=connection.dialect)
+        connection.exec_driver_sql(f"ALTER TABLE {quote(datasets.name)} ADD COLUMN {quote('header')} {kind}")
+
+
 # Migration n (1-based) is MIGRATIONS[n - 1]. Append only; never edit or reorder an applied one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_tables, _add_job_owner]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_tables, _add_job_owner, _add_dataset_header]
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -466,8 +492,12 @@ class Registry:
         examples: int,
         label_counts: dict[str, int],
         warnings: list[str],
+        header: bool | None = None,
     ) -> DatasetRecord:
-        """Keep an uploaded file as bytes, so any process can train on it (validation data is a dataset too)."""
+        """Keep an uploaded file as bytes, so any process can train on it (validation data is a dataset too).
+
+        ``header``: whether a CSV/TSV's first row is a header, as the upload forced it (None: detected).
+        """
         values = {
             "id": uuid.uuid4().hex,
             "filename": filename,
@@ -477,6 +507,7 @@ class Registry:
             "label_counts": dict(label_counts),
             "warnings": list(warnings),
             "created_at": _now(),
+            "header": header,
         }
         with self._write() as connection:
             connection.execute(insert(datasets).values(values))
@@ -935,6 +966,7 @@ def _dataset(row: Mapping[Any, Any]) -> DatasetRecord:
         label_counts=dict(row["label_counts"]),
         warnings=list(row["warnings"]),
         created_at=row["created_at"],
+        header=row["header"],
     )
 
 

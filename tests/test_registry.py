@@ -87,6 +87,30 @@ def test_a_new_migration_is_applied_once_on_the_next_start(database_url: str, mo
     assert calls == [1]
 
 
+def every_version() -> list[int]:
+    return list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_a_database_from_before_dataset_headers_is_migrated_and_keeps_its_data_sets(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS[:2])
+    Registry(database_url).close()
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:  # as version 2 wrote data sets
+        connection.execute(
+            "INSERT INTO datasets (id, filename, format, content, examples, label_counts, warnings, created_at)"
+            " VALUES ('old', 'train.csv', 'csv', x'68692c6772656574', 1, '{}', '[]', '2025-01-01 10:00:00')"
+        )
+    monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS)
+
+    with Registry(database_url) as migrated:
+        assert migrated.schema_versions() == every_version()
+        old = migrated.get_dataset("old")
+        new = migrated.add_dataset("new.csv", "csv", b"q,a\nhi,greet\n", 1, {"greet": 1}, [], header=True)
+        assert old is not None and old.header is None and migrated.get_dataset_content("old") == b"hi,greet"
+        assert migrated.get_dataset(new.id).header is True
+
+
 def _job_columns(database_url: str) -> set[str]:
     with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
         return {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
@@ -98,9 +122,14 @@ def test_a_database_from_before_job_owners_is_migrated_and_keeps_its_rows(
     monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS[:1])  # the schema as version 1 left it
     with Registry(database_url) as old:
         assert old.schema_versions() == [1]
-        dataset = old.add_dataset("train.csv", "csv", b"text,label\nhi,greet\n", 1, {"greet": 1}, []).id
     assert "worker" not in _job_columns(database_url)
-    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:  # as the old version wrote jobs
+    dataset = "d" * 32
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:  # as the old version wrote rows
+        connection.execute(
+            "INSERT INTO datasets (id, filename, format, content, examples, label_counts, warnings, created_at)"
+            " VALUES (?, 'train.csv', 'csv', ?, 1, '{\"greet\": 1}', '[]', '2025-01-01 10:00:00')",
+            (dataset, b"text,label\nhi,greet\n"),
+        )
         for name, status, started in (("waiting", "queued", None), ("running", "finetuning", "2025-01-01 12:00:00")):
             connection.execute(
                 "INSERT INTO jobs (name, status, base_model, train_dataset, settings, stage, fraction, created_at,"
@@ -111,7 +140,7 @@ def test_a_database_from_before_job_owners_is_migrated_and_keeps_its_rows(
     monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS)
 
     with Registry(database_url) as migrated:
-        assert migrated.schema_versions() == [1, 2]
+        assert migrated.schema_versions() == every_version()
         running = migrated.get_job("running")
         assert (running.status, running.settings, running.fraction) == ("finetuning", {"steps": 3}, 0.5)
         assert running.started_at == datetime(2025, 1, 1, 12, tzinfo=UTC)
@@ -121,7 +150,7 @@ def test_a_database_from_before_job_owners_is_migrated_and_keeps_its_rows(
         assert migrated.get_dataset(dataset) is not None
     assert {"worker", "heartbeat_at"} <= _job_columns(database_url)
     with Registry(database_url) as reopened:  # applies nothing again
-        assert reopened.schema_versions() == [1, 2]
+        assert reopened.schema_versions() == every_version()
         assert [job.name for job in reopened.list_jobs()] == ["running", "waiting"]
 
 
@@ -134,7 +163,7 @@ def test_the_job_owner_migration_adds_only_the_columns_a_table_lacks(
         connection.execute("ALTER TABLE jobs ADD COLUMN worker VARCHAR(200)")
     monkeypatch.setattr(registry_module, "MIGRATIONS", MIGRATIONS)
     with Registry(database_url) as migrated:
-        assert migrated.schema_versions() == [1, 2]
+        assert migrated.schema_versions() == every_version()
     assert {"worker", "heartbeat_at"} <= _job_columns(database_url)
 
 

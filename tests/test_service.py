@@ -227,6 +227,50 @@ def test_a_finetune_with_a_seed_numpy_cannot_take_is_refused_not_queued(server, 
         assert http.get("/v1/finetunes/seeded").status_code == 404
 
 
+def test_a_finetune_reads_its_data_with_the_header_forced_at_upload(server, keys, train_csv):
+    # the header was forgotten: the fine-tune read the row 'q,a' as an example of a label 'a' (a 422 for
+    # a label with one example; with allow_rare_labels, a model with that label)
+    rows = train_csv.read_text().splitlines()[1:]
+    content = "\n".join(["q,a", *rows]).encode()
+    with httpx.Client(base_url=server.url, headers=keys["admin"], timeout=30) as http:
+        upload = http.post("/v1/datasets", files={"file": ("named.csv", content)}, data={"header": "true"})
+        assert upload.status_code == 201, upload.text
+        assert upload.json()["dataset"]["header"] is True and "a" not in upload.json()["dataset"]["label_counts"]
+        request = {"name": "headed", "train_dataset": upload.json()["dataset"]["id"], "steps": 1}
+        answer = http.post("/v1/finetunes", json=request)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 300
+        while (job := http.get("/v1/finetunes/headed").json())["status"] in ("queued", "finetuning"):
+            assert time.monotonic() < deadline, job
+            time.sleep(1)
+        assert job["status"] == "completed", job
+        assert http.get("/v1/models/headed").json()["labels"] == ["atis_airfare", "atis_airline", "atis_ground_service"]
+        assert http.delete("/v1/models/headed").status_code == 204  # the later tests expect atis-3 alone
+
+
+def test_a_finetune_whose_validation_data_cannot_be_used_is_refused_not_queued(server, keys, train_csv):
+    # the training data was checked here, the validation data only by the job: a 202, then a failed job
+    with httpx.Client(base_url=server.url, headers=keys["admin"], timeout=30) as http:
+        train = http.post("/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())}).json()["dataset"]
+        other_intents = http.post(
+            "/v1/datasets", files={"file": ("other.csv", b"text,label\nhello there,greet\nbye now,farewell\n")}
+        ).json()["dataset"]
+        unlabelled = http.post(
+            "/v1/datasets",
+            files={"file": ("unlabelled.csv", b"text,label\ncheapest fare to boston,\nwhich airline,atis_airline\n")},
+            data={"multilabel": "true"},
+        ).json()["dataset"]
+        for validation, error in (
+            (other_intents, "other.csv: error: no validation row has a label of the training data"),
+            (unlabelled, "unlabelled.csv:2: error: empty label"),
+        ):
+            request = {"name": "unvalidated", "train_dataset": train["id"], "validation_dataset": validation["id"]}
+            answer = http.post("/v1/finetunes", json=request)
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["detail"][0].startswith(error), answer.text
+        assert http.get("/v1/finetunes/unvalidated").status_code == 404
+
+
 def test_a_clean_text_model_cleans_requests_and_refuses_a_text_cleaning_empties(server, home, keys, small_split):
     train, _ = small_split
     folder = IntentClassifier(steps=0, clean_text=True).fit(train).save(home / "models" / "atis-clean")

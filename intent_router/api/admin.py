@@ -12,6 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
 from ..data import FORMATS, DataError, check_trainable, decode_data, format_from_name, parse_dataset
+from ..jobs import read_datasets
+from ..model import known_validation
 from ..model_folder import ModelFolderError, check_writable, model_path
 from ..registry import NameTaken
 from ..routing import NewRouterConfig
@@ -94,6 +96,7 @@ async def upload_dataset(
             len(dataset),
             dict(dataset.label_counts(multilabel)),
             [str(w) for w in warnings],
+            header,
         )
         stored.append((record, dataset))
     (record, dataset), validation = stored[0], (stored[1][0] if len(stored) > 1 else None)
@@ -137,15 +140,15 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
             raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
     if body.synthetic_multi_intent and not body.multilabel:
         raise HTTPException(422, "synthetic_multi_intent needs a multilabel fine-tune: set multilabel to true")
-    record = registry.get_dataset(body.train_dataset)
 
     def check() -> None:  # parsing a large upload is CPU work: off the event loop
-        content = registry.get_dataset_content(body.train_dataset)
-        text = content.decode("utf-8-sig")
-        dataset = parse_dataset(text, format=record.format, source=record.filename, multilabel=body.multilabel)
-        check_trainable(dataset, multilabel=body.multilabel, allow_rare_labels=body.allow_rare_labels)
-        if body.clean_text:
-            dataset.cleaned()  # a row that cleaning empties is refused now, not when the job runs
+        train, validation = read_datasets(registry, body.train_dataset, body.validation_dataset, body.multilabel)
+        check_trainable(train, multilabel=body.multilabel, allow_rare_labels=body.allow_rare_labels)
+        if body.clean_text:  # a row that cleaning empties is refused now, not when the job runs
+            train = train.cleaned()
+            validation = validation.cleaned() if validation is not None else None
+        if validation is not None:  # and so is validation data with none of the training labels
+            known_validation(validation, train, body.multilabel)
 
     try:
         await asyncio.to_thread(check)

@@ -146,6 +146,7 @@ class DatasetInfo(BaseModel):
     label_counts: dict[str, int]
     warnings: list[str]
     created_at: datetime
+    header: bool | None = Field(None, description="a CSV/TSV's header row as forced at upload; null: detected")
 
 
 class DatasetUploadResponse(BaseModel):
