@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import threading
 import time
 from datetime import datetime, timedelta
@@ -164,8 +165,10 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
             path = classifier.save(models_dir / job.name)
         except ModelExistsError:
             raise _name_in_use(models_dir, job.name) from None
+        if _progress(registry, job, "saving", 1.0) != "finetuning":  # cancelled while it saved: the cancel wins
+            shutil.rmtree(path, ignore_errors=True)
+            raise JobCancelled
         registry.add_model(job.name, str(path), classifier.labels_ or [], classifier.metrics_, classifier.info_)
-        _progress(registry, job, "saving", 1.0)
         registry.finish_job(job.name, "completed", metrics=classifier.metrics_, job_id=job.id)
         log.info("fine-tuned %s", job.name)
     except JobCancelled:

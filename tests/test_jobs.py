@@ -199,3 +199,30 @@ def test_stopping_a_server_fails_the_job_its_worker_was_running_at_once(registry
         watchdog.stop()
     job = registry.get_job("long")
     assert (job.status, job.error.split(":")[0]) == ("failed", "interrupted"), job
+
+
+def test_a_job_cancelled_while_it_saves_leaves_no_model(registry, small_csv, tmp_path):
+    # the cancel won in the job's status only: the model was saved, registered and served all the same
+    dataset = registry.add_dataset("small.csv", "csv", small_csv.read_bytes(), 48, {}, []).id
+    registry.create_job("unwanted", "english-small", dataset, None, {"steps": 1})
+    job = registry.claim_next_job("worker-a")
+    cancelled_while_saving = threading.Event()
+
+    def cancel_once_it_saves() -> None:
+        deadline = time.monotonic() + 300
+        while registry.get_job("unwanted").stage != "saving":
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+        registry.cancel_job("unwanted")
+        cancelled_while_saving.set()
+
+    canceller = threading.Thread(target=cancel_once_it_saves)
+    canceller.start()
+    jobs.run_job(registry, tmp_path / "models", job)
+    canceller.join()
+
+    assert cancelled_while_saving.is_set()
+    assert registry.get_job("unwanted").status == "cancelled"
+    assert registry.get_model("unwanted") is None
+    assert list((tmp_path / "models").iterdir()) == []
