@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import precision_recall_fscore_support
 
 MAX_THRESHOLD_ROUNDS = 10  # passes over the labels when fitting thresholds; ATIS settles in two or three
+# Up to this many labels the confusion matrix is written whole (CLINC150 has 150 intents); beyond, only its
+# non-zero cells: the whole grows with the square of the labels (10,000 labels: 10^8 cells, a metrics.json
+# of about 1 GB, kept in the registry and sent with every fine-tune's and model's details).
+MAX_DENSE_CONFUSION_LABELS = 200
 
 
 def classification_metrics(
@@ -20,7 +25,10 @@ def classification_metrics(
 
     Labels are canonical label-set names, so accuracy is exact label-set accuracy. Labels that occur
     only in ``true_labels`` (unknown to the model) count as errors and appear in the per-label table;
-    the cross-entropy is taken over the rows whose label the model knows.
+    the cross-entropy is taken over the rows whose label the model knows. The confusion matrix is
+    ``{"labels": [...], "matrix": [[count, ...], ...]}`` (rows true, columns predicted), or beyond
+    ``MAX_DENSE_CONFUSION_LABELS`` labels ``{"labels": [...], "cells": [[true, predicted, count], ...]}``,
+    its non-zero cells, most frequent first.
     """
     if not true_labels:
         raise ValueError("no examples to evaluate")
@@ -35,7 +43,6 @@ def classification_metrics(
         loss = float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
     else:
         loss = None
-    matrix = confusion_matrix(true, predicted, labels=labels)
     return {
         "examples": len(true_labels),
         "accuracy": float(np.mean(true == predicted)),
@@ -52,9 +59,22 @@ def classification_metrics(
             }
             for i, label in enumerate(labels)
         },
-        "confusion_matrix": {"labels": labels, "matrix": matrix.tolist()},
+        "confusion_matrix": _confusion(true_labels, predicted_labels, labels),
         "unknown_labels": sorted(set(true_labels) - set(model_labels)),
     }
+
+
+def _confusion(true_labels: Sequence[str], predicted_labels: Sequence[str], labels: list[str]) -> dict:
+    """The confusion matrix over ``labels``: whole, or its non-zero cells (see ``classification_metrics``)."""
+    counts = Counter(zip(true_labels, predicted_labels, strict=True))
+    if len(labels) > MAX_DENSE_CONFUSION_LABELS:
+        cells = sorted(counts.items(), key=lambda cell: (-cell[1], cell[0]))
+        return {"labels": labels, "cells": [[true, predicted, count] for (true, predicted), count in cells]}
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for (true, predicted), count in counts.items():
+        matrix[index[true]][index[predicted]] = count
+    return {"labels": labels, "matrix": matrix}
 
 
 def confidence_threshold(
