@@ -717,8 +717,9 @@ class _reported_errors:
             _print_problems(error.problems)
         elif isinstance(error, ModelFolderError | BaseModelError | BundledWeightsError | ValueError | TypeError):
             errors.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
-        elif isinstance(error, OSError) and error.filename is not None:  # e.g. a file or folder a user named
-            errors.print(f"[red]error:[/] {escape(f'{error.filename}: {error.strerror}')}", soft_wrap=True)
+        elif isinstance(error, OSError):  # e.g. a file or folder a user named, or a full disk
+            where = f"{error.filename}: " if error.filename is not None else ""
+            errors.print(f"[red]error:[/] {escape(f'{where}{error.strerror or error}')}", soft_wrap=True)
         else:
             return False
         raise typer.Exit(1)

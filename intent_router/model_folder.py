@@ -25,6 +25,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from . import cleaning
 from .head import LinearHead, SigmoidHead
 
@@ -98,15 +100,14 @@ def write_model_folder(
     remove_stale_partials(path.parent)
     staging = staging_folder(path)
     try:
-        body.save(str(staging))
-        head.save(staging / HEAD_FILE)
-        for relative, content in (files or {}).items():
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            (staging / relative).write_bytes(content)
-        _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": format_version(config), **config})
-        _write_json(staging / METRICS_FILE, metrics)
-        _give_files_the_usual_mode(staging, (staging / CONFIG_FILE).stat().st_mode)
-        _fsync_tree(staging)
+        try:
+            _write_files(staging, body, head, config, metrics, files or {})
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk in an error of its own
+            detail = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else str(err)
+            raise ModelFolderError(
+                f"cannot save the model in {path} ({detail}); nothing was saved: free some space, or choose "
+                "another models folder"
+            ) from err
         if overwrite and path.exists():
             retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, retired)
@@ -122,6 +123,18 @@ def write_model_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _write_files(staging: Path, body, head: LinearHead, config: dict, metrics: dict | None, files: dict) -> None:
+    body.save(str(staging))
+    head.save(staging / HEAD_FILE)
+    for relative, content in files.items():
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        (staging / relative).write_bytes(content)
+    _write_json(staging / CONFIG_FILE, {"format": FORMAT, "format_version": format_version(config), **config})
+    _write_json(staging / METRICS_FILE, metrics)
+    _give_files_the_usual_mode(staging, (staging / CONFIG_FILE).stat().st_mode)
+    _fsync_tree(staging)
 
 
 def check_writable(models_dir: Path) -> None:

@@ -6,7 +6,9 @@ import csv
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -247,6 +249,36 @@ def test_train_refuses_a_models_folder_it_cannot_write_before_training(small_csv
     assert_one_line_error(result, f"cannot save a model in {models}: ")
     assert "choose a models folder one may write in" in result.stderr
     assert "Fine-tuned" not in result.stdout
+
+
+def run_on_a_full_disk(*args: str) -> subprocess.CompletedProcess:
+    """``run``, where a file cannot grow past 1 MB: writing a model's weights fails as on a full disk."""
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails (EFBIG), not the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CI": "1"}  # CI: no progress bars before the error
+    command = [str(CLI), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, preexec_fn=limit_file_size)
+
+
+def test_train_says_in_one_line_that_a_model_could_not_be_saved_and_leaves_nothing(small_csv, tmp_path):
+    # safetensors' own error was a traceback: "SafetensorError: Error while serializing: I/O error: ..."
+    models = tmp_path / "models"
+    result = run_on_a_full_disk(
+        "train", small_csv, "--name", "x", "--steps", "0", "--multilabel", "--models-dir", models
+    )
+    assert_one_line_error(result, f"cannot save the model in {models / 'x'} (")
+    assert "nothing was saved: free some space, or choose another models folder" in result.stderr
+    assert list(models.iterdir()) == []
+
+
+def test_train_says_in_one_line_that_a_file_could_not_be_written(small_csv, tmp_path):
+    # an OSError without a file name (the ONNX export's temporary file) was a traceback
+    result = run_on_a_full_disk("train", small_csv, "--name", "x", "--steps", "0", "--models-dir", tmp_path)
+    assert_one_line_error(result, "error: File too large")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_optimize_says_a_multilabel_model_runs_on_torch_only(fitted_multilabel, small_csv, tmp_path):
