@@ -382,13 +382,25 @@ def _read_delimited(
             continue
         if len(record) != 2:
             what = "a third column" if len(record) > 2 else "only one column"
-            hint = "; quote a text that holds the delimiter" if len(record) > 2 else ""
+            hint = "; quote a text that holds the delimiter" if len(record) > 2 else _separator_hint(record, delimiter)
             problems.append(
                 Problem(source, line, f"{what}: expected 2 columns, text then label, found {len(record)}{hint}")
             )
             continue
         rows.append((line, record[0], parse_labels(record[1])))
     return rows
+
+
+def _separator_hint(record: list[str], delimiter: str) -> str:
+    """How to read a one-column row that holds another separator: the file is likely separated by it."""
+    cell = "".join(record)
+    if delimiter == "," and "\t" in cell:
+        return "; the row holds a tab: for a tab-separated file, name it .tsv or pass --format tsv (format=tsv)"
+    if delimiter == "," and ";" in cell:
+        return "; the row holds ';': save a file separated by semicolons (as Excel does in some languages) with commas"
+    if delimiter == "\t" and "," in cell:
+        return "; the row holds ',': for a comma-separated file, name it .csv or pass --format csv (format=csv)"
+    return ""
 
 
 def _name(delimiter: str) -> str:

@@ -528,6 +528,27 @@ def test_a_nul_byte_is_refused_at_its_line(tmp_path: Path) -> None:
     assert "NUL" in problems[0].message and "save it as UTF-8" in problems[0].message
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "hint"),
+    [
+        ("data.csv", "hi;greet\nbye;farewell\n", "the row holds ';': save a file separated by semicolons"),
+        ("data.csv", "hi\tgreet\nbye\tfarewell\n", "the row holds a tab: for a tab-separated file, name it .tsv"),
+        ("data.tsv", "hi,greet\nbye,farewell\n", "the row holds ',': for a comma-separated file, name it .csv"),
+    ],
+    ids=["semicolons", "tabs-in-csv", "commas-in-tsv"],
+)
+def test_a_row_of_one_column_that_holds_another_separator_says_how_to_read_it(
+    tmp_path: Path, name: str, content: str, hint: str
+) -> None:
+    # Excel saves "CSV" with semicolons in many languages: every row was "only one column", with no hint why
+    path = write(tmp_path, name, content)
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), 1, "error"), (str(path), 2, "error")]
+    assert all(p.message.startswith("only one column") and hint in p.message for p in problems)
+
+
 def test_row_with_one_column_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, "data.csv", "hi,greet\nlonely\n")
 
