@@ -39,6 +39,7 @@ from .backends import ONNX_FILES, BackendError, Encoder, OnnxEncoder, Tokenizer,
 from .base_models import DEFAULT_BASE_MODEL, load_base_model
 from .combinations import Combinations
 from .data import (
+    SAME_PROBLEM_SHOWN,
     DataError,
     Dataset,
     Problem,
@@ -173,7 +174,7 @@ class IntentClassifier:
             train_part = train
             split = {"kind": "given", "source": validation.source}
             validation, left_out = known_validation(validation, train_part, self.multilabel)
-            warnings += left_out
+            warnings += left_out + seen_validation(validation, train_part)
         _seed_everything(self.settings.seed)
         report("loading", 0.0)
         body = load_base_model(self.base_model, self.device, self.layers)
@@ -591,6 +592,23 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
         f"({', '.join(unknown)}) are left out of the metrics and thresholds"
     )
     return validation.subset(keep), [Problem(validation.source, None, message, "warning"), *warnings]
+
+
+def seen_validation(validation: Dataset, train: Dataset) -> list[Problem]:
+    """A warning counting the validation rows whose text is a training text too (the training file given
+    as validation, say): the model has seen them, so their metrics flatter it and the thresholds fitted on
+    them are lenient, and nothing else would say so."""
+    seen = set(train.texts)
+    lines = [example.line for example in validation.examples if example.text in seen]
+    if not lines:
+        return []
+    shown = ", ".join(map(str, lines[:SAME_PROBLEM_SHOWN])) + (", ..." if len(lines) > SAME_PROBLEM_SHOWN else "")
+    message = (
+        f"{len(lines)} of {len(validation)} validation row(s) are training rows too (lines {shown}): the model has "
+        "seen them, so the metrics flatter it and the thresholds fitted on them are lenient; keep each text in one "
+        "of the files"
+    )
+    return [Problem(validation.source, None, message, "warning")]
 
 
 def _multi_hot(label_sets: Sequence[frozenset[str]], labels: list[str]) -> np.ndarray:

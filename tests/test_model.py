@@ -193,6 +193,18 @@ def test_training_labels_without_a_validation_row_are_named_in_a_warning():
     assert known_validation(validation, train.subset([0, 1]), False)[1] == []  # every label measured
 
 
+def test_validation_rows_that_are_training_rows_too_are_counted_in_a_warning(small_split):
+    # the training file given as validation too: metrics of 100% and thresholds fitted on seen rows, without a word
+    train, held_out = small_split
+    validation = Dataset(train.subset(range(3)).examples + held_out.subset(range(20)).examples, "valid.csv")
+    classifier = IntentClassifier(steps=0).fit(train, validation=validation)
+    lines = ", ".join(str(e.line) for e in train.examples[:3])
+    seen = f"valid.csv: warning: 3 of 23 validation row(s) are training rows too (lines {lines}): the model has seen"
+    warnings = [w for w in classifier.info_["warnings"] if "training rows too" in w]
+    assert len(warnings) == 1 and warnings[0].startswith(seen), warnings
+    assert classifier.metrics_["examples"] == 23  # still scored: the warning says what to change
+
+
 def test_empty_and_very_long_texts_are_classified(fitted):
     probabilities = fitted.predict_proba(["", "fare " * 5000])
     assert probabilities.shape == (2, 3) and np.isfinite(probabilities).all()
