@@ -22,6 +22,7 @@ from .data import FORMATS, DataError, check_trainable, load_dataset, parse_label
 from .model_folder import (
     ModelExistsError,
     ModelFolderError,
+    check_replaceable,
     check_writable,
     list_models,
     model_path,
@@ -190,6 +191,7 @@ def train(
         target = model_path(name, models_dir)
         if target.exists() and not overwrite:
             raise _name_taken(name, models_dir)
+        check_replaceable(target)
         check_writable(models_dir)
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None

@@ -96,6 +96,7 @@ def write_model_folder(
     path = path.resolve()
     if path.exists() and not overwrite:
         raise _exists(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path.parent)
     staging = staging_folder(path)
@@ -123,6 +124,19 @@ def write_model_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise ``ModelFolderError`` if ``path`` exists and is not a model: an overwrite replaces models only,
+    never a folder of something else that happens to have the name (it would be deleted); an empty one is
+    replaced."""
+    if path.is_dir() and ((path / CONFIG_FILE).is_file() or not any(path.iterdir())):
+        return
+    if path.exists():
+        raise ModelFolderError(
+            f"{path} is not an intent-router model (no {CONFIG_FILE}), so it is not replaced: choose another "
+            "name, or move that folder away"
+        )
 
 
 def _write_files(staging: Path, body, head: LinearHead, config: dict, metrics: dict | None, files: dict) -> None:

@@ -281,6 +281,15 @@ def test_train_says_in_one_line_that_a_file_could_not_be_written(small_csv, tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_with_overwrite_refuses_a_folder_that_is_not_a_model_before_training(small_csv, tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.txt").write_text("not a model")
+    result = run("train", small_csv, "--name", "notes", "--overwrite", "--steps", "2", "--models-dir", tmp_path)
+    assert_one_line_error(result, "notes is not an intent-router model (no intent_router.json), so it is not replaced")
+    assert "Fine-tuned" not in result.stdout
+    assert [p.name for p in (tmp_path / "notes").iterdir()] == ["thesis.txt"]
+
+
 def test_optimize_says_a_multilabel_model_runs_on_torch_only(fitted_multilabel, small_csv, tmp_path):
     fitted_multilabel.save(tmp_path / "multi")
     result = run("optimize", tmp_path / "multi", "--data", small_csv)

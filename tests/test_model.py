@@ -309,6 +309,18 @@ def test_overwrite_replaces_the_model_whole(fitted, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_overwrite_never_replaces_a_folder_that_is_not_a_model(fitted, tmp_path):
+    # it was renamed away and deleted, whatever it held
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.txt").write_text("not a model")
+    with pytest.raises(ModelFolderError, match="notes is not an intent-router model .* so it is not replaced"):
+        fitted.save(tmp_path / "notes", overwrite=True)
+    assert (tmp_path / "notes" / "thesis.txt").read_text() == "not a model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+    (tmp_path / "empty").mkdir()
+    assert (fitted.save(tmp_path / "empty", overwrite=True) / "intent_router.json").is_file()
+
+
 def test_loading_a_plain_sentence_transformers_folder_explains_what_it_is():
     with pytest.raises(ModelFolderError, match="not an intent-router model.*base_model"):
         IntentClassifier.load(resolve_base_model("english-small"))
