@@ -334,14 +334,16 @@ def test_bad_option_values_are_refused_when_the_component_is_made(served, admin_
     assert "did you mean 'record_low_confidence'?" in results[5]["error"]
 
 
-def test_the_component_checks_model_names_and_steps_with_the_service_rules():
+def test_the_component_checks_model_names_steps_and_seeds_with_the_service_rules():
     from intent_router.api.schemas import MODEL_NAME, FinetuneRequest
 
     config = (ROOT / "rasa_component" / "rasa_component" / "config.py").read_text()
     max_steps = next(m.le for m in FinetuneRequest.model_fields["steps"].metadata if hasattr(m, "le"))
+    max_seed = next(m.le for m in FinetuneRequest.model_fields["seed"].metadata if hasattr(m, "le"))
 
     assert f'MODEL_NAME = re.compile(r"{MODEL_NAME}")' in config
     assert f"MAX_STEPS = {max_steps}" in config
+    assert f"MAX_SEED = {max_seed}" in config and 'check_number(config, "seed", int, (0, MAX_SEED))' in config
 
 
 def test_a_text_over_the_service_limit_is_classified_on_its_first_characters(served, admin_key):

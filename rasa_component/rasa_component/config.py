@@ -17,6 +17,7 @@ ON_ERROR = ("empty", "raise")
 # The service's pattern for a model name (intent_router/model_folder.py, MODEL_NAME).
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_STEPS = 20000  # the service's limit for a fine-tune (FinetuneRequest.steps)
+MAX_SEED = 4294967295  # the service's limit for a fine-tune's seed (FinetuneRequest.seed)
 
 DEFAULTS: Dict[str, Any] = {
     "url": "http://127.0.0.1:8000",  # the router service
@@ -62,7 +63,7 @@ def check_config(config: Dict[str, Any]) -> None:
     if config["on_error"] not in ON_ERROR:
         fail(f"on_error is {config['on_error']!r}; use one of {', '.join(ON_ERROR)}")
     check_number(config, "steps", int, (0, MAX_STEPS), optional=True)
-    check_number(config, "seed", int, (None, None))
+    check_number(config, "seed", int, (0, MAX_SEED))
     check_number(config, "ranking_length", int, (0, None))
     check_number(config, "retries", int, (0, None))
     check_number(config, "max_text_chars", int, (1, None), optional=True)
