@@ -103,10 +103,9 @@ def write_model_folder(
     try:
         try:
             _write_files(staging, body, head, config, metrics, files or {})
-        except (OSError, SafetensorError) as err:  # safetensors reports a full disk in an error of its own
-            detail = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else str(err)
+        except SafetensorError as err:  # safetensors reports a full disk in an error of its own, not an OSError
             raise ModelFolderError(
-                f"cannot save the model in {path} ({detail}); nothing was saved: free some space, or choose "
+                f"cannot save the model in {path} ({err}); nothing was saved: free some space, or choose "
                 "another models folder"
             ) from err
         if overwrite and path.exists():
