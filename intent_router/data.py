@@ -659,29 +659,38 @@ def check_trainable(dataset: Dataset, *, multilabel: bool = False, allow_rare_la
     for e in dataset.examples:
         for name in e.labels if multilabel else [e.label]:
             first_line.setdefault(name, e.line)
+    rare: list[Problem] = []
+    few: list[Problem] = []
+    rare_fix = (
+        f"each label needs at least {MIN_EXAMPLES_PER_LABEL} (add examples, remove its rows, or allow rare labels: "
+        "--allow-rare-labels, allow_rare_labels=True)"
+    )
+    allowed = "allowed (rare labels): it trains the head only"
     for name, count in sorted(counts.items()):
         if count < MIN_EXAMPLES_PER_LABEL:
-            if allow_rare_labels:
-                message = f"label {name!r} has {count} example; allowed (rare labels): it trains the head only"
-                warnings.append(Problem(source, first_line[name], message, "warning"))
-            else:
-                message = (
-                    f"label {name!r} has {count} example; each label needs at least {MIN_EXAMPLES_PER_LABEL} "
-                    "(add examples, remove its rows, or allow rare labels: --allow-rare-labels, allow_rare_labels=True)"
-                )
-                errors.append(Problem(source, first_line[name], message))
+            message = f"label {name!r} has {count} example; {allowed if allow_rare_labels else rare_fix}"
+            rare.append(Problem(source, first_line[name], message, "warning" if allow_rare_labels else "error"))
         elif count < FEW_EXAMPLES_PER_LABEL:
-            warnings.append(
-                Problem(
-                    source,
-                    first_line[name],
-                    f"label {name!r} has only {count} examples; {FEW_EXAMPLES_PER_LABEL} or more work better",
-                    "warning",
-                )
-            )
+            message = f"label {name!r} has only {count} examples; {FEW_EXAMPLES_PER_LABEL} or more work better"
+            few.append(Problem(source, first_line[name], message, "warning"))
+    # 10,000 labels of few examples each: the first few named, the others counted, not 10,000 lines
+    rare = _cap_labels(rare, f"with 1 example: {allowed if allow_rare_labels else rare_fix}")
+    few = _cap_labels(few, f"with fewer than {FEW_EXAMPLES_PER_LABEL} examples")
+    errors += [p for p in rare if p.severity == "error"]
+    warnings += [p for p in rare if p.severity == "warning"] + few
     if errors:
         raise DataError(errors + warnings)
     return warnings
+
+
+def _cap_labels(problems: list[Problem], what: str) -> list[Problem]:
+    """The first ``SAME_PROBLEM_SHOWN`` of one problem met by many labels, then one counting the others."""
+    if len(problems) <= SAME_PROBLEM_SHOWN:
+        return problems
+    rest = len(problems) - SAME_PROBLEM_SHOWN
+    severity = problems[0].severity
+    summary = Problem(problems[0].source, None, f"... and {rest} more label(s) {what}", severity)
+    return problems[:SAME_PROBLEM_SHOWN] + [summary]
 
 
 # How two utterances are joined into a synthetic multi-intent one (see ``synthetic_multi_intent``).

@@ -750,6 +750,23 @@ def test_a_label_with_fewer_than_8_examples_is_a_warning_naming_it(count: int, w
     assert all(f"'few' has only {count} examples" in w.message for w in warnings)
 
 
+def test_many_labels_of_few_examples_are_named_ten_at_a_time_and_the_others_counted() -> None:
+    # 10,000 labels of 2 examples each gave 10,000 warning lines (and 10,000 strings in the model's info)
+    counts = {f"intent_{i:05d}": 2 for i in range(10_000)}
+    warnings = check_trainable(dataset_with(counts))
+
+    assert [w.message for w in warnings[:2]] == [
+        "label 'intent_00000' has only 2 examples; 8 or more work better",
+        "label 'intent_00001' has only 2 examples; 8 or more work better",
+    ]
+    assert len(warnings) == 11 and warnings[-1].line is None
+    assert warnings[-1].message == "... and 9990 more label(s) with fewer than 8 examples"
+    with pytest.raises(DataError) as caught:
+        check_trainable(dataset_with({"a": 40} | {f"lonely_{i:02d}": 1 for i in range(30)}))
+    assert [p.severity for p in caught.value.problems] == ["error"] * 11
+    assert caught.value.problems[-1].message.startswith("... and 20 more label(s) with 1 example: each label needs")
+
+
 def test_error_from_check_trainable_also_carries_the_warnings() -> None:
     with pytest.raises(DataError) as caught:
         check_trainable(dataset_with({"a": 31, "few": 3, "lonely": 1}))
