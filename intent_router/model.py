@@ -573,7 +573,7 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
     unmeasured = sorted(known - named)
     if unmeasured and keep:
         message = (
-            f"{len(unmeasured)} training label(s) have no validation row ({', '.join(unmeasured)}): their "
+            f"{len(unmeasured)} training label(s) have no validation row ({_some(unmeasured)}): their "
             "metrics are not measured and the thresholds are fitted without them; add a few of their rows "
             "to the validation file"
         )
@@ -583,15 +583,21 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
     unknown = sorted(named - known)
     if not keep:
         message = (
-            f"no validation row has a label of the training data (validation labels: {', '.join(unknown)}); "
+            f"no validation row has a label of the training data (validation labels: {_some(unknown)}); "
             "give a validation file with the training data's labels, or none for an automatic split"
         )
         raise DataError([Problem(validation.source, None, message)])
     message = (
         f"{len(validation) - len(keep)} validation row(s) with labels the training data lacks "
-        f"({', '.join(unknown)}) are left out of the metrics and thresholds"
+        f"({_some(unknown)}) are left out of the metrics and thresholds"
     )
     return validation.subset(keep), [Problem(validation.source, None, message, "warning"), *warnings]
+
+
+def _some(labels: list[str]) -> str:
+    """Labels for a message: the first ``SAME_PROBLEM_SHOWN``, then a count (a data set may have thousands)."""
+    more = len(labels) - SAME_PROBLEM_SHOWN
+    return ", ".join(labels[:SAME_PROBLEM_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def seen_validation(validation: Dataset, train: Dataset) -> list[Problem]:

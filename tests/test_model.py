@@ -205,6 +205,17 @@ def test_validation_rows_that_are_training_rows_too_are_counted_in_a_warning(sma
     assert classifier.metrics_["examples"] == 23  # still scored: the warning says what to change
 
 
+def test_a_warning_about_many_labels_names_ten_and_counts_the_others():
+    from intent_router.model import known_validation
+
+    labels = [f"intent_{i:03d}" for i in range(50)]
+    train = Dataset.from_lists([f"text {i}" for i in range(50)], labels)
+    validation = Dataset(Dataset.from_lists(["x"], ["intent_000"]).examples, "valid.csv")
+    _, (warning,) = known_validation(validation, train, False)
+    named = ", ".join(labels[1:11])
+    assert warning.message.startswith(f"49 training label(s) have no validation row ({named} and 39 more): their")
+
+
 def test_empty_and_very_long_texts_are_classified(fitted):
     probabilities = fitted.predict_proba(["", "fare " * 5000])
     assert probabilities.shape == (2, 3) and np.isfinite(probabilities).all()
