@@ -166,6 +166,17 @@ def parse_labels(cell: str) -> frozenset[str]:
     return frozenset(name for name in map(label_name, cell.split(LABEL_SEPARATOR)) if name)
 
 
+def label_cell_problem(cell: str) -> str | None:
+    """Why a label cell cannot be read, or None: ``c++`` would be read as ``c``, its empty parts dropped."""
+    names = [label_name(part) for part in cell.split(LABEL_SEPARATOR)]
+    if len(names) > 1 and any(names) and not all(names):
+        return (
+            f"label {cell.strip()!r} has an empty part around {LABEL_SEPARATOR!r}, which joins the labels of a "
+            f"multi-intent row; rename the label without {LABEL_SEPARATOR!r}"
+        )
+    return None
+
+
 def label_name(name: str) -> str:
     """A label as written in the data, in one spelling: Unicode NFC, no invisible format characters
     (zero-width spaces, joiners, soft hyphens), no outer white space. So "café" typed two ways, or with
@@ -387,6 +398,10 @@ def _read_delimited(
                 Problem(source, line, f"{what}: expected 2 columns, text then label, found {len(record)}{hint}")
             )
             continue
+        problem = label_cell_problem(record[1])
+        if problem:
+            problems.append(Problem(source, line, problem))
+            continue
         rows.append((line, record[0], parse_labels(record[1])))
     return rows
 
@@ -475,6 +490,10 @@ def _read_jsonl(text: str, source: str, problems: list[Problem], labelled: bool 
             rows.append((line, record["text"], frozenset()))
             continue
         if isinstance(record.get("label"), str):
+            problem = label_cell_problem(record["label"])
+            if problem:
+                problems.append(Problem(source, line, problem))
+                continue
             labels = parse_labels(record["label"])
         elif isinstance(record.get("labels"), list) and all(isinstance(x, str) for x in record["labels"]):
             if any(LABEL_SEPARATOR in x for x in record["labels"]):
@@ -517,6 +536,10 @@ def _read_rasa_yaml(text: str, source: str, problems: list[Problem]) -> list[_Ro
                     "an intent needs a name and its examples: an 'examples: |' block or a list of '- text: ...'",
                 )
             )
+            continue
+        problem = label_cell_problem(intent.value)
+        if problem:
+            problems.append(Problem(source, item.start_mark.line + 1, problem))
             continue
         for line, utterance in examples:
             if not utterance:

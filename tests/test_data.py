@@ -872,3 +872,24 @@ def test_a_jsonl_label_list_entry_cannot_hide_a_label_set(tmp_path: Path) -> Non
 
     assert [(p.line, p.severity) for p in caught.value.problems] == [(1, "error")]
     assert "cannot contain '+'" in caught.value.problems[0].message
+
+
+@pytest.mark.parametrize(
+    "name, content, line",
+    [
+        ("data.csv", "hi,greet\nwrite me a loop,c++\n", 2),
+        ("data.csv", "hi,greet\nfares and flights,+flight\n", 2),
+        ("data.jsonl", '{"text": "hi", "label": "greet"}\n{"text": "a loop", "label": "c++"}\n', 2),
+        ("nlu.yml", "nlu:\n- intent: greet\n  examples: |\n    - hi\n- intent: c++\n  examples: |\n    - a loop\n", 5),
+    ],
+)
+def test_a_label_with_an_empty_part_around_the_separator_is_an_error_not_cut(
+    tmp_path: Path, name: str, content: str, line: int
+) -> None:
+    path = write(tmp_path, name, content)
+
+    problems = load_errors(path)
+
+    assert located(problems) == [(str(path), line, "error")]  # was read as the label 'c', or 'flight'
+    assert "has an empty part around '+'" in problems[0].message
+    assert "rename the label without '+'" in problems[0].message
