@@ -166,6 +166,12 @@ def parse_labels(cell: str) -> frozenset[str]:
     return frozenset(name for name in map(label_name, cell.split(LABEL_SEPARATOR)) if name)
 
 
+def first_few(items: Sequence[object]) -> str:
+    """Lines or labels for a message: the first ``SAME_PROBLEM_SHOWN``, then a count (there may be thousands)."""
+    more = len(items) - SAME_PROBLEM_SHOWN
+    return ", ".join(map(str, items[:SAME_PROBLEM_SHOWN])) + (f" and {more} more" if more > 0 else "")
+
+
 def label_cell_problem(cell: str) -> str | None:
     """Why a label cell cannot be read, or None: ``c++`` would be read as ``c``, its empty parts dropped."""
     names = [label_name(part) for part in cell.split(LABEL_SEPARATOR)]
@@ -350,9 +356,8 @@ def _without_empty_texts(rows: list[_Row], source: str, problems: list[Problem])
         else:
             skipped.append(line)
     if skipped:
-        more = ", ..." if len(skipped) > SAME_PROBLEM_SHOWN else ""
-        shown = ", ".join(map(str, skipped[:SAME_PROBLEM_SHOWN])) + more
-        problems.append(Problem(source, None, f"{len(skipped)} empty text(s) skipped (lines {shown})", "warning"))
+        message = f"{len(skipped)} empty text(s) skipped (lines {first_few(skipped)})"
+        problems.append(Problem(source, None, message, "warning"))
     return kept
 
 

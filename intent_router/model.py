@@ -39,11 +39,11 @@ from .backends import ONNX_FILES, BackendError, Encoder, OnnxEncoder, Tokenizer,
 from .base_models import DEFAULT_BASE_MODEL, load_base_model
 from .combinations import Combinations
 from .data import (
-    SAME_PROBLEM_SHOWN,
     DataError,
     Dataset,
     Problem,
     check_trainable,
+    first_few,
     label_key,
     normalize_text,
     parse_labels,
@@ -573,7 +573,7 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
     unmeasured = sorted(known - named)
     if unmeasured and keep:
         message = (
-            f"{len(unmeasured)} training label(s) have no validation row ({_some(unmeasured)}): their "
+            f"{len(unmeasured)} training label(s) have no validation row ({first_few(unmeasured)}): their "
             "metrics are not measured and the thresholds are fitted without them; add a few of their rows "
             "to the validation file"
         )
@@ -583,21 +583,15 @@ def known_validation(validation: Dataset, train: Dataset, multilabel: bool) -> t
     unknown = sorted(named - known)
     if not keep:
         message = (
-            f"no validation row has a label of the training data (validation labels: {_some(unknown)}); "
+            f"no validation row has a label of the training data (validation labels: {first_few(unknown)}); "
             "give a validation file with the training data's labels, or none for an automatic split"
         )
         raise DataError([Problem(validation.source, None, message)])
     message = (
         f"{len(validation) - len(keep)} validation row(s) with labels the training data lacks "
-        f"({_some(unknown)}) are left out of the metrics and thresholds"
+        f"({first_few(unknown)}) are left out of the metrics and thresholds"
     )
     return validation.subset(keep), [Problem(validation.source, None, message, "warning"), *warnings]
-
-
-def _some(labels: list[str]) -> str:
-    """Labels for a message: the first ``SAME_PROBLEM_SHOWN``, then a count (a data set may have thousands)."""
-    more = len(labels) - SAME_PROBLEM_SHOWN
-    return ", ".join(labels[:SAME_PROBLEM_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def seen_validation(validation: Dataset, train: Dataset) -> list[Problem]:
@@ -608,11 +602,10 @@ def seen_validation(validation: Dataset, train: Dataset) -> list[Problem]:
     lines = [example.line for example in validation.examples if example.text in seen]
     if not lines:
         return []
-    shown = ", ".join(map(str, lines[:SAME_PROBLEM_SHOWN])) + (", ..." if len(lines) > SAME_PROBLEM_SHOWN else "")
     message = (
-        f"{len(lines)} of {len(validation)} validation row(s) are training rows too (lines {shown}): the model has "
-        "seen them, so the metrics flatter it and the thresholds fitted on them are lenient; keep each text in one "
-        "of the files"
+        f"{len(lines)} of {len(validation)} validation row(s) are training rows too (lines {first_few(lines)}): "
+        "the model has seen them, so the metrics flatter it and the thresholds fitted on them are lenient; keep "
+        "each text in one of the files"
     )
     return [Problem(validation.source, None, message, "warning")]
 
