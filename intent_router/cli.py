@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .base_models import DEFAULT_BASE_MODEL, BaseModelError, load_base_model
+from .base_models import DEFAULT_BASE_MODEL, BaseModelError, check_base_model, load_base_model
 from .bundled_e5 import BundledWeightsError
 from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu, unicode_problem
 from .model_folder import (
@@ -193,6 +193,7 @@ def train(
             raise _name_taken(name, models_dir)
         check_replaceable(target)
         check_writable(models_dir)
+        check_base_model(base_model)
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None
         classifier = IntentClassifier(

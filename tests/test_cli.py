@@ -242,6 +242,13 @@ def test_train_refuses_a_seed_numpy_cannot_take_in_one_line(small_csv, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_refuses_a_base_model_it_cannot_load_in_one_line_before_reading_data(tmp_path):
+    # offline, a hub id not in the cache failed in sentence-transformers with several lines about the hub
+    result = run("train", tmp_path / "absent.csv", "--name", "x", "--base-model", "someone/never-downloaded")
+    assert_one_line_error(result, "'someone/never-downloaded' is neither a folder nor in the local hub cache")
+    assert "english-small" in result.stderr
+
+
 def test_train_refuses_a_models_folder_it_cannot_write_before_training(small_csv, tmp_path):
     # it fine-tuned first, then failed to save: "error: .../models: Not a directory"
     models = unwritable_folder(tmp_path) / "models"

@@ -227,6 +227,25 @@ def test_a_finetune_with_a_seed_numpy_cannot_take_is_refused_not_queued(server, 
         assert http.get("/v1/finetunes/seeded").status_code == 404
 
 
+def test_a_finetune_whose_base_model_cannot_be_loaded_is_refused_not_queued(server, home, keys, train_csv):
+    # it was queued (202), and the job failed as it started loading the base model
+    not_a_model = home / "not-a-model"
+    not_a_model.mkdir()
+    refused = {
+        "no such thing!": "is not a hub id either",
+        str(not_a_model): "is not a model folder: it has no config.json or modules.json",
+        "someone/never-downloaded": "neither a folder nor in the local hub cache, and the hub is offline",
+    }
+    with httpx.Client(base_url=server.url, headers=keys["admin"], timeout=30) as http:
+        dataset = http.post("/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())}).json()["dataset"]
+        for base_model, reason in refused.items():
+            request = {"name": "based", "train_dataset": dataset["id"], "base_model": base_model}
+            answer = http.post("/v1/finetunes", json=request)
+            assert answer.status_code == 422, answer.text
+            assert reason in answer.json()["detail"] and "english-small" in answer.json()["detail"]
+        assert http.get("/v1/finetunes/based").status_code == 404
+
+
 def test_a_finetune_reads_its_data_with_the_header_forced_at_upload(server, keys, train_csv):
     # the header was forgotten: the fine-tune read the row 'q,a' as an example of a label 'a' (a 422 for
     # a label with one example; with allow_rare_labels, a model with that label)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 
+from ..base_models import BaseModelError, check_base_model
 from ..data import FORMATS, DataError, check_trainable, decode_data, format_from_name, parse_dataset
 from ..jobs import read_datasets
 from ..model import known_validation
@@ -140,6 +141,10 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
             raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
     if body.synthetic_multi_intent and not body.multilabel:
         raise HTTPException(422, "synthetic_multi_intent needs a multilabel fine-tune: set multilabel to true")
+    try:  # a base model the worker could not load fails now, not after the job is queued
+        await asyncio.to_thread(check_base_model, body.base_model)
+    except BaseModelError as err:
+        raise HTTPException(422, str(err)) from None
 
     def check() -> None:  # parsing a large upload is CPU work: off the event loop
         train, validation = read_datasets(registry, body.train_dataset, body.validation_dataset, body.multilabel)
