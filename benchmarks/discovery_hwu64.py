@@ -40,6 +40,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pool_attraction_hwu64 import attract  # noqa: E402
+
 from clustering import NEW_INTENT, Discovery, utterances_from_texts  # noqa: E402
 from intent_router import Dataset, IntentClassifier, load_dataset  # noqa: E402
 from intent_router.model import REVIEW_PERCENTILE, SIMILARITY_PERCENTILE, fit_similarity_threshold  # noqa: E402
@@ -47,6 +49,7 @@ from intent_router.model import REVIEW_PERCENTILE, SIMILARITY_PERCENTILE, fit_si
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "hwu64"
 HELD_OUT_SHARE = 0.25
 PURITY, MIN_MEMBERS = 0.6, 3
+NEIGHBOUR_VOTE = (20, 0.05)  # --neighbours: of the 20 nearest, at least one (5%) fell back
 
 COLUMNS = [
     ("capture", "capture"),
@@ -95,6 +98,7 @@ def build_pool(
     margin: float | None,
     similarity_percentile: float | None,
     review: bool = False,
+    neighbours: bool = False,
 ) -> dict:
     """The seed's model, its pool (what the router would not pass) and each text's true intent."""
     intents = sorted(set(train.labels))
@@ -123,6 +127,9 @@ def build_pool(
         if not fitted:
             fitted = fit_similarity_threshold(head, model.embed(known_valid.texts), REVIEW_PERCENTILE)["value"]
         low |= similarity < fitted
+    if neighbours:  # routed, but a neighbour among the training utterances and recent traffic fell back
+        training = model.embed(only(train, held_out, keep=False).texts)
+        low |= attract(fallback, vectors @ training.T, vectors @ vectors.T, *NEIGHBOUR_VOTE, 100 + seed, True, 1000)
     unseen = np.array([y in held_out for y in truth])
     pool = utterances_from_texts([t for t, is_low in zip(traffic, low, strict=True) if is_low], "hwu64 week")
     return {
@@ -238,6 +245,12 @@ def main() -> None:
         action="store_true",
         help=f"add routed utterances below the review threshold (p{REVIEW_PERCENTILE:.0f} of validation)",
     )
+    parser.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="add routed utterances one of whose 20 nearest (training utterances and the last 1,000 of traffic) "
+        "fell back (pool_attraction_hwu64.py --votes fallbacks)",
+    )
     parser.add_argument("--no-timing", action="store_true", help="skip timing discovery on 10,000 utterances")
     args = parser.parse_args()
     train = load_dataset(args.data / "train.csv")
@@ -250,7 +263,16 @@ def main() -> None:
         rows.append(
             run_seed(
                 build_pool(
-                    seed, train, valid, test, models, args.steps, args.margin, args.similarity_percentile, args.review
+                    seed,
+                    train,
+                    valid,
+                    test,
+                    models,
+                    args.steps,
+                    args.margin,
+                    args.similarity_percentile,
+                    args.review,
+                    args.neighbours,
                 )
             )
         )
