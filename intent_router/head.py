@@ -9,6 +9,10 @@ It also keeps each class's **centroid**, the normalised mean of its training emb
 discovery compares clusters with them (a softmax is confident even far from any training data; a
 cosine to the centroids is not).
 
+It can keep **anchors**, up to ``MAX_ANCHORS`` of the training embeddings in float16 (a seeded
+sample when there are more): a router with ``review_neighbours`` compares new utterances with them
+(``neighbourhood``).
+
 A multilabel model has a ``SigmoidHead`` instead: one logistic regression per label (one-vs-rest),
 each probability independent of the others, in the same file format.
 """
@@ -22,22 +26,35 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from threadpoolctl import ThreadpoolController
 
+MAX_ANCHORS = 10_000  # a route compares its utterance with each: about 1.2 ms for 6,700, 6 ms for 20,000
+
 
 class LinearHead:
     """``probabilities = softmax(embeddings @ weight.T + bias)``.
 
     ``centroids`` (n_classes, d): each class's normalised mean training embedding (zeros for a class
     without examples); None in heads saved before they were kept.
+    ``anchors`` (n, d): training embeddings kept for ``review_neighbours`` (``keep_anchors``); None
+    until kept.
     """
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, centroids: np.ndarray | None = None):
+    def __init__(
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        centroids: np.ndarray | None = None,
+        anchors: np.ndarray | None = None,
+    ):
         if weight.ndim != 2 or bias.shape != (weight.shape[0],):
             raise ValueError(f"head weight {weight.shape} and bias {bias.shape} do not fit together")
         if centroids is not None and centroids.shape != weight.shape:
             raise ValueError(f"head centroids {centroids.shape} do not fit its weight {weight.shape}")
         self.weight = weight.astype(np.float32)
         self.bias = bias.astype(np.float32)
+        if anchors is not None and (anchors.ndim != 2 or anchors.shape[1] != weight.shape[1]):
+            raise ValueError(f"head anchors {anchors.shape} do not fit its weight {weight.shape}")
         self.centroids = None if centroids is None else centroids.astype(np.float32)
+        self.anchors: np.ndarray | None = None if anchors is None else anchors.astype(np.float16)
 
     @property
     def n_classes(self) -> int:
@@ -74,6 +91,13 @@ class LinearHead:
             centroids[k] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         return cls(weight, bias, centroids)
 
+    def keep_anchors(self, embeddings: np.ndarray, seed: int) -> None:
+        """Keep the training ``embeddings`` as anchors: all of them, or a seeded sample of ``MAX_ANCHORS``."""
+        if len(embeddings) > MAX_ANCHORS:
+            rows = np.random.default_rng(seed).choice(len(embeddings), MAX_ANCHORS, replace=False)
+            embeddings = embeddings[np.sort(rows)]
+        self.anchors = np.asarray(embeddings, dtype=np.float16)
+
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         return _product(embeddings, self.weight) + self.bias
 
@@ -96,12 +120,14 @@ class LinearHead:
         tensors = {"weight": self.weight, "bias": self.bias}
         if self.centroids is not None:
             tensors["centroids"] = self.centroids
+        if self.anchors is not None:
+            tensors["anchors"] = self.anchors
         save_file(tensors, str(path))
 
     @classmethod
     def load(cls, path: str | Path) -> LinearHead:
         tensors = load_file(str(path))
-        return cls(tensors["weight"], tensors["bias"], tensors.get("centroids"))
+        return cls(tensors["weight"], tensors["bias"], tensors.get("centroids"), tensors.get("anchors"))
 
 
 class SigmoidHead(LinearHead):

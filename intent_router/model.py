@@ -205,6 +205,7 @@ class IntentClassifier:
             head: LinearHead = SigmoidHead.fit(train_vectors, targets, len(labels), self.head_regularization)
         else:
             head = LinearHead.fit(train_vectors, np.array(class_ids), len(labels), self.head_regularization)
+        head.keep_anchors(train_vectors[: len(train_part)], self.settings.seed)  # not the synthetic rows
         self.body_, self.head_, self.labels_ = body, head, labels
         self.backend_, self.encoder_, self.cascade_ = "torch", TorchEncoder(body), None
         report("head", 1.0)

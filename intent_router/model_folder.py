@@ -385,6 +385,17 @@ def read_labels(path: Path) -> list[str]:
     return read_config(path)["labels"]
 
 
+def keeps_anchors(path: Path) -> bool:
+    """Whether the model folder's head keeps anchors (``review_neighbours``), without loading it."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path / HEAD_FILE), framework="numpy") as head:
+            return "anchors" in head.keys()  # noqa: SIM118 (a safetensors file, not a dict)
+    except Exception as err:  # a missing or damaged file: loading it would fail, and say how
+        raise ModelLoadError(path, f"cannot read {path / HEAD_FILE}: {err}") from err
+
+
 def list_models(models_dir: Path) -> list[tuple[str, dict, dict | None, str | None]]:
     """(name, config, metrics, problem) of every model folder in ``models_dir``, by name.
 

@@ -34,6 +34,12 @@ whose cosine to the nearest intent centroid is below the review threshold (the r
 similarities) is still routed, and ``review`` is true: the service also keeps it in the
 low-confidence store (reason ``review``) so new-intent discovery sees it. This widens what discovery
 sees without sending more traffic to the fallback.
+
+**Review by neighbours** (off unless the router sets ``review_neighbours``; the model must keep
+anchors, as models fitted since it exists do): a routed utterance is also kept for review when one
+of its 20 nearest among the model's training utterances and the router's last 1,000 utterances fell
+back as ``low_confidence`` or ``far_from_intents`` (``neighbourhood``). The service decides this
+after ``decide``, which knows nothing of other utterances.
 """
 
 from __future__ import annotations
@@ -71,6 +77,10 @@ class RouterConfig(BaseModel):
         ge=0,
         le=1,
         description="with review on: the cosine below which a routed utterance is kept; None: the model's",
+    )
+    review_neighbours: bool = Field(
+        False,
+        description="also keep routed utterances whose nearest training or recent utterances fell back, for discovery",
     )
     alternatives: int = Field(3, ge=0, le=20, description="how many runners-up to return")
 

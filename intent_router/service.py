@@ -28,7 +28,8 @@ from .data import strip_invisible
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .model import IntentClassifier
-from .model_folder import ModelLoadError, model_path, read_labels
+from .model_folder import ModelLoadError, keeps_anchors, model_path, read_labels
+from .neighbourhood import RecentTraffic
 from .redact import redact
 from .registry import Registry
 from .routing import NewRouterConfig, RouteDecision, RouterConfig, decide
@@ -127,6 +128,17 @@ class UnknownIntents(ValueError):
     def __init__(self, model: str, unknown: list[str], labels: list[str]):
         self.model, self.unknown, self.labels = model, unknown, labels
         super().__init__(f"intents {unknown} are not labels of model {model!r}: {labels}")
+
+
+class NoAnchors(ValueError):
+    """A router with ``review_neighbours`` on a model whose head keeps no training utterances."""
+
+    def __init__(self, model: str):
+        self.model = model
+        super().__init__(
+            f"review_neighbours needs the training utterances a model keeps since it exists, and model "
+            f"{model!r} was fitted before: fine-tune it again, or turn review_neighbours off"
+        )
 
 
 class CleanedTextRefused(ValueError):
@@ -276,6 +288,7 @@ class Service:
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="low-confidence")
         self.pending_writes: set[asyncio.Future] = set()
         self.remembered: dict[tuple[str, str], tuple[float, object]] = {}
+        self.recent: dict[str, tuple[LinearHead, RecentTraffic]] = {}  # review_neighbours, by router
         if settings.config_file:
             self.apply_config_file(settings.config_file)
 
@@ -300,6 +313,8 @@ class Service:
         unknown = sorted((set(config.destinations) | set(config.intent_thresholds)) - set(labels))
         if unknown:
             raise UnknownIntents(config.model, unknown, labels)
+        if config.review_neighbours and not self.model_keeps_anchors(config.model):
+            raise NoAnchors(config.model)
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -348,6 +363,22 @@ class Service:
         if name in self.models:
             return self.models[name].labels
         return read_labels(self.model_folder(name))
+
+    def model_keeps_anchors(self, name: str) -> bool:
+        if name in self.models:
+            return self.models[name].head.anchors is not None
+        return keeps_anchors(self.model_folder(name))
+
+    def recent_traffic(self, router: str, loaded: LoadedModel) -> RecentTraffic | None:
+        """The router's recent traffic for ``review_neighbours``, begun anew when its model's head
+        changes (another model, or the same name retrained); None for a head without anchors."""
+        head = loaded.head
+        kept = self.recent.get(router)
+        if kept is None or kept[0] is not head:
+            if head.anchors is None:
+                return None
+            kept = self.recent[router] = (head, RecentTraffic(head.anchors))
+        return kept[1]
 
     def _local_model(self, name: str) -> Path | None:
         """A model folder copied into models_dir by hand (not fine-tuned by this service)."""
@@ -467,6 +498,11 @@ class Service:
             default_review_similarity_threshold=loaded.default_review_similarity_threshold,
             combinations=loaded.classifier.combinations_,
         )
+        traffic = self.recent_traffic(router_name, loaded) if config.review_neighbours else None
+        if traffic is not None:
+            if not decision.fallback and traffic.near_a_fallback(vectors[0]):
+                decision.review = True
+            traffic.add(vectors[0], decision.reason)
         if decision.fallback or decision.review:
             top = [[decision.intent, decision.confidence]] + [
                 [a["intent"], a["confidence"]] for a in decision.alternatives

@@ -28,6 +28,7 @@ from server import CLI, Server, cli, common_options
 from intent_router import IntentClassifier
 from intent_router.api.schemas import MAX_METADATA_BYTES
 from intent_router.client import RouterClient
+from intent_router.head import LinearHead
 from intent_router.jobs import HEARTBEAT_INTERVAL, run_job
 from intent_router.registry import Registry
 
@@ -622,6 +623,44 @@ def test_a_reviewing_router_routes_an_unfamiliar_utterance_and_keeps_it_for_disc
     page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "reviewing"}, headers=keys["admin"]).json()
     # kept twice (routed over HTTP, then by the client) while review_similarity_threshold was 0.999
     assert [(item["text"], item["reason"]) for item in page["items"]] == [(body["text"], "review")] * 2
+
+
+def test_a_router_with_review_neighbours_keeps_a_routed_utterance_whose_neighbour_fell_back(server, keys, home):
+    text = "what will the weather be like in paris tomorrow"
+    body = {"text": text, "router": "neighbours"}
+    config = {"model": "atis-3", "default_destination": "nlu", "review_neighbours": True}
+    decisions = []
+    # everything falls back at threshold 1, then passes at 0: the second time, its nearest neighbour
+    # in the router's recent traffic, itself, had fallen back
+    for threshold in (1.0, 0.0):
+        config.update(threshold=threshold, similarity_threshold=0.0, ambiguity_margin=0.0)
+        assert httpx.put(f"{server.url}/v1/routers/neighbours", json=config, headers=keys["admin"]).status_code == 200
+        route = httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).json()
+        decisions.append((route["reason"], route["fallback"], route["review"]))
+    assert decisions == [("low_confidence", True, False), ("confident", False, True)]
+    # another router's traffic is its own: nothing of it fell back
+    assert httpx.put(f"{server.url}/v1/routers/fresh", json=config, headers=keys["admin"]).status_code == 200
+    fresh = httpx.post(f"{server.url}/v1/route", json={**body, "router": "fresh"}, headers=keys["inference"]).json()
+    assert (fresh["reason"], fresh["review"]) == ("confident", False)
+    page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "neighbours"}, headers=keys["admin"]).json()
+    assert [(item["text"], item["reason"]) for item in page["items"]] == [(text, "review"), (text, "low_confidence")]
+
+    older = home / "models" / "atis-older"  # a copy, as a model fitted before heads kept anchors is
+    shutil.copytree(home / "models" / "atis-3", older)
+    head = LinearHead.load(older / "head.safetensors")
+    head.anchors = None
+    head.save(older / "head.safetensors")
+    url = f"{server.url}/v1/routers/older"
+    try:
+        refused = httpx.put(url, json={**config, "model": "atis-older"}, headers=keys["admin"])
+        assert refused.status_code == 422 and "fine-tune it again" in refused.json()["detail"], refused.text
+        allowed = httpx.put(
+            url, json={**config, "model": "atis-older", "review_neighbours": False}, headers=keys["admin"]
+        )
+        assert allowed.status_code == 200, allowed.text
+    finally:  # the tests after this one list the models
+        httpx.delete(url, headers=keys["admin"])
+        shutil.rmtree(older)
 
 
 def test_classify_can_record_unsure_inputs_in_the_low_confidence_store(server, keys):

@@ -20,6 +20,7 @@ from ..model_folder import ModelLoadError
 from ..service import (
     CleanedTextRefused,
     EmptiedText,
+    NoAnchors,
     Service,
     ServiceSettings,
     UnknownIntents,
@@ -152,7 +153,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return JSONResponse({"detail": str(error), "available": error.available}, status_code=404)
 
     @app.exception_handler(UnknownIntents)
-    async def unknown_intents(request: Request, error: UnknownIntents) -> JSONResponse:
+    @app.exception_handler(NoAnchors)
+    async def unroutable(request: Request, error: UnknownIntents | NoAnchors) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(CleanedTextRefused)
