@@ -10,7 +10,10 @@ seen by the model. Everything the router would not pass is the pool: below the m
 confidence threshold, or further from every intent centroid than its default similarity threshold
 (``--similarity-percentile`` refits that on validation). With ``--review``, the pool also holds
 what a router with ``review`` on keeps while routing it: passed, but further from every intent
-centroid than the model's review threshold (the 15th percentile of validation). Discovery with its defaults (the model's
+centroid than the model's review threshold (the 15th percentile of validation). With
+``--neighbours``, it holds what a router with ``review_neighbours`` keeps: the week played in a seeded
+order through ``RecentTraffic``, a routed utterance kept when one of its 20 nearest (the model's
+training utterances, the last 1,000 of the week) fell back. Discovery with its defaults (the model's
 base model frozen, UMAP 5-d cosine, HDBSCAN, the smallest cluster and UMAP's neighbours set from the
 pool's size) runs on the pool.
 
@@ -40,16 +43,14 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pool_attraction_hwu64 import attract  # noqa: E402
-
 from clustering import NEW_INTENT, Discovery, utterances_from_texts  # noqa: E402
 from intent_router import Dataset, IntentClassifier, load_dataset  # noqa: E402
 from intent_router.model import REVIEW_PERCENTILE, SIMILARITY_PERCENTILE, fit_similarity_threshold  # noqa: E402
+from intent_router.neighbourhood import RecentTraffic  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "hwu64"
 HELD_OUT_SHARE = 0.25
 PURITY, MIN_MEMBERS = 0.6, 3
-NEIGHBOUR_VOTE = (20, 0.05)  # --neighbours: of the 20 nearest, at least one (5%) fell back
 
 COLUMNS = [
     ("capture", "capture"),
@@ -127,9 +128,15 @@ def build_pool(
         if not fitted:
             fitted = fit_similarity_threshold(head, model.embed(known_valid.texts), REVIEW_PERCENTILE)["value"]
         low |= similarity < fitted
-    if neighbours:  # routed, but a neighbour among the training utterances and recent traffic fell back
-        training = model.embed(only(train, held_out, keep=False).texts)
-        low |= attract(fallback, vectors @ training.T, vectors @ vectors.T, *NEIGHBOUR_VOTE, 100 + seed, True, 1000)
+    if neighbours:  # a router with review_neighbours: the week played in a seeded order
+        if head.anchors is None:  # a model fitted before heads kept them: what fit keeps
+            head.keep_anchors(model.embed(only(train, held_out, keep=False).texts), seed)
+        recent = RecentTraffic(head.anchors)
+        for i in np.random.default_rng(100 + seed).permutation(len(traffic)):
+            if not fallback[i] and recent.near_a_fallback(vectors[i]):
+                low[i] = True
+            reason = "low_confidence" if unsure[i] else "far_from_intents" if fallback[i] else "confident"
+            recent.add(vectors[i], reason)
     unseen = np.array([y in held_out for y in truth])
     pool = utterances_from_texts([t for t, is_low in zip(traffic, low, strict=True) if is_low], "hwu64 week")
     return {
@@ -248,8 +255,8 @@ def main() -> None:
     parser.add_argument(
         "--neighbours",
         action="store_true",
-        help="add routed utterances one of whose 20 nearest (training utterances and the last 1,000 of traffic) "
-        "fell back (pool_attraction_hwu64.py --votes fallbacks)",
+        help="add what a router with review_neighbours keeps: routed utterances one of whose 20 nearest "
+        "(training utterances and the last 1,000 of traffic) fell back",
     )
     parser.add_argument("--no-timing", action="store_true", help="skip timing discovery on 10,000 utterances")
     args = parser.parse_args()
