@@ -26,36 +26,38 @@ VOTING_REASONS = frozenset({"low_confidence", "far_from_intents"})
 
 
 class RecentTraffic:
-    """The anchors and a ring of the last ``window`` utterances, with which of them fell back.
+    """A ring of the last ``window`` utterances, with which of them fell back, beside the anchors.
 
-    Used from the service's event loop only: no lock.
+    ``anchors`` are used as given when they are float32 already: routers on the same model share one
+    array (``Service.recent_traffic``). Used from the service's event loop only: no lock.
     """
 
     def __init__(self, anchors: np.ndarray, window: int = WINDOW, neighbours: int = NEIGHBOURS):
         if anchors.ndim != 2:
             raise ValueError(f"anchors should be (n, dimension), not {anchors.shape}")
-        self.anchors = len(anchors)
+        self.anchors = np.asarray(anchors, dtype=np.float32)
         self.window = window
         self.neighbours = neighbours
-        self.vectors = np.zeros((self.anchors + window, anchors.shape[1]), dtype=np.float32)
-        self.vectors[: self.anchors] = anchors
-        self.fell_back = np.zeros(self.anchors + window, dtype=bool)
+        self.recent = np.zeros((window, anchors.shape[1]), dtype=np.float32)
+        self.fell_back = np.zeros(window, dtype=bool)
         self.seen = 0  # utterances added so far
 
     def near_a_fallback(self, vector: np.ndarray) -> bool:
         """Whether one of the ``neighbours`` nearest anchors or recent utterances to ``vector`` fell back."""
-        filled = self.anchors + min(self.seen, self.window)
+        filled = min(self.seen, self.window)
         if not self.fell_back[:filled].any():
             return False
-        similarity = _product(np.asarray(vector).reshape(1, -1), self.vectors[:filled])[0]
-        k = min(self.neighbours, filled)
+        row = np.asarray(vector).reshape(1, -1)
+        similarity = np.concatenate([_product(row, self.anchors)[0], _product(row, self.recent[:filled])[0]])
+        fell_back = np.concatenate([np.zeros(len(self.anchors), dtype=bool), self.fell_back[:filled]])
+        k = min(self.neighbours, len(similarity))
         nearest = np.argpartition(-similarity, k - 1)[:k]
-        return bool(self.fell_back[nearest].any())
+        return bool(fell_back[nearest].any())
 
     def add(self, vector: np.ndarray, reason: str) -> None:
         """Remember a routed utterance and why it was routed so (``RouteDecision.reason``); the oldest
         one goes once ``window`` are kept."""
-        slot = self.anchors + self.seen % self.window
-        self.vectors[slot] = vector
+        slot = self.seen % self.window
+        self.recent[slot] = vector
         self.fell_back[slot] = reason in VOTING_REASONS
         self.seen += 1

@@ -377,7 +377,8 @@ class Service:
         if kept is None or kept[0] is not head:
             if head.anchors is None:
                 return None
-            kept = self.recent[router] = (head, RecentTraffic(head.anchors))
+            shared = next((traffic.anchors for other, traffic in self.recent.values() if other is head), head.anchors)
+            kept = self.recent[router] = (head, RecentTraffic(shared))
         return kept[1]
 
     def _local_model(self, name: str) -> Path | None:

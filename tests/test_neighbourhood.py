@@ -76,3 +76,4 @@ def test_a_fallback_stops_voting_once_the_window_has_moved_past_it(anchors, vect
     traffic.add(vectors[FLIGHTS], "confident")  # the fourth takes the weather question's place
     assert not traffic.near_a_fallback(vectors[RAIN])
     assert traffic.seen == 4
+    assert RecentTraffic(traffic.anchors).anchors is traffic.anchors  # routers on one model share them
