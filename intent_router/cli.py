@@ -450,7 +450,8 @@ def discover(
                 f"{source} is a file, read whole: "
                 "drop the option, or cut the file yourself"
             )
-        inputs = [] if source == "store" else [Path(source)]
+        # the store's own SQLite file is an input too: a report written over it would end the router's data
+        inputs = [Path(source)] if source != "store" else [p for p in [_sqlite_file(database_url)] if p]
         _check_output(out, "--out", inputs)  # first: a folder such as '' or / has no name to put .json on
         outputs = {"--out": out, "--out's JSON": check_report_path(out)}
         if export is not None:
@@ -767,15 +768,21 @@ def _same_file(path: Path, other: Path) -> bool:
     return path.resolve() == other.resolve()
 
 
-def _check_database_exists(database_url: str) -> None:
-    """A command that only reads the store refuses a SQLite file that is not there (it would make one)."""
+def _sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite database URL; None for another database or one in memory."""
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
     on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if on_disk and not Path(str(url.database)).is_file():
+    return Path(str(url.database)) if on_disk else None
+
+
+def _check_database_exists(database_url: str) -> None:
+    """A command that only reads the store refuses a SQLite file that is not there (it would make one)."""
+    path = _sqlite_file(database_url)
+    if path is not None and not path.is_file():
         raise ValueError(
-            f"no database at {url.database}: --database-url (or INTENT_ROUTER_DATABASE_URL) names the "
+            f"no database at {path}: --database-url (or INTENT_ROUTER_DATABASE_URL) names the "
             "router's database, e.g. sqlite:///path/to/intent-router.db"
         )
 

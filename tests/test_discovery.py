@@ -429,6 +429,17 @@ def test_cli_discover_never_writes_its_report_onto_the_source(known_model_dir, p
     assert source.read_bytes() == before and not (tmp_path / "traffic.html").exists()
 
 
+def test_cli_discover_never_writes_its_report_onto_the_store_database(known_model_dir, tmp_path):
+    from test_cli import assert_one_line_error, run
+
+    database = tmp_path / "router.db"
+    Registry(f"sqlite:///{database}").close()
+    before = database.read_bytes()
+    done = run("discover", "--model", known_model_dir, "--database-url", f"sqlite:///{database}", "--out", database)
+    assert_one_line_error(done, f"--out {database} is the input file {database}: write to another file")
+    assert database.read_bytes() == before and not (tmp_path / "router.json").exists()
+
+
 def test_cli_discover_prints_user_text_that_looks_like_markup_as_it_is(known_model_dir, tmp_path):
     from test_cli import assert_one_line_error, run
 
