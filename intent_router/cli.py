@@ -26,6 +26,7 @@ from .model_folder import (
     check_writable,
     list_models,
     model_path,
+    read_config,
     remove_stale_partials,
 )
 
@@ -79,10 +80,10 @@ def preview(
     ] = False,
 ) -> None:
     """Show the first rows, the count per label and every warning, before training."""
-    from .model import long_text_warnings
-
     with _reported_errors():
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
+        from .model import long_text_warnings  # torch, which takes seconds: once the file is read
+
         table = Table(
             "line", "text", "label", title=escape(f"{data} — first {min(rows, len(dataset))} of {len(dataset)}")
         )
@@ -185,8 +186,6 @@ def train(
     models_dir: ModelsDir = Path("models"),
 ) -> None:
     """Fine-tune a classifier on labelled utterances and save it under a name."""
-    from .model import IntentClassifier
-
     with _reported_errors():
         target = model_path(name, models_dir)
         if target.exists() and not overwrite:
@@ -196,6 +195,8 @@ def train(
         check_base_model(base_model)
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None
+        from .model import IntentClassifier  # torch, which takes seconds: once the options and files are checked
+
         classifier = IntentClassifier(
             base_model,
             steps=steps,
@@ -463,13 +464,14 @@ def discover(
             raise ValueError("--clusters chooses the clusters --export writes: pass --export too")
         path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
         read_labels(path)  # a missing model is named before the store is read
+        name = path.resolve().name  # the store's name of the model, also for a folder given as . or models/atis/
         if source == "store":
             from .registry import Registry
 
             _check_database_exists(database_url)
             with Registry(database_url) as registry:
                 pool = utterances_from_store(
-                    registry, model=None if all_models else Path(model).name, router=router, since=start, until=end
+                    registry, model=None if all_models else name, router=router, since=start, until=end
                 )
         else:
             pool = utterances_from_file(source, format=format)
@@ -480,7 +482,7 @@ def discover(
             tuned = classifier.embed if encoder == "model" else None
             discovery = Discovery(classifier, encoder=tuned, min_cluster_size=min_cluster_size, seed=seed)
             result = _quiet(discovery.fit, pool)  # it loads the frozen base model
-            report = write_report(out, result, f"New-intent discovery: {Path(model).name}")
+            report = write_report(out, result, f"New-intent discovery: {name}")
         table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent (cosine)", "keywords")
         for c in result.clusters:
             nearest = escape(f"{c.nearest_intent} ({c.similarity:.2f})")
@@ -677,9 +679,10 @@ def list_keys(database_url: DatabaseUrl = "sqlite:///intent-router.db") -> None:
 
 
 def _load(model: str, models_dir: Path, backend: str | None = None):
+    path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+    read_config(path)  # a missing or damaged folder is named before torch is imported, which takes seconds
     from .model import IntentClassifier
 
-    path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
     return _quiet(IntentClassifier.load, path, backend=backend)
 
 

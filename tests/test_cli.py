@@ -20,11 +20,15 @@ CLI = Path(sys.executable).parent / "intent-router"
 
 
 def run(
-    *args: str, stdin: str | None = None, timeout: float = 600, env: dict[str, str] | None = None
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})}
     return subprocess.run(
-        [str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
+        [str(CLI), *map(str, args)], input=stdin, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
     )
 
 

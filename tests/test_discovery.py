@@ -362,6 +362,23 @@ def test_cli_discover_on_an_empty_store_says_so_in_one_line(known_model_dir, tmp
     assert encoder.returncode == 1 and "--encoder 'tuned': choose 'base' or 'model'" in encoder.stderr
 
 
+def test_cli_discover_of_the_model_folder_it_runs_in_reads_that_models_rows_of_the_store(
+    known_model_dir, pool_rows, tmp_path
+):
+    from test_cli import run
+
+    with Registry(f"sqlite:///{tmp_path / 'router.db'}") as registry:
+        for text, _ in pool_rows:
+            registry.record_low_confidence(text, "hwu-4", "assistant", [("alarm_set", 0.3)], "low_confidence")
+        registry.record_low_confidence("a row of another model", "atis", None, [("flight", 0.2)], "low_confidence")
+    done = run("discover", "--model", ".", "--database-url", f"sqlite:///{tmp_path / 'router.db'}",
+               "--out", tmp_path / "report.html", cwd=known_model_dir)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["utterances"] == len(pool_rows)  # the rows of hwu-4, the folder's name; not of '.', nor of atis
+    assert "New-intent discovery: hwu-4" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
 def test_cli_discover_checks_its_options_before_the_run(known_model_dir, pool_csv, tmp_path):
     """A bad --export or --clusters stops the command at once, in one line, with no report written."""
     from test_cli import run
