@@ -14,11 +14,13 @@ import io
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from intent_router.data import Dataset, Example, format_from_name, to_rasa_nlu
 from intent_router.plot import write_page
 
-from .pipeline import DiscoveryResult
+if TYPE_CHECKING:
+    from .pipeline import DiscoveryResult
 
 
 def export_clusters(

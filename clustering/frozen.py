@@ -21,9 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from intent_router import cleaning
-from intent_router.backends import BackendError, OnnxEncoder, Tokenizer, export_onnx
-from intent_router.base_models import load_base_model
-from intent_router.model import encode, prepare_texts
 
 Encoder = Callable[[Sequence[str]], np.ndarray]
 
@@ -37,6 +34,10 @@ def cache_folder() -> Path:
 def frozen_encoder(base_model: str, clean: bool = False, cleaning_version: int = cleaning.VERSION) -> Encoder:
     """``texts -> unit vectors`` of the base model ``base_model``, frozen; ``clean`` and ``cleaning_version``
     as the model's ``clean_text`` and ``cleaning_version_``."""
+    from intent_router.backends import BackendError, OnnxEncoder, Tokenizer  # torch: only when encoding
+    from intent_router.base_models import load_base_model
+    from intent_router.model import encode, prepare_texts
+
     body = load_base_model(base_model)
     try:
         onnx = OnnxEncoder(exported(body), Tokenizer.from_body(body), f"{base_model} (frozen)")
@@ -47,6 +48,8 @@ def frozen_encoder(base_model: str, clean: bool = False, cleaning_version: int =
 
 def exported(body) -> Path:
     """The body's fp32 ONNX file in the cache folder, exported now if it is not there yet."""
+    from intent_router.backends import export_onnx
+
     path = cache_folder() / "frozen-onnx" / f"{_digest(body)}.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from intent_router.model import IntentClassifier
+if TYPE_CHECKING:  # the model's module imports torch: discovery's checks run before it is needed
+    from intent_router.model import IntentClassifier
 
 
 class DiscoveryError(ValueError):

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.feature_extraction.text import CountVectorizer
 
 NOISE = -1
 
@@ -55,6 +54,8 @@ class KeywordLabeller:
         self, texts: Sequence[str], counts: Sequence[int], assignments: np.ndarray, cluster_ids: list[int]
     ) -> dict[int, list[str]]:
         """The ``keywords`` best-scoring words and word pairs of each cluster, by class-based TF-IDF."""
+        from sklearn.feature_extraction.text import CountVectorizer  # scikit-learn: only when labelling
+
         vectorizer = CountVectorizer(stop_words=self.stop_words, ngram_range=(1, 2))
         try:
             term_counts = vectorizer.fit_transform(texts)

@@ -36,12 +36,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from intent_router.base_models import DEFAULT_BASE_MODEL
-from intent_router.model import IntentClassifier
+
+if TYPE_CHECKING:  # the model's module imports torch: discovery's checks run before it is needed
+    from intent_router.model import IntentClassifier
 
 from .clusterer import SplittingHDBSCAN
 from .frozen import Encoder, frozen_encoder

@@ -13,12 +13,14 @@ import html
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from intent_router.plot import PALETTE, STYLE, svg_panel, write_page
 
-from .pipeline import DiscoveryResult
+if TYPE_CHECKING:
+    from .pipeline import DiscoveryResult
 
 # Control characters HTML does not allow (all of C0 but tab, line feed, form feed and carriage
 # return; DEL; C1). User text may hold them; the embedded JSON escapes its own, so only raw ones go.

@@ -26,7 +26,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from .data import DataError, Dataset, Problem, parse_dataset
-from .model import IntentClassifier
 from .model_folder import (
     ModelExistsError,
     ModelFolderError,
@@ -153,6 +152,8 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
             last_write = now
             if _progress(registry, job, stage, fraction) != "finetuning":
                 raise JobCancelled
+
+    from .model import IntentClassifier  # torch: in the worker process, not in the server that imports this
 
     try:
         _check_name_free(models_dir, job.name)

@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 TSNE_MAX_POINTS = 5000
 PANEL_SIZE = 500
@@ -61,6 +59,9 @@ def project_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
         raise ValueError("embeddings contain NaN or infinite values")
     if x.shape[1] < 2:
         x = np.hstack([x, np.zeros((n, 2 - x.shape[1]))])
+    from sklearn.decomposition import PCA  # scikit-learn: only when projecting
+    from sklearn.manifold import TSNE
+
     if n > TSNE_MAX_POINTS:
         return PCA(n_components=2, random_state=seed).fit_transform(x)
     tsne = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (n - 1) / 3))

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -27,12 +28,14 @@ from .batching import MicroBatcher
 from .data import strip_invisible
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
-from .model import IntentClassifier
 from .model_folder import ModelLoadError, keeps_anchors, model_path, read_labels
 from .neighbourhood import RecentTraffic
 from .redact import redact
 from .registry import Registry
 from .routing import NewRouterConfig, RouteDecision, RouterConfig, decide
+
+if TYPE_CHECKING:  # torch comes with it, which takes seconds: `serve` checks its settings first
+    from .model import IntentClassifier
 
 ENV_PREFIX = "INTENT_ROUTER_"
 MAX_HEARTBEAT_TIMEOUT = 86_400.0  # seconds
@@ -328,6 +331,8 @@ class Service:
             if name in self.models:
                 return self.models[name]
             path = self.model_folder(name)
+            from .model import IntentClassifier
+
             classifier = await asyncio.get_running_loop().run_in_executor(
                 self.executor, partial(IntentClassifier.load, path, backend=self.settings.backend)
             )
