@@ -277,7 +277,9 @@ def test_rasa_train_with_the_service_down_stops_with_a_clear_error(rasa_venv, ad
 
     result = rasa(project, admin_key, "train", "nlu", ok=False)
 
-    assert f"intent-router service at {url} did not answer GET /v1/models/rasa-" in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert f"IntentRouterError: intent-router service at {url} did not answer GET /v1/models/rasa-" in log
+    assert "Traceback" not in log  # one line, not Rasa's graph wrapping it
     assert not (project / "models").exists() or not any((project / "models").iterdir())
 
 
@@ -300,6 +302,23 @@ def classify_calls(server, status: int) -> int:
     """How many /v1/classify calls the service has answered with this status (its access log)."""
     log = (server.home / f"server-{server.port}.log").read_text()
     return log.count(f'"POST /v1/classify HTTP/1.1" {status}')
+
+
+def test_rasa_train_on_an_intent_with_one_example_names_the_config_option(
+    rasa_venv, server, admin_key, nlu_files, home
+):
+    project = write_project(home / "bot-rare", server.url, *nlu_files)
+    nlu = yaml.safe_load((project / "data" / "nlu.yml").read_text())
+    nlu["nlu"].append({"intent": "atis_meal", "examples": "- what meals are served on the flight\n"})
+    (project / "data" / "nlu.yml").write_text(yaml.safe_dump(nlu, sort_keys=False))
+
+    result = rasa(project, admin_key, "train", "nlu", ok=False)
+
+    log = " ".join((result.stdout + result.stderr).split())  # Rasa wraps long lines
+    # what is wrong, without the line of the file the component uploaded (the user never sees it)
+    assert "IntentRouterError: intent-router cannot fine-tune on this NLU data: label 'atis_meal' has 1 example" in log
+    assert "set allow_rare_labels: true for rasa_component.IntentRouterClassifier in config.yml" in log
+    assert "Traceback" not in log
 
 
 def test_rasa_train_refuses_an_unknown_option_naming_it(rasa_venv, server, admin_key, nlu_files, home):

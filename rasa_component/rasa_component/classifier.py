@@ -21,6 +21,7 @@ from rasa.engine.recipes.default_recipe import DefaultV1Recipe
 from rasa.engine.storage.resource import Resource
 from rasa.engine.storage.storage import ModelStorage
 from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.shared.exceptions import RasaException
 from rasa.shared.nlu.constants import INTENT, INTENT_RANKING_KEY, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
@@ -42,8 +43,12 @@ MAX_SENT_CHARS = 100_000
 NO_INTENT: Tuple[Dict[str, Any], List[Dict[str, Any]]] = ({"name": None, "confidence": 0.0}, [])
 
 
-class IntentRouterError(RuntimeError):
-    """The intent-router service cannot be reached, refused a call, or failed a fine-tune."""
+class IntentRouterError(RasaException):
+    """The intent-router service cannot be reached, refused a call, or failed a fine-tune.
+
+    A RasaException: ``rasa train`` and ``rasa shell`` print it as one line, not as a traceback of
+    Rasa's graph wrapping it.
+    """
 
     def __init__(self, message: str, status: Optional[int] = None, answer: Any = None):
         super().__init__(message)
@@ -168,10 +173,32 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             for warning in upload["dataset"]["warnings"]:
                 logger.warning(f"intent-router: {warning}")
             body = {"name": name, "train_dataset": upload["dataset"]["id"], **settings}
-            job = self.call("POST", "/v1/finetunes", json=body)
+            try:
+                job = self.call("POST", "/v1/finetunes", json=body)
+            except IntentRouterError as error:
+                raise self.refused_data(error) from None
             logger.info(f"intent-router: fine-tuning {name!r} on {len(examples)} examples")
         self.wait_for(job)
         return name
+
+    def refused_data(self, error: IntentRouterError) -> IntentRouterError:
+        """A fine-tune the service refused for the data (422), said in terms of Rasa's NLU data and config.yml.
+
+        The service lists each problem as ``<upload>:<line>: error: ...``, with lines of the file the
+        component uploaded, which the user never sees: only what is wrong is kept.
+        """
+        detail = error.answer.get("detail") if isinstance(error.answer, dict) else None
+        if error.status != 422 or not detail:
+            return error
+        problems = [str(p).split(" error: ", 1)[-1] for p in (detail if isinstance(detail, list) else [detail])]
+        rare = any("allow_rare_labels" in p for p in problems)
+        said = "; ".join(p.split(" (add examples", 1)[0] for p in problems)
+        if rare:  # the service's fix names its own CLI and API
+            said += (
+                ". Add examples of such intents to the NLU data, or set allow_rare_labels: true for "
+                "rasa_component.IntentRouterClassifier in config.yml (they then train only its last layer)"
+            )
+        return IntentRouterError(f"intent-router cannot fine-tune on this NLU data: {said}", 422, error.answer)
 
     def wait_for(self, job: dict) -> None:
         deadline = time.monotonic() + self.config["train_timeout"]
