@@ -26,7 +26,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from threadpoolctl import ThreadpoolController
 
-MAX_ANCHORS = 10_000  # a route compares its utterance with each: about 1.2 ms for 6,700, 6 ms for 20,000
+MAX_ANCHORS = 10_000  # a route compares its utterance with each: 0.6 ms for 6,700, 2.1 ms for 20,000
 
 
 class LinearHead:
