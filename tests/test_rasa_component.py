@@ -316,7 +316,7 @@ def test_rasa_train_on_an_intent_with_one_example_names_the_config_option(
 
     log = " ".join((result.stdout + result.stderr).split())  # Rasa wraps long lines
     # what is wrong, without the line of the file the component uploaded (the user never sees it)
-    assert "IntentRouterError: intent-router cannot fine-tune on this NLU data: label 'atis_meal' has 1 example" in log
+    assert "IntentRouterError: intent-router refused the fine-tune: label 'atis_meal' has 1 example" in log
     assert "set allow_rare_labels: true for rasa_component.IntentRouterClassifier in config.yml" in log
     assert "Traceback" not in log
 

@@ -182,7 +182,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         return name
 
     def refused_data(self, error: IntentRouterError) -> IntentRouterError:
-        """A fine-tune the service refused for the data (422), said in terms of Rasa's NLU data and config.yml.
+        """A fine-tune the service refused (422), said in terms of Rasa's NLU data and config.yml.
 
         The service lists each problem as ``<upload>:<line>: error: ...``, with lines of the file the
         component uploaded, which the user never sees: only what is wrong is kept.
@@ -198,7 +198,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
                 ". Add examples of such intents to the NLU data, or set allow_rare_labels: true for "
                 "rasa_component.IntentRouterClassifier in config.yml (they then train only its last layer)"
             )
-        return IntentRouterError(f"intent-router cannot fine-tune on this NLU data: {said}", 422, error.answer)
+        return IntentRouterError(f"intent-router refused the fine-tune: {said}", 422, error.answer)
 
     def wait_for(self, job: dict) -> None:
         deadline = time.monotonic() + self.config["train_timeout"]
