@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from intent_router.plot import PALETTE, STYLE, svg_panel, write_page
+from intent_router.plot import PALETTE, STYLE, svg_panel, write_pages
 
 if TYPE_CHECKING:
     from .pipeline import DiscoveryResult
@@ -95,8 +95,9 @@ def write_report(path: str | Path, result: DiscoveryResult, title: str = "New-in
     for target in (path, json_path):  # before either is written: a failed report leaves no JSON behind
         if target.is_dir():
             raise ValueError(f"{target} is a folder: name the report's file, e.g. {path.parent / 'report.html'}")
-    write_page(json_path, json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
-    return write_page(path, render_report(result, title))
+    page = render_report(result, title)  # both texts first, then both files or neither
+    data = json.dumps(result.to_dict(), indent=1, ensure_ascii=False)
+    return write_pages({json_path: data, path: page})[1]
 
 
 def check_report_path(path: str | Path) -> Path:

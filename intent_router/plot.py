@@ -157,16 +157,29 @@ def write_embedding_plot(
 
 def write_page(path: str | Path, page: str) -> Path:
     """Write a text file atomically (temp file in the same folder, then rename) as UTF-8."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    return write_pages({Path(path): page})[0]
+
+
+def write_pages(pages: dict[Path, str]) -> list[Path]:
+    """Write text files as UTF-8, all or none: each to a temp file beside it, then all renamed.
+
+    A failed write (a full disk, a file size limit) leaves every target as it was.
+    """
+    staged: list[tuple[Path, Path]] = []
     try:
-        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, page in pages.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+            staged.append((tmp, path))
+            with open(tmp, "x", encoding="utf-8", newline="\n") as f:
+                f.write(page)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
-    return path
+    return [path for _, path in staged]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import resource
+import signal
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from clustering import (
     DiscoveryError,
     DiscoveryResult,
     export_clusters,
+    render_report,
     utterances_from_file,
     utterances_from_store,
     utterances_from_texts,
@@ -162,6 +165,27 @@ def test_the_report_holds_no_raw_control_characters(result, tmp_path):
     assert "ring the bell now" in page
     data = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
     assert data["points"][-1]["text"] == "ring\x07 the bell\x00 now"  # the JSON keeps the text as it was
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_earlier_report_and_json_as_they_were(result, tmp_path):
+    write_report(tmp_path / "report.html", result, "Monday")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    tuesday = replace(result, source="Tuesday's traffic")
+    page = render_report(tuesday).encode()
+    data = json.dumps(tuesday.to_dict(), indent=1, ensure_ascii=False).encode()
+    assert b"Tuesday" in data
+    assert len(data) < len(page)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file over the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(data) + 100, limit[1]))  # the JSON fits, the page does not
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            write_report(tmp_path / "report.html", tuesday)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no new JSON, no temp file
+    assert b"Monday" in before["report.html"]
 
 
 def test_a_report_named_json_is_refused_before_it_overwrites_its_own_json(result, tmp_path):
