@@ -70,6 +70,27 @@ for config, model, texts in json.loads(sys.argv[1]):
 print("PROCESSED " + json.dumps(results))
 """
 
+LOAD = """
+import json, logging, sys, tempfile
+from pathlib import Path
+from rasa.engine.storage.local_model_storage import LocalModelStorage
+from rasa.engine.storage.resource import Resource
+from rasa_component import IntentRouterClassifier
+
+logging.basicConfig(level=logging.WARNING)
+results = []
+for config, model in json.loads(sys.argv[1]):
+    storage, resource = LocalModelStorage(Path(tempfile.mkdtemp())), Resource("intent_router")
+    with storage.write_to(resource) as folder:
+        (folder / "intent_router.json").write_text(json.dumps(model))
+    try:
+        config = {**IntentRouterClassifier.get_default_config(), **config}
+        results.append({"loaded": IntentRouterClassifier.load(config, storage, resource, None).model["name"]})
+    except Exception as error:
+        results.append({"error": f"{type(error).__name__}: {error}"})
+print("LOADED " + json.dumps(results))
+"""
+
 
 def rasa_env(key: str) -> dict[str, str]:
     # The component of this checkout, not the one installed (editable) in the Rasa environment.
@@ -523,6 +544,23 @@ def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(serv
     assert "failed (404)" in log_missing and "no model named 'deleted-model'" in log_missing
     assert "until it answers again" not in log + log_missing
     assert classify_calls(server, 401) == refused_key + 1 and classify_calls(server, 404) == unknown + 1
+
+
+def test_a_rasa_model_whose_service_model_was_deleted_is_refused_at_load_naming_the_fix(served, admin_key):
+    config, model = served
+    with socket.socket() as probe:  # a port nothing listens on: an outage is left to on_error
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    calls = [(config, model), (config, {**model, "name": "deleted-model"}), ({**config, "url": down}, model)]
+
+    (present, deleted, outage), _ = run_in_rasa(LOAD, "LOADED ", calls, admin_key)
+
+    assert present == {"loaded": model["name"]} and outage == {"loaded": model["name"]}
+    assert deleted["error"] == (
+        f"IntentRouterError: intent-router at {config['url']} has no model 'deleted-model', which this Rasa "
+        "model classifies with (deleted from the service, or another service's url?): run `rasa train --force` "
+        "to fine-tune it again"
+    )
 
 
 def test_slash_messages_are_left_to_rasa_and_not_recorded(served, server, admin_key):

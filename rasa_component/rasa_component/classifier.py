@@ -138,7 +138,31 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         except (ValueError, FileNotFoundError):
             logger.debug(f"{cls.__name__}: no trained model in {resource.name}; it will predict no intent")
             model = None
-        return cls(config, model_storage, resource, model)
+        component = cls(config, model_storage, resource, model)
+        if model is not None:
+            component.check_model()
+        return component
+
+    def check_model(self) -> None:
+        """Refuse to load a Rasa model whose service model is gone (deleted, or another service's).
+
+        Rasa's training cache can restore this component without training it, so a service model
+        deleted since is only noticed here. An outage is left to ``process`` and ``on_error``.
+        """
+        assert self.model is not None
+        name = self.model["name"]
+        try:
+            found = self.call("GET", f"/v1/models/{name}", missing_ok=True, timeout=self.config["timeout"])
+        except IntentRouterError as error:
+            logger.debug(f"intent-router: could not check model {name!r} at load: {error}")
+            return
+        if found is None:
+            raise IntentRouterError(
+                f"intent-router at {self.url} has no model {name!r}, which this Rasa model classifies with "
+                "(deleted from the service, or another service's url?): run `rasa train --force` to "
+                "fine-tune it again",
+                404,
+            )
 
     # -- training -------------------------------------------------------------------------------
 
