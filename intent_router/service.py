@@ -345,9 +345,7 @@ class Service:
             )
             self.models[name] = loaded
             while len(self.models) > self.settings.model_cache_size:
-                _, evicted = self.models.popitem(last=False)
-                await evicted.batcher.close()
-                await evicted.classify_batcher.close()
+                await self._unload(self.models.popitem(last=False)[1])
             return loaded
 
     def _batcher(self, compute: Callable[[list[str]], np.ndarray]) -> MicroBatcher:
@@ -403,8 +401,15 @@ class Service:
     async def forget_model(self, name: str) -> None:
         loaded = self.models.pop(name, None)
         if loaded:
-            await loaded.batcher.close()
-            await loaded.classify_batcher.close()
+            await self._unload(loaded)
+
+    async def _unload(self, loaded: LoadedModel) -> None:
+        """Stop a model's batchers and drop the routers' recent traffic that holds its head (and anchors):
+        that traffic would begin anew anyway once the model is loaded again, as another head."""
+        await loaded.batcher.close()
+        await loaded.classify_batcher.close()
+        for router in [router for router, (head, _) in self.recent.items() if head is loaded.head]:
+            del self.recent[router]
 
     # -- inference ------------------------------------------------------------------------------
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+
 import numpy as np
 import pytest
 
 from intent_router import IntentClassifier
 from intent_router.head import MAX_ANCHORS, LinearHead
 from intent_router.neighbourhood import RecentTraffic
+from intent_router.service import Service, ServiceSettings
 
 WEATHER = "what will the weather be like in paris tomorrow"
 RAIN = "will it rain in paris tomorrow"
@@ -77,3 +81,29 @@ def test_a_fallback_stops_voting_once_the_window_has_moved_past_it(anchors, vect
     assert not traffic.near_a_fallback(vectors[RAIN])
     assert traffic.seen == 4
     assert RecentTraffic(traffic.anchors).anchors is traffic.anchors  # routers on one model share them
+
+
+def test_a_model_unloaded_from_the_service_takes_its_routers_recent_traffic_with_it(saved_model, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(saved_model, tmp_path / "models" / name)
+    settings = ServiceSettings(
+        models_dir=tmp_path / "models", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", model_cache_size=1
+    )
+
+    async def scene() -> list[list[str]]:
+        service = Service(settings)
+        try:
+            seen = []
+            a = await service.model("a")
+            assert service.recent_traffic("ra", a) is service.recent_traffic("ra", a) is not None
+            seen.append(sorted(service.recent))
+            await service.model("b")  # a cache of one: "a" is evicted with its head and anchors
+            seen.append(sorted(service.recent))
+            service.recent_traffic("rb", await service.model("b"))
+            await service.forget_model("b")
+            seen.append(sorted(service.recent))
+            return seen
+        finally:
+            await service.close()
+
+    assert asyncio.run(scene()) == [["ra"], [], []]
