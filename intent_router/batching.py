@@ -15,6 +15,8 @@ from concurrent.futures import Executor
 
 import numpy as np
 
+_WAKE: tuple = ((), None)  # put in the queue by ``close``: no request, it only wakes the waiting pass
+
 
 class MicroBatcher:
     def __init__(
@@ -32,6 +34,7 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
         self.task: asyncio.Task | None = None
+        self.closing = False
 
     async def submit(self, texts: list[str]) -> np.ndarray:
         """Embeddings of ``texts``, computed together with whatever else is waiting."""
@@ -42,13 +45,21 @@ class MicroBatcher:
         return await future
 
     async def close(self) -> None:
-        if self.task:
-            self.task.cancel()
+        """Stop once every request submitted so far has its answer (a model evicted or deleted while
+        requests wait for it still answers them); a request submitted later starts it again."""
+        self.closing = True
+        if self.task and not self.task.done():
+            self.queue.put_nowait(_WAKE)  # a pass waiting for requests looks at ``closing``
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            waiting = [await self.queue.get()]
+            if self.closing and self.queue.empty():
+                return
+            first = await self.queue.get()
+            if first is _WAKE:
+                continue
+            waiting = [first]
             size = len(waiting[0][0])
             deadline = time.monotonic() + self.max_wait
             while size < self.max_batch:
@@ -60,6 +71,8 @@ class MicroBatcher:
                         item = self.queue.get_nowait()
                 except (TimeoutError, asyncio.QueueEmpty):
                     break
+                if item is _WAKE:
+                    continue
                 if size + len(item[0]) > self.max_batch:
                     self.queue.put_nowait(item)  # too big to join: it starts a later batch
                     break

@@ -374,7 +374,10 @@ class Service:
 
     def recent_traffic(self, router: str, loaded: LoadedModel) -> RecentTraffic | None:
         """The router's recent traffic for ``review_neighbours``, begun anew when its model's head
-        changes (another model, or the same name retrained); None for a head without anchors."""
+        changes (another model, or the same name retrained); None for a head without anchors, or a
+        model no longer in the cache."""
+        if self.models.get(loaded.name) is not loaded:
+            return None  # unloaded while this request waited: its head is not kept for the next ones
         head = loaded.head
         kept = self.recent.get(router)
         if kept is None or kept[0] is not head:
@@ -509,6 +512,8 @@ class Service:
             default_review_similarity_threshold=loaded.default_review_similarity_threshold,
             combinations=loaded.classifier.combinations_,
         )
+        if not config.review_neighbours:
+            self.recent.pop(router_name, None)  # turned off, or the router was deleted and made again
         traffic = self.recent_traffic(router_name, loaded) if config.review_neighbours else None
         if traffic is not None:
             if not decision.fallback and traffic.near_a_fallback(vectors[0]):

@@ -66,3 +66,25 @@ def test_a_failing_pass_fails_its_requests_and_the_batcher_goes_on():
         return second
 
     assert run(scenario()).shape == (2, 2)
+
+
+def test_closing_a_batcher_answers_every_request_it_holds_and_any_later_one():
+    async def scenario():
+        executor = ThreadPoolExecutor(1)
+        batcher = MicroBatcher(slow_encode, executor)
+        loop = asyncio.get_running_loop()
+        busy = loop.run_in_executor(executor, time.sleep, 0.3)  # another model loading in the one thread
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.create_task(batcher.submit(["x" * n])) for n in (1, 2, 3)]
+        await asyncio.sleep(0.05)  # the three are queued behind the load
+        await busy
+        await batcher.close()  # evicted meanwhile
+        answers = await asyncio.wait_for(asyncio.gather(*waiting), 5)
+        late = await asyncio.wait_for(batcher.submit(["late"]), 5)  # a request that held the evicted model
+        idle = MicroBatcher(slow_encode, executor)
+        await idle.close()  # never used: nothing to stop
+        return answers, late, batcher.task
+
+    answers, late, task = run(scenario())
+    assert [a[0, 0] for a in answers] == [1, 2, 3] and late[0, 0] == 4
+    assert task.done()  # it stopped once its queue was empty

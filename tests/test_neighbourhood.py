@@ -99,6 +99,8 @@ def test_a_model_unloaded_from_the_service_takes_its_routers_recent_traffic_with
             seen.append(sorted(service.recent))
             await service.model("b")  # a cache of one: "a" is evicted with its head and anchors
             seen.append(sorted(service.recent))
+            assert service.recent_traffic("ra", a) is None  # a request that held "a" through its eviction
+            seen.append(sorted(service.recent))
             service.recent_traffic("rb", await service.model("b"))
             await service.forget_model("b")
             seen.append(sorted(service.recent))
@@ -106,4 +108,4 @@ def test_a_model_unloaded_from_the_service_takes_its_routers_recent_traffic_with
         finally:
             await service.close()
 
-    assert asyncio.run(scene()) == [["ra"], [], []]
+    assert asyncio.run(scene()) == [["ra"], [], [], []]

@@ -3,6 +3,7 @@
 # router service on that model and route an utterance through it over HTTP. The service keeps running
 # (Ctrl-C stops it).
 # Data: ../shared/datasets/atis next to the project, or set ATIS_DIR to a folder with atis_3class.csv.
+# PORT: the router's port (8000). STEPS: fine-tuning steps (default: scaled to the data; fewer is quicker).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 atis=${ATIS_DIR:-$root/../shared/datasets/atis}
@@ -17,7 +18,7 @@ INTENT_ROUTER_SKIP_RASA=1 ./install.sh  # the Rasa environment is for the Rasa c
 export HF_HUB_OFFLINE=1
 router=.venv/bin/intent-router
 $router preview "$atis/atis_3class.csv" --rows 5
-$router train "$atis/atis_3class.csv" --name atis-3 --overwrite
+$router train "$atis/atis_3class.csv" --name atis-3 --overwrite ${STEPS:+--steps "$STEPS"}
 $router predict atis-3 "show me fares from boston to denver" \
   "is there a shuttle from the airport to downtown" "which airlines fly from atlanta to dallas"
 

@@ -288,6 +288,7 @@ async def delete_router(name: str, request: Request) -> Response:
     if not request.app.state.service.registry.delete_router(name):
         raise HTTPException(404, f"no router named {name!r}")
     request.app.state.service.forget("router")
+    request.app.state.service.recent.pop(name, None)  # its window of recent traffic, for review_neighbours
     return Response(status_code=204)
 
 
