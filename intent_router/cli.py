@@ -464,7 +464,9 @@ def discover(
             raise ValueError("--clusters chooses the clusters --export writes: pass --export too")
         path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
         read_labels(path)  # a missing model is named before the store is read
-        name = path.resolve().name  # the store's name of the model, also for a folder given as . or models/atis/
+        # the store's name of the model, also for a folder given as . or models/atis/; a symlinked
+        # folder (models/atis -> releases/atis-12) keeps the name it is served under
+        name = Path(os.path.abspath(path)).name
         if source == "store":
             from .registry import Registry
 

@@ -403,6 +403,24 @@ def test_cli_discover_of_the_model_folder_it_runs_in_reads_that_models_rows_of_t
     assert "New-intent discovery: hwu-4" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
+def test_cli_discover_of_a_symlinked_model_folder_reads_the_rows_of_the_name_it_is_served_under(
+    known_model_dir, pool_rows, tmp_path
+):
+    from test_cli import run
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "live").symlink_to(known_model_dir)  # models/live -> .../hwu-4, a release
+    with Registry(f"sqlite:///{tmp_path / 'router.db'}") as registry:
+        for text, _ in pool_rows[:40]:
+            registry.record_low_confidence(text, "live", "assistant", [("alarm_set", 0.3)], "low_confidence")
+        registry.record_low_confidence("a row of the release's own name", "hwu-4", None, [("x", 0.2)], "low_confidence")
+    done = run("discover", "--model", "live", "--models-dir", tmp_path / "models", "--database-url",
+               f"sqlite:///{tmp_path / 'router.db'}", "--out", tmp_path / "report.html")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["utterances"] == 40
+    assert "New-intent discovery: live" in (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
 def test_cli_discover_checks_its_options_before_the_run(known_model_dir, pool_csv, tmp_path):
     """A bad --export or --clusters stops the command at once, in one line, with no report written."""
     from test_cli import run
@@ -546,6 +564,7 @@ def service_home(home: Path, known_model_dir: Path, pool_rows) -> dict:
 def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_report(
     known_model_dir, pool_rows, tmp_path_factory
 ):
+    import shutil
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -586,6 +605,15 @@ def test_post_discover_clusters_the_store_off_the_event_loop_and_stores_the_repo
             window = {"model": "hwu-4", "since": "2026-05-08", "until": "2026-05-01"}
             backwards = http.post("/v1/discover", json=window, headers=admin)
             assert backwards.status_code == 422 and "is not before until" in backwards.text
+            moved = home / "models" / "hwu-moved"  # a folder copied by hand whose base model is gone
+            shutil.copytree(home / "models" / "hwu-4", moved)
+            settings = json.loads((moved / "intent_router.json").read_text())
+            settings["base_model"] = str(home / "gone" / "base-model")
+            (moved / "intent_router.json").write_text(json.dumps(settings))
+            lost = http.post("/v1/discover", json={"model": "hwu-moved", "all_models": True}, headers=admin)
+            assert lost.status_code == 503, lost.text
+            assert lost.json()["detail"].startswith(f"cannot load base model '{home / 'gone' / 'base-model'}'")
+            assert lost.json()["detail"].endswith('Or send "encoder": "model" to cluster in the model\'s own space.')
             surrogate = http.post("/v1/discover", content=b'{"model": "hwu-4", "router": "bot\\ud800"}',
                                   headers={**admin, "Content-Type": "application/json"})  # fmt: skip
             assert surrogate.status_code == 422 and "router is not valid Unicode" in surrogate.text

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from ..base_models import BaseModelError
 from ..data import unicode_problem
 from ..strict import StrictModel
 from . import auth
@@ -121,6 +122,10 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
             found = await asyncio.to_thread(run)
         except DiscoveryError as error:  # too few utterances, or a model without intent centroids
             raise HTTPException(422, str(error)) from None
+        except BaseModelError as error:  # the frozen encoder: a base model moved, or a hub id offline
+            raise HTTPException(
+                503, f'{error} Or send "encoder": "model" to cluster in the model\'s own space.'
+            ) from None
     return DiscoverResponse.model_validate(found)
 
 
