@@ -546,14 +546,15 @@ def test_a_refused_classify_call_is_neither_retried_nor_logged_as_an_outage(serv
     assert classify_calls(server, 401) == refused_key + 1 and classify_calls(server, 404) == unknown + 1
 
 
-def test_a_rasa_model_whose_service_model_was_deleted_is_refused_at_load_naming_the_fix(served, admin_key):
+def test_a_rasa_model_whose_service_model_was_deleted_is_refused_at_load_naming_the_fix(served, home):
     config, model = served
+    serving_key = cli(home, "keys", "create", "--scope", "inference", "--name", "rasa-serving")
     with socket.socket() as probe:  # a port nothing listens on: an outage is left to on_error
         probe.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{probe.getsockname()[1]}"
     calls = [(config, model), (config, {**model, "name": "deleted-model"}), ({**config, "url": down}, model)]
 
-    (present, deleted, outage), _ = run_in_rasa(LOAD, "LOADED ", calls, admin_key)
+    (present, deleted, outage), _ = run_in_rasa(LOAD, "LOADED ", calls, serving_key)  # a bot's key
 
     assert present == {"loaded": model["name"]} and outage == {"loaded": model["name"]}
     assert deleted["error"] == (

@@ -147,12 +147,15 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
         """Refuse to load a Rasa model whose service model is gone (deleted, or another service's).
 
         Rasa's training cache can restore this component without training it, so a service model
-        deleted since is only noticed here. An outage is left to ``process`` and ``on_error``.
+        deleted since is only noticed here. It asks with the call ``process`` makes, which a serving
+        (inference) key may make: one short text, not recorded. An outage, or a key the service
+        refuses, is left to ``process`` and ``on_error``.
         """
         assert self.model is not None
         name = self.model["name"]
+        probe = {"model": name, "inputs": ["hello"], "truncate": True}
         try:
-            found = self.call("GET", f"/v1/models/{name}", missing_ok=True, timeout=self.config["timeout"])
+            found = self.call("POST", "/v1/classify", missing_ok=True, timeout=self.config["timeout"], json=probe)
         except IntentRouterError as error:
             logger.debug(f"intent-router: could not check model {name!r} at load: {error}")
             return
