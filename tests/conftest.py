@@ -10,6 +10,12 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+# Under pytest-xdist (pyproject runs one worker per core) each worker, and the servers and commands
+# it starts, computes on one thread (set before torch is imported): two workers with two threads each
+# on two cores wait on each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 
