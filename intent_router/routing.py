@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -63,7 +63,9 @@ class RouterConfig(BaseModel):
     default_destination: str | None = Field(None, description="for intents not in destinations")
     fallback_destination: str = "fallback"
     threshold: float | None = Field(None, ge=0, le=1, description="None: the model's fitted default")
-    intent_thresholds: dict[str, float] = Field(default_factory=dict, description="per-intent overrides")
+    intent_thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="per-intent overrides, 0 to 1"
+    )
     similarity_threshold: float | None = Field(
         None, ge=0, le=1, description="cosine to the nearest intent centroid; None: the model's default, 0: off"
     )
@@ -155,6 +157,8 @@ def decide(
         {"intent": labels[i], "confidence": float(probabilities[i])}
         for i in [i for i in order if i != first][: config.alternatives]
     ]
+    if not multilabel:  # the top intent, when it passes: never a runner-up past a lower threshold of its own
+        accepted = [first] if top_confidence >= threshold else []
     intents = [{"intent": labels[i], "confidence": float(probabilities[i])} for i in accepted]
     destination = config.destinations.get(top, config.default_destination)
 
@@ -171,14 +175,15 @@ def decide(
 
     def decision(destination: str, reason: str) -> RouteDecision:
         fell_back = reason != "confident"
-        review = config.review and not fell_back and similarity is not None and similarity < review_threshold
+        far = similarity is not None and review_threshold > 0 and similarity < review_threshold  # 0: off
+        review = config.review and not fell_back and far
         return RouteDecision(
             top, top_confidence, destination, fell_back, reason, threshold, alternatives, intents, similarity, review
         )
 
     if top_confidence < threshold:
         return decision(config.fallback_destination, "low_confidence")
-    if similarity is not None and similarity < similarity_threshold:
+    if similarity is not None and similarity_threshold > 0 and similarity < similarity_threshold:  # 0: off
         return decision(config.fallback_destination, "far_from_intents")
     if not multilabel and top_confidence - runner_up < config.ambiguity_margin:
         return decision(config.fallback_destination, "ambiguous")

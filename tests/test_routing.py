@@ -151,3 +151,26 @@ def test_threshold_is_the_lowest_confidence_that_keeps_precision():
 def test_threshold_never_goes_below_the_floor_and_is_one_when_nothing_is_precise():
     assert confidence_threshold(np.array([0.4, 0.3]), np.array([True, True]), floor=0.5) == 0.5
     assert confidence_threshold(np.array([0.9, 0.8]), np.array([False, False])) == 1.0
+
+
+@pytest.mark.parametrize("value", [85, -0.1, float("nan"), float("inf")])
+def test_a_per_intent_threshold_outside_0_to_1_is_refused(value):
+    with pytest.raises(ValidationError, match="intent_thresholds.airfare"):
+        RouterConfig(model="atis", intent_thresholds={"airfare": value})
+
+
+def test_a_single_label_fallback_lists_no_intent_even_where_a_runner_up_passes_its_own_threshold():
+    config = CONFIG.model_copy(update={"intent_thresholds": {"airline": 0.2}})
+    fell_back = decide(config, LABELS, np.array([0.5, 0.3, 0.2]), default_threshold=0.5)
+    assert (fell_back.reason, fell_back.intents) == ("low_confidence", [])
+    everything = decide(CONFIG.model_copy(update={"threshold": 0.0, "intent_thresholds": {}}), LABELS,
+                        np.array([0.8, 0.15, 0.05]), default_threshold=0.5)  # fmt: skip
+    assert everything.intents == [{"intent": "airfare", "confidence": 0.8}]  # the top one only
+
+
+def test_a_similarity_threshold_of_0_is_off_even_for_a_negative_cosine():
+    config = CONFIG.model_copy(update={"similarity_threshold": 0.0, "review": True, "review_similarity_threshold": 0.0})
+    decision = decide(config, LABELS, np.array([0.9, 0.05, 0.05]), 0.5, similarity=-0.2)
+    assert (decision.reason, decision.review) == ("confident", False)
+    unfitted = decide(CONFIG, LABELS, np.array([0.9, 0.05, 0.05]), 0.5, similarity=-0.2)  # the model's 0: off too
+    assert unfitted.reason == "confident"
