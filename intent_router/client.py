@@ -12,8 +12,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
+
+# A request that may have reached the service is sent again only where that cannot do it twice.
+IDEMPOTENT = {"GET", "PUT", "DELETE", "HEAD", "OPTIONS"}
 
 
 class RouterError(RuntimeError):
@@ -84,7 +88,7 @@ class RouterClient:
         return self._call("POST", "/v1/finetunes", json={"name": name, "train_dataset": train_dataset, **options})
 
     def finetune_status(self, name: str) -> dict:
-        return self._call("GET", f"/v1/finetunes/{name}")
+        return self._call("GET", f"/v1/finetunes/{quote(name, safe='')}")
 
     def wait_for_finetune(self, name: str, timeout: float = 3600, poll: float = 2.0, on_progress=None) -> dict:
         """Poll until the fine-tune ends; return its final state (status completed, failed or cancelled)."""
@@ -100,24 +104,28 @@ class RouterClient:
             time.sleep(poll)
 
     def put_router(self, name: str, **config) -> dict:
-        return self._call("PUT", f"/v1/routers/{name}", json=config)
+        return self._call("PUT", f"/v1/routers/{quote(name, safe='')}", json=config)
 
     def low_confidence(self, **filters) -> dict:
         return self._call("GET", "/v1/low-confidence", params={k: v for k, v in filters.items() if v is not None})
 
     def _call(self, method: str, path: str, **kwargs):
+        """One call, tried ``retries`` more times when it could not connect, and, for a method that
+        may be repeated (GET, PUT, DELETE), on any transport error: a POST that timed out may have
+        queued a fine-tune or recorded a fallback already."""
         for attempt in range(self.retries + 1):
             try:
                 response = self.http.request(method, path, **kwargs)
                 break
-            except httpx.TransportError:
-                if attempt == self.retries:
+            except httpx.TransportError as error:
+                unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+                if attempt == self.retries or not (unsent or method in IDEMPOTENT):
                     raise
                 time.sleep(0.2 * (attempt + 1))
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail")
+                body = response.json()
             except ValueError:
-                detail = response.text
-            raise RouterError(response.status_code, detail)
+                body = response.text
+            raise RouterError(response.status_code, body.get("detail", body) if isinstance(body, dict) else body)
         return response.json() if response.content else None
