@@ -314,7 +314,7 @@ def predict(
                 raise ValueError(f"text {number} is empty; give the user's utterance")
         classifier = _load(model, models_dir, backend)
         probabilities = classifier.predict_proba(texts)
-        predictions = classifier.predict(texts)
+        predictions = classifier.predictions(probabilities)
         for text, row, prediction in zip(texts, probabilities, predictions, strict=True):
             ranked = sorted(zip(classifier.labels_, row.tolist(), strict=True), key=lambda pair: -pair[1])
             if as_json:

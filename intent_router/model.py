@@ -322,7 +322,10 @@ class IntentClassifier:
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The most confident label of each text; multilabel: the canonical name of its predicted set."""
-        probabilities = self.predict_proba(texts)
+        return self.predictions(self.predict_proba(texts))
+
+    def predictions(self, probabilities: np.ndarray) -> list[str]:
+        """``predict``'s answer from rows of ``predict_proba`` already computed."""
         if self.multilabel:
             return [label_key(s) for s in self.predicted_sets(probabilities)]
         _, _, labels = self._fitted()
