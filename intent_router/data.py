@@ -591,8 +591,11 @@ def _rasa_list_examples(block: yaml.SequenceNode, source: str, problems: list[Pr
 
 
 # Characters a one-line example of a Rasa block cannot hold: line breaks (YAML's and Python's
-# splitlines', which Rasa uses) and the control characters YAML refuses.
-_NOT_IN_RASA_EXAMPLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
+# splitlines', which Rasa uses) and the characters YAML refuses anywhere in a file (controls,
+# surrogates, U+FFFE and U+FFFF).
+_NOT_IN_RASA_EXAMPLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]+")
+# What YAML refuses raw in a file, escaped in a double-quoted name instead (as \uXXXX).
+_NOT_RAW_IN_YAML = re.compile(r"[\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 
 
 def to_rasa_nlu(dataset: Dataset) -> tuple[str, list[Problem]]:
@@ -618,7 +621,8 @@ def to_rasa_nlu(dataset: Dataset) -> tuple[str, list[Problem]]:
         intents.setdefault(example.label, []).append(text)
     lines = ['version: "3.1"', "nlu:"]
     for label, texts in intents.items():
-        lines += [f"- intent: {json.dumps(label, ensure_ascii=False)}", "  examples: |"]
+        name = _NOT_RAW_IN_YAML.sub(lambda c: f"\\u{ord(c.group()):04x}", json.dumps(label, ensure_ascii=False))
+        lines += [f"- intent: {name}", "  examples: |"]
         lines += [f"    - {text}" for text in texts]
     return "\n".join(lines) + "\n", warnings
 

@@ -893,3 +893,14 @@ def test_a_label_with_an_empty_part_around_the_separator_is_an_error_not_cut(
     assert located(problems) == [(str(path), line, "error")]  # was read as the label 'c', or 'flight'
     assert "has an empty part around '+'" in problems[0].message
     assert "rename the label without '+'" in problems[0].message
+
+
+def test_a_rasa_export_of_characters_yaml_refuses_reads_back():
+    data = Dataset.from_lists(["fares\uffff to denver", "a\x85b\x80c"], ["air\uffffline", "x\x85y\x9f"])
+    text, warnings = to_rasa_nlu(data)
+    back = parse_dataset(text, format="yaml")
+    assert [(e.text, e.label) for e in back.examples] == [
+        ("fares  to denver", "air\uffffline"),
+        ("a b c", "x\x85y\x9f"),
+    ]
+    assert len(warnings) == 2  # each text changed says so
