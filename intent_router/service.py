@@ -200,6 +200,15 @@ def _cleaned(
     return cleaned, cut
 
 
+def _stamp(folder: Path) -> tuple[int, int] | None:
+    """The identity of a saved model: its ``intent_router.json``'s inode and change time (None: gone)."""
+    try:
+        status = os.stat(folder / "intent_router.json")
+    except OSError:
+        return None
+    return status.st_ino, status.st_ctime_ns
+
+
 @dataclass
 class LoadedModel:
     """A model in the service's cache. Its batchers take texts from ``Service.prepare``: a model trained
@@ -209,6 +218,13 @@ class LoadedModel:
     classifier: IntentClassifier
     batcher: MicroBatcher  # embed passes
     classify_batcher: MicroBatcher  # classify passes: through the cascade's student when it is the backend
+    path: Path | None = None  # the folder it was loaded from
+    stamp: tuple[int, int] | None = None  # its intent_router.json's inode and change time then
+
+    def is_current(self) -> bool:
+        """Whether its folder still holds the model loaded: a model saved again under its name (``train
+        --overwrite``, ``optimize``, a fine-tune after a delete, by any process) is loaded anew."""
+        return self.path is None or _stamp(self.path) == self.stamp
 
     @property
     def labels(self) -> list[str]:
@@ -322,15 +338,19 @@ class Service:
     # -- models ---------------------------------------------------------------------------------
 
     async def model(self, name: str) -> LoadedModel:
-        """A loaded model, from the bounded cache or loaded from its folder off the event loop."""
-        if name in self.models:
+        """A loaded model, from the bounded cache or loaded from its folder off the event loop; loaded
+        anew when its folder holds another model since."""
+        if name in self.models and self.models[name].is_current():
             self.models.move_to_end(name)
             return self.models[name]
         lock = self.loading.setdefault(name, asyncio.Lock())
         async with lock:
             if name in self.models:
-                return self.models[name]
+                if self.models[name].is_current():
+                    return self.models[name]
+                await self._unload(self.models.pop(name))
             path = self.model_folder(name)
+            stamp = _stamp(path)  # before loading: a save during the load is seen at the next request
             from .model import IntentClassifier
 
             classifier = await asyncio.get_running_loop().run_in_executor(
@@ -342,6 +362,8 @@ class Service:
                 classifier,
                 self._batcher(partial(classifier.embed, prepared=cleaned)),
                 self._batcher(partial(classifier.predict_proba, prepared=cleaned)),
+                path,
+                stamp,
             )
             self.models[name] = loaded
             while len(self.models) > self.settings.model_cache_size:
@@ -363,12 +385,12 @@ class Service:
 
     def model_labels(self, name: str) -> list[str]:
         """The model's labels, read from its folder without loading it."""
-        if name in self.models:
+        if name in self.models and self.models[name].is_current():
             return self.models[name].labels
         return read_labels(self.model_folder(name))
 
     def model_keeps_anchors(self, name: str) -> bool:
-        if name in self.models:
+        if name in self.models and self.models[name].is_current():
             return self.models[name].head.anchors is not None
         return keeps_anchors(self.model_folder(name))
 

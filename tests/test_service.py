@@ -323,6 +323,19 @@ def clean_model(server, home, clean_classifier) -> str:
     shutil.rmtree(folder)
 
 
+def test_a_model_saved_again_under_its_name_is_served_anew(server, home, keys, clean_classifier):
+    folder = shutil.copytree(home / "models" / "atis-3", home / "models" / "swapped")
+    classify = partial(httpx.post, f"{server.url}/v1/classify", headers=keys["inference"])
+    markup = {"model": "swapped", "inputs": ["<p>&nbsp;</p>"]}  # only a clean_text model empties it
+    try:
+        assert classify(json=markup).status_code == 200  # atis-3 is loaded, and cached
+        clean_classifier.save(folder, overwrite=True)  # as `train --name swapped --overwrite` does
+        refused = classify(json=markup)
+        assert refused.status_code == 422 and refused.json()["reason"] == "emptied"  # the new model answers
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_a_clean_text_model_holds_the_cleaned_text_to_the_length_limit(server, keys, clean_model):
     # 500 characters is the test server's limit (tests/server.py); this text is 23 once cleaned
     pasted = "<p>show me fares to denver</p> https://example.com/track?id=" + "x" * 600
