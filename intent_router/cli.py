@@ -246,6 +246,7 @@ def optimize(
 ) -> None:
     """Build a model's ONNX and int8 backends again (training builds them), and with --cascade its cascade."""
     from .data import train_validation_split
+    from .model import known_validation
 
     with _reported_errors():
         path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
@@ -253,9 +254,13 @@ def optimize(
         if classifier.multilabel:  # before reading the data, whose empty label sets a single-label read refuses
             raise ValueError(f"{model} is a multilabel model; they run on torch only (ONNX and cascade: single-label)")
         dataset = load_dataset(data, format=format, header=header)
+        if classifier.clean_text:  # as fit cleaned them, before its split
+            dataset = dataset.cleaned(classifier.cleaning_version_)
         split = classifier.info_.get("data", {}).get("validation_split", {})
         if validation is not None:
-            train_part, held_out = dataset, load_dataset(validation, format=format, header=header)
+            held_out = load_dataset(validation, format=format, header=header)
+            held_out = held_out.cleaned(classifier.cleaning_version_) if classifier.clean_text else held_out
+            train_part, (held_out, _) = dataset, known_validation(held_out, dataset, multilabel=False)
         elif split.get("kind") == "automatic":
             train_part, held_out = train_validation_split(dataset, split["fraction"], split["seed"])
         else:

@@ -307,6 +307,33 @@ def test_optimize_says_a_multilabel_model_runs_on_torch_only(fitted_multilabel, 
     assert_one_line_error(result, "is a multilabel model; they run on torch only")
 
 
+def test_optimize_takes_the_files_a_clean_text_model_was_fitted_on(small_split, tmp_path):
+    """fit cleans the texts and leaves out validation rows of labels it does not train, before it
+    records the validation checksum; optimize does the same, so the same files pass its check."""
+    from intent_router import IntentClassifier, load_dataset
+
+    train, held_out = small_split
+    marked = [(f"<b>{text}</b> https://a.example/{i}", label) for i, (text, label) in enumerate(
+        zip(held_out.texts[:12], held_out.labels[:12], strict=True))]  # fmt: skip
+    files = {"train.csv": list(zip(train.texts, train.labels, strict=True)),
+             "valid.csv": [*marked, ("book a table for two", "restaurant")]}  # fmt: skip
+    for name, rows in files.items():
+        with (tmp_path / name).open("w", newline="") as handle:
+            csv.writer(handle).writerows([["text", "label"], *rows])
+    model = IntentClassifier(steps=0, clean_text=True)
+    model.fit(load_dataset(tmp_path / "train.csv"), load_dataset(tmp_path / "valid.csv")).save(tmp_path / "clean")
+
+    result = run(
+        "optimize", tmp_path / "clean", "--data", tmp_path / "train.csv", "--validation", tmp_path / "valid.csv"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Saved the backends" in result.stdout
+    other = tmp_path / "other.csv"
+    other.write_text("text,label\nfares to denver,atis_airfare\n")
+    result = run("optimize", tmp_path / "clean", "--data", tmp_path / "train.csv", "--validation", other)
+    assert_one_line_error(result, "this validation split is not the one")
+
+
 def test_a_database_that_cannot_be_used_is_a_one_line_error(tmp_path):
     not_a_database = tmp_path / "bad.db"
     not_a_database.write_text("not a database")
