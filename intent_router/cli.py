@@ -247,9 +247,11 @@ def optimize(
     """Build a model's ONNX and int8 backends again (training builds them), and with --cascade its cascade."""
     from .data import train_validation_split
     from .model import known_validation
+    from .model_folder import folder_stamp
 
     with _reported_errors():
         path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+        loaded_from = folder_stamp(path)
         classifier = _load(model, models_dir, backend="torch")
         if classifier.multilabel:  # before reading the data, whose empty label sets a single-label read refuses
             raise ValueError(f"{model} is a multilabel model; they run on torch only (ONNX and cascade: single-label)")
@@ -275,6 +277,11 @@ def optimize(
         with console.status(work):
             _quiet(classifier.optimize, train_part, held_out, cascade=cascade)
         _print_backends(classifier.info_["inference"])
+        if folder_stamp(path) != loaded_from:
+            raise ValueError(
+                f"{model} was saved again while optimize ran (trained again?): its new model is kept and "
+                "nothing was written; run optimize again if it needs the backends"
+            )
         _quiet(classifier.save, path, overwrite=True)
         console.print(f"[green]Saved[/] the backends into {escape(str(path))}")
 

@@ -11,6 +11,9 @@ Nothing in it executes code on load: weights are safetensors, everything else JS
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import json
 import math
@@ -109,10 +112,7 @@ def write_model_folder(
                 "another models folder"
             ) from err
         if overwrite and path.exists():
-            retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, retired)
-            os.rename(staging, path)
-            shutil.rmtree(retired, ignore_errors=True)
+            _replace(staging, path)  # the old model is left in staging, removed below
         else:
             _claim(path)
             try:
@@ -123,6 +123,52 @@ def write_model_folder(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _replace(staging: Path, path: Path) -> None:
+    """Put the folder ``staging`` at ``path`` and the folder that was there at ``staging``.
+
+    On Linux one atomic exchange (``renameat2`` with ``RENAME_EXCHANGE``): a reader, a crash or another
+    save never finds no model under the name. Elsewhere, or on a file system without it, two renames.
+    """
+    if _exchange(staging, path):
+        return
+    retired = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(path, retired)
+    os.rename(staging, path)
+    os.rename(retired, staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically with Linux's ``renameat2``; False where it is not available."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # the kernel or file system lacks it
+        return False
+    raise OSError(error, f"cannot replace {b}: {os.strerror(error)}")
+
+
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def folder_stamp(folder: Path) -> tuple[int, int] | None:
+    """The identity of a saved model: its ``intent_router.json``'s inode and change time (None: gone).
+    A save under the same name, which replaces the folder, changes it."""
+    try:
+        status = os.stat(Path(folder) / CONFIG_FILE)
+    except OSError:
+        return None
+    return status.st_ino, status.st_ctime_ns
 
 
 def check_replaceable(path: Path) -> None:

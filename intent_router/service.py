@@ -28,7 +28,7 @@ from .batching import MicroBatcher
 from .data import strip_invisible
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
-from .model_folder import ModelLoadError, keeps_anchors, model_path, read_labels
+from .model_folder import ModelLoadError, folder_stamp, keeps_anchors, model_path, read_labels
 from .neighbourhood import RecentTraffic
 from .redact import redact
 from .registry import Registry
@@ -200,15 +200,6 @@ def _cleaned(
     return cleaned, cut
 
 
-def _stamp(folder: Path) -> tuple[int, int] | None:
-    """The identity of a saved model: its ``intent_router.json``'s inode and change time (None: gone)."""
-    try:
-        status = os.stat(folder / "intent_router.json")
-    except OSError:
-        return None
-    return status.st_ino, status.st_ctime_ns
-
-
 @dataclass
 class LoadedModel:
     """A model in the service's cache. Its batchers take texts from ``Service.prepare``: a model trained
@@ -224,7 +215,7 @@ class LoadedModel:
     def is_current(self) -> bool:
         """Whether its folder still holds the model loaded: a model saved again under its name (``train
         --overwrite``, ``optimize``, a fine-tune after a delete, by any process) is loaded anew."""
-        return self.path is None or _stamp(self.path) == self.stamp
+        return self.path is None or folder_stamp(self.path) == self.stamp
 
     @property
     def labels(self) -> list[str]:
@@ -350,12 +341,15 @@ class Service:
                     return self.models[name]
                 await self._unload(self.models.pop(name))
             path = self.model_folder(name)
-            stamp = _stamp(path)  # before loading: a save during the load is seen at the next request
             from .model import IntentClassifier
 
-            classifier = await asyncio.get_running_loop().run_in_executor(
-                self.executor, partial(IntentClassifier.load, path, backend=self.settings.backend)
-            )
+            for _ in range(3):  # a save under the name during the load may mix two models' files: again
+                stamp = folder_stamp(path)
+                classifier = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, partial(IntentClassifier.load, path, backend=self.settings.backend)
+                )
+                if folder_stamp(path) == stamp:
+                    break
             cleaned = classifier.clean_text  # its texts are cleaned once, by prepare
             loaded = LoadedModel(
                 name,

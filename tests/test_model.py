@@ -20,6 +20,7 @@ from intent_router.model_folder import (
     HOST,
     PARTIAL,
     ModelExistsError,
+    folder_stamp,
     remove_stale_partials,
     staging_folder,
     write_model_folder,
@@ -318,6 +319,34 @@ def test_overwrite_replaces_the_model_whole(fitted, tmp_path):
     fitted.save(target, overwrite=True)
     assert not (target / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_overwrites_at_once_always_leave_a_whole_model_under_the_name(fitted, tmp_path):
+    target = fitted.save(tmp_path / "model")
+    missing, errors, done = [], [], threading.Event()
+
+    def read() -> None:  # a server loading the model meanwhile
+        while not done.is_set():
+            if folder_stamp(target) is None:
+                missing.append(time.monotonic())
+
+    def save() -> None:
+        try:
+            for _ in range(3):
+                fitted.save(target, overwrite=True)
+        except Exception as error:  # noqa: BLE001 (the test reports any)
+            errors.append(error)
+
+    reader, writers = threading.Thread(target=read), [threading.Thread(target=save) for _ in range(2)]
+    for thread in [reader, *writers]:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    done.set()
+    reader.join()
+    assert errors == [] and missing == []  # one exchange: never a moment without the model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no old or partial folder left
+    assert IntentClassifier.load(target).labels_ == fitted.labels_
 
 
 def test_overwrite_never_replaces_a_folder_that_is_not_a_model(fitted, tmp_path):
