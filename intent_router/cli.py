@@ -20,6 +20,7 @@ from .base_models import DEFAULT_BASE_MODEL, BaseModelError, check_base_model, l
 from .bundled_e5 import BundledWeightsError
 from .data import FORMATS, DataError, check_trainable, load_dataset, parse_labels, to_rasa_nlu, unicode_problem
 from .model_folder import (
+    CONFIG_FILE,
     ModelExistsError,
     ModelFolderError,
     check_replaceable,
@@ -250,7 +251,7 @@ def optimize(
     from .model_folder import folder_stamp
 
     with _reported_errors():
-        path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+        path = _model_folder(model, models_dir)
         loaded_from = folder_stamp(path)
         classifier = _load(model, models_dir, backend="torch")
         if classifier.multilabel:  # before reading the data, whose empty label sets a single-label read refuses
@@ -474,7 +475,7 @@ def discover(
         chosen = _cluster_ids(clusters) if clusters is not None else None
         if chosen is not None and export is None:
             raise ValueError("--clusters chooses the clusters --export writes: pass --export too")
-        path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+        path = _model_folder(model, models_dir)
         read_labels(path)  # a missing model is named before the store is read
         # the store's name of the model, also for a folder given as . or models/atis/; a symlinked
         # folder (models/atis -> releases/atis-12) keeps the name it is served under
@@ -692,8 +693,21 @@ def list_keys(database_url: DatabaseUrl = "sqlite:///intent-router.db") -> None:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+def _model_folder(model: str, models_dir: Path) -> Path:
+    """The folder ``model`` names: a model folder at that path, else the model of that name in
+    ``models_dir`` (so a data folder ``atis/`` in the working directory does not hide ``models/atis``)."""
+    given = Path(model)
+    if given.is_dir() and (given / CONFIG_FILE).is_file():
+        return given
+    try:
+        named = model_path(model, models_dir)
+    except ModelFolderError:  # not a model name (a path): read as given, which says what is wrong with it
+        return given
+    return named if named.is_dir() or not given.is_dir() else given
+
+
 def _load(model: str, models_dir: Path, backend: str | None = None):
-    path = Path(model) if Path(model).is_dir() else model_path(model, models_dir)
+    path = _model_folder(model, models_dir)
     read_config(path)  # a missing or damaged folder is named before torch is imported, which takes seconds
     from .model import IntentClassifier
 

@@ -177,6 +177,15 @@ def test_plot_writes_a_self_contained_html_map(trained, atis_3class_path, tmp_pa
     assert "http://" not in page and "https://" not in page
 
 
+def test_a_folder_of_the_models_name_in_the_working_directory_does_not_hide_the_model(trained, tmp_path):
+    models, _ = trained
+    (tmp_path / "atis-3").mkdir()  # say, the team's data folder
+    (tmp_path / "atis-3" / "train.csv").write_text("text,label\n")
+    result = run("predict", "atis-3", "fares to denver", "--models-dir", models, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"] in ("atis_airfare", "atis_airline", "atis_ground_service")
+
+
 def test_models_lists_the_saved_model(trained):
     models, _ = trained
     result = run("models", "--models-dir", models)
