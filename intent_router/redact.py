@@ -8,7 +8,8 @@
     'flight 1039 at 838 am under 1100 dollars'
 
 Utterances are full of numbers (flight numbers, times, prices, dates), so the patterns are narrow: a card
-must pass the Luhn check, and a national phone number must have a phone-like shape (3-3-4 digits, an area
+must pass the Luhn check, start as the card networks' numbers do (2 to 6) and be printed as cards are
+(groups of 4 to 6 digits, the last of 3 or more), and a national phone number must have a phone-like shape (3-3-4 digits, an area
 code in parentheses, a leading trunk 0, ...) rather than just enough digits. Cards are replaced before
 phones so that a card's digit groups are never half-taken as a phone number.
 """
@@ -21,12 +22,17 @@ EMAIL = "[EMAIL]"
 CARD = "[CARD]"
 PHONE = "[PHONE]"
 
-_EMAIL_PATTERN = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# Domains may be internationalised (jürgen@münchen.de): letters and digits of any script.
+_EMAIL_PATTERN = re.compile(r"(?<![\w.%+-])[\w.%+-]+@(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)*\.[^\W\d_]{2,}\b")
 
-# A run of digit groups joined by single spaces or dashes, not part of a longer number or a "+" phone.
-_DIGIT_GROUPS_PATTERN = re.compile(r"(?<![\d+])\d+(?:[ -]\d+)*(?!\d)")
+# A run of digit groups joined by one or two spaces, a dash or a dot, not part of a longer number or a
+# "+" phone.
+_DIGIT_GROUPS_PATTERN = re.compile(r"(?<![\d+])\d+(?:(?: {1,2}|[.-])\d+)*(?!\d)")
 _DIGITS_PATTERN = re.compile(r"\d+")
 _CARD_DIGITS = range(13, 20)
+# The first digit of the card networks' numbers: Mastercard 2 and 5, Amex, Diners and JCB 3, Visa 4,
+# Discover and UnionPay 6. A list of flight numbers or prices starting 1, 7, 8, 9 or 0 is left alone.
+_CARD_FIRST_DIGITS = "23456"
 
 # Not inside a word or a longer digit sequence ("4111 1111 ..." must not yield "111 1111").
 _PHONE_START = r"(?<![\w+])(?<!\d[ .-])"
@@ -39,8 +45,8 @@ _PHONE_PATTERN = re.compile(
     + rf"\+\d{{1,3}}(?:{_SEPARATOR}?\(?\d{{1,5}}\)?){{1,6}}"
     # area code in parentheses: (555) 123-4567, (020) 7946 0958
     + rf"|\(\d{{2,5}}\){_SEPARATOR}?\d{{2,4}}(?:{_SEPARATOR}?\d{{2,4}}){{0,3}}"
-    # North American 3-3-4: 555-123-4567, 555.123.4567, 555 123 4567
-    + rf"|\d{{3}}{_SEPARATOR}\d{{3}}{_SEPARATOR}\d{{4}}"
+    # North American 3-3-4, with its country code 1 or without: 1-800-555-1234, 555.123.4567, 555 123 4567
+    + rf"|(?:1{_SEPARATOR})?\d{{3}}{_SEPARATOR}\d{{3}}{_SEPARATOR}\d{{4}}"
     # leading trunk 0: 020 7946 0958, 0171-1234567, 06 12 34 56 78
     + rf"|0\d{{1,4}}(?:{_SEPARATOR}\d{{2,8}}){{1,4}}"
     # 10 or 11 digits written together: 5551234567, 02079460958
@@ -96,10 +102,25 @@ def _redact_cards_in_run(match: re.Match[str]) -> str:
 
 
 def _card_ending_at(groups: list[re.Match[str]], first: int) -> int | None:
-    """The index of the last group of the longest card number starting at group ``first``, if any."""
-    for last in range(len(groups) - 1, first - 1, -1):
-        digits = "".join(group.group() for group in groups[first : last + 1])
-        if len(digits) in _CARD_DIGITS and luhn_valid(digits):
+    """The index of the last group of the longest card number starting at group ``first``, if any.
+
+    Cards are printed in groups of 4 to 6 digits (4-4-4-4, 4-6-5; the last may have 3), so groups of
+    prices or times ("100 200 300 ...") are not read as one. Only the groups within 19 digits of
+    ``first`` are looked at, so a run of many short numbers costs time in proportion to its length.
+    """
+    if groups[first].group()[0] not in _CARD_FIRST_DIGITS:
+        return None
+    digits, lengths = "", []
+    for last in range(first, len(groups)):
+        group = groups[last].group()
+        if last > first and (len(group) < 3 or len(groups[last - 1].group()) < 4):
+            break
+        digits += group
+        if len(digits) > _CARD_DIGITS[-1]:
+            break
+        lengths.append((last, len(digits)))
+    for last, length in reversed(lengths):
+        if length in _CARD_DIGITS and luhn_valid(digits[:length]):
             return last
     return None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from intent_router.redact import luhn_valid, redact
@@ -109,3 +111,35 @@ def test_luhn_check() -> None:
     assert luhn_valid("79927398713")
     assert not luhn_valid("4111111111111112")
     assert not luhn_valid("79927398710")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("call 1-800-555-1234", "call [PHONE]"),
+        ("call 1 800 555 1234", "call [PHONE]"),
+        ("card 4111.1111.1111.1111", "card [CARD]"),
+        ("card 4111  1111  1111  1111", "card [CARD]"),
+        ("mail jürgen@münchen.de today", "mail [EMAIL] today"),
+    ],
+)
+def test_common_formats_are_replaced_too(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "flights 1039 1040 1041 1042 1043",  # Luhn-valid as one number, but no card starts with 1
+        "fares 100 200 300 400 500 600 700",  # groups of 3 are not how cards are printed
+        "on 12.05.2026 at 10.30 for 4.50",
+    ],
+)
+def test_lists_of_numbers_are_not_cards(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_long_run_of_short_numbers_is_redacted_in_linear_time() -> None:
+    started = time.perf_counter()
+    redact(" ".join(["1"] * 10_000) + " " + " ".join(["4444"] * 4_000))  # the old search: hours
+    assert time.perf_counter() - started < 2
