@@ -200,6 +200,9 @@ def _cleaned(
     return cleaned, cut
 
 
+MAX_REMEMBERED = 10_000  # API keys and router configs remembered at once (see Service.recall)
+
+
 @dataclass
 class LoadedModel:
     """A model in the service's cache. Its batchers take texts from ``Service.prepare``: a model trained
@@ -480,6 +483,11 @@ class Service:
         if hit and now - hit[0] < self.settings.cache_seconds:
             return hit[1]
         value = load()
+        if value is None:  # an unknown API key: not kept, or a client sending random keys fills memory
+            return value
+        if len(self.remembered) >= MAX_REMEMBERED:
+            fresh = {k: v for k, v in self.remembered.items() if now - v[0] < self.settings.cache_seconds}
+            self.remembered = fresh if len(fresh) < MAX_REMEMBERED else {}
         self.remembered[(kind, key)] = (now, value)
         return value
 

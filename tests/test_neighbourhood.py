@@ -109,3 +109,21 @@ def test_a_model_unloaded_from_the_service_takes_its_routers_recent_traffic_with
             await service.close()
 
     assert asyncio.run(scene()) == [["ra"], [], [], []]
+
+
+def test_the_service_remembers_known_api_keys_only_and_a_bounded_number_of_them(tmp_path, monkeypatch):
+    from intent_router import service as service_module
+
+    settings = ServiceSettings(models_dir=tmp_path / "models", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    service = Service(settings)
+    try:
+        key = service.registry.create_api_key("test", "admin")
+        for number in range(300):  # a client trying random keys
+            assert service.check_api_key(f"ir_bogus-{number}") is None
+        assert service.check_api_key(key) is not None
+        assert list(service.remembered) == [("key", key)]
+        monkeypatch.setattr(service_module, "MAX_REMEMBERED", 1)
+        service.recall("router", "somewhere", lambda: "a config")  # full: the stale or all are dropped
+        assert len(service.remembered) == 1
+    finally:
+        asyncio.run(service.close())
