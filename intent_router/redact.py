@@ -10,8 +10,8 @@
 Utterances are full of numbers (flight numbers, times, prices, dates), so the patterns are narrow: a card
 must pass the Luhn check, start as the card networks' numbers do (2 to 6) and be printed as cards are
 (groups of 4 to 6 digits, the last of 3 or more), and a national phone number must have a phone-like
-shape (3-3-4 digits, an area code in parentheses, a leading trunk 0, ...) rather than just enough digits. Cards are replaced before
-phones so that a card's digit groups are never half-taken as a phone number.
+shape (3-3-4 digits, an area code in parentheses, a leading trunk 0, ...) rather than just enough digits.
+Cards are replaced before phones so that a card's digit groups are never half-taken as a phone number.
 """
 
 from __future__ import annotations
