@@ -485,8 +485,9 @@ def _read_jsonl(text: str, source: str, problems: list[Problem], labelled: bool 
             continue
         try:
             record = json.loads(content)
-        except json.JSONDecodeError as err:
-            problems.append(Problem(source, line, f"not valid JSON ({err.msg}); one object per line"))
+        except (ValueError, RecursionError) as err:  # also a number over Python's digit limit, deep nesting
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err) or type(err).__name__
+            problems.append(Problem(source, line, f"not valid JSON ({reason}); one object per line"))
             continue
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             problems.append(Problem(source, line, 'expected an object with a string "text"'))
@@ -519,16 +520,26 @@ def _read_rasa_yaml(text: str, source: str, problems: list[Problem]) -> list[_Ro
         mark = getattr(err, "problem_mark", None)
         problems.append(Problem(source, mark.line + 1 if mark else None, f"not valid YAML: {err}"))
         return []
+    except RecursionError:
+        problems.append(Problem(source, None, "not valid YAML: nested too deeply"))
+        return []
     nlu = _mapping_get(document, "nlu")
     if not isinstance(nlu, yaml.SequenceNode):
         problems.append(Problem(source, None, "expected a Rasa NLU file with a top-level 'nlu:' list"))
         return []
     rows: list[_Row] = []
+    read: set[int] = set()  # the nodes read: a YAML alias (*name) is the node it names, again
     for item in nlu.value:
         intent = _mapping_get(item, "intent")
         if intent is None:
             continue  # synonyms, regexes and lookups carry no labelled examples
         block = _mapping_get(item, "examples")
+        if id(item) in read or id(block) in read:  # 2,000 aliases of 2,000 examples: 4 million rows
+            problems.append(
+                Problem(source, item.start_mark.line + 1, "a YAML alias repeats an intent's examples; write them out")
+            )
+            return []
+        read.update((id(item), id(block)))
         if isinstance(intent, yaml.ScalarNode) and isinstance(block, yaml.ScalarNode):
             examples = _rasa_block_examples(block, source, problems)
         elif isinstance(intent, yaml.ScalarNode) and isinstance(block, yaml.SequenceNode):
@@ -643,6 +654,12 @@ def _check_rows(
     first_seen: dict[str, Example] = {}
     duplicates: list[int] = []
     for line, raw_text, labels in rows:
+        invalid = unicode_problem(raw_text, "the text") or next(
+            filter(None, (unicode_problem(x, "a label") for x in labels)), None
+        )
+        if invalid:  # a lone surrogate, from a JSON or YAML escape: no tokenizer reads it, no response can hold it
+            problems.append(Problem(source, line, invalid))
+            continue
         text = normalize_text(raw_text)
         if not text:
             problems.append(Problem(source, line, "empty text; every row needs an utterance"))

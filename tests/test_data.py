@@ -904,3 +904,33 @@ def test_a_rasa_export_of_characters_yaml_refuses_reads_back():
         ("a b c", "x\x85y\x9f"),
     ]
     assert len(warnings) == 2  # each text changed says so
+
+
+@pytest.mark.parametrize(
+    ("format", "text", "message"),
+    [
+        ("jsonl", '{"text": "a", "label": ' + "[" * 100_000 + "}", ":1: error: not valid JSON (maximum recursion"),
+        (
+            "jsonl",
+            '{"text": "a", "label": "x", "n": ' + "9" * 5000 + "}",
+            ":1: error: not valid JSON (Exceeds the limit",
+        ),
+        ("jsonl", '{"text": "fares\\ud800", "label": "x"}', ":1: error: the text is not valid Unicode"),
+        ("jsonl", '{"text": "fares", "label": "x\\udfff"}', ":1: error: a label is not valid Unicode"),
+        ("yaml", "nlu: " + "[" * 100_000, ": error: not valid YAML: nested too deeply"),
+        (
+            "yaml",
+            "nlu:\n- intent: a\n  examples: &a |\n    - hi\n- intent: b\n  examples: *a\n",
+            ":5: error: a YAML alias",
+        ),
+        (
+            "yaml",
+            "nlu:\n- &i\n  intent: a\n  examples: |\n    - hi\n- *i\n",
+            ":2: error: a YAML alias",
+        ),  # at the item it names
+    ],
+)
+def test_hostile_files_are_data_errors_not_crashes(format: str, text: str, message: str) -> None:
+    with pytest.raises(DataError) as error:
+        parse_dataset(text, format=format)
+    assert message in str(error.value.problems[0])

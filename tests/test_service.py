@@ -188,6 +188,10 @@ def test_malformed_and_oversized_uploads_are_refused(server, keys):
     answer = httpx.post(f"{server.url}/v1/datasets", files={"file": ("bad.csv", bad)}, headers=keys["admin"])
     assert answer.status_code == 422
     assert "bad.csv:3: error: a third column" in answer.text
+    for name, hostile in [("deep.jsonl", b'{"text": "a", "label": ' + b"[" * 100_000 + b"}\n"),
+                          ("surrogate.jsonl", b'{"text": "fares\\ud800", "label": "x"}\n')]:  # fmt: skip
+        answer = httpx.post(f"{server.url}/v1/datasets", files={"file": (name, hostile)}, headers=keys["admin"])
+        assert answer.status_code == 422 and f"{name}:1: error: " in answer.text, answer.text  # not a 500
     huge = b"text,label\n" + b"some words here,label\n" * 20000
     answer = httpx.post(f"{server.url}/v1/datasets", files={"file": ("huge.csv", huge)}, headers=keys["admin"])
     assert answer.status_code == 413
@@ -197,6 +201,8 @@ def test_a_finetune_of_untrainable_data_is_refused_with_the_reason(server, keys)
     tiny = b"text,label\nhi,greet\nhello,greet\nbye,farewell\n"
     upload = httpx.post(f"{server.url}/v1/datasets", files={"file": ("tiny.csv", tiny)}, headers=keys["admin"])
     assert upload.status_code == 201
+    warnings = upload.json()["dataset"]["warnings"]
+    assert len(warnings) == len(set(warnings)) and sum("at least 32" in w for w in warnings) == 1, warnings
     dataset_id = upload.json()["dataset"]["id"]
     answer = httpx.post(
         f"{server.url}/v1/finetunes", json={"name": "tiny", "train_dataset": dataset_id}, headers=keys["admin"]

@@ -79,13 +79,13 @@ async def upload_dataset(
     for upload in [file] + ([validation_file] if validation_file else []):
         filename = Path(upload.filename or "upload.csv").name
         content = await read_upload(request, upload)
-        data_format, dataset = parse_upload(filename, content, format, header, multilabel)
+        # off the event loop: a large file takes seconds to parse, and routing goes on meanwhile
+        data_format, dataset = await asyncio.to_thread(parse_upload, filename, content, format, header, multilabel)
         warnings = list(dataset.warnings)
         try:
             warnings += check_trainable(dataset, multilabel=multilabel, allow_rare_labels=True)
-        except DataError as err:
-            warnings += [p for p in err.problems if p.severity == "warning"]
-            warnings += err.problems if upload is file else []
+        except DataError as err:  # the training file's errors are told too (a fine-tune would refuse it)
+            warnings += err.problems if upload is file else [p for p in err.problems if p.severity == "warning"]
         parsed.append((filename, data_format, content, dataset, warnings))
     stored = []
     for filename, data_format, content, dataset, warnings in parsed:
