@@ -589,6 +589,12 @@ class Service:
         if self.pending_writes:
             await asyncio.gather(*self.pending_writes, return_exceptions=True)
 
+    async def ready_to_read(self) -> None:
+        """Before the store is read: the rows still being written are in, and the rows the retention
+        settings expire are gone (writes prune only every 500 rows, so a quiet store keeps them)."""
+        await self.flush()
+        await asyncio.get_running_loop().run_in_executor(self.writer, self.prune)
+
     def record_low_confidence(self, text, model, router, top_scores, reason, conversation_id, metadata) -> None:
         stored = redact(text) if self.settings.redact_low_confidence else text
         self.registry.record_low_confidence(stored, model, router, top_scores, reason, conversation_id, metadata)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -680,6 +680,14 @@ def test_a_router_with_review_neighbours_keeps_a_routed_utterance_whose_neighbou
     finally:  # the tests after this one list the models
         httpx.delete(url, headers=keys["admin"])
         shutil.rmtree(older)
+
+
+def test_rows_past_the_stores_age_limit_are_not_read_even_on_a_quiet_store(server, home, keys, clock):
+    clock.now = datetime.now(UTC) - timedelta(days=200)  # the server keeps 90 days (the default)
+    with Registry(f"sqlite:///{home / 'router.db'}") as registry:
+        registry.record_low_confidence("an old utterance", "atis-3", "atis", [("atis_airfare", 0.3)], "low_confidence")
+    store = httpx.get(f"{server.url}/v1/low-confidence", headers=keys["admin"], params={"limit": 1000}).json()
+    assert "an old utterance" not in {item["text"] for item in store["items"]}
 
 
 def test_classify_can_record_unsure_inputs_in_the_low_confidence_store(server, keys):

@@ -305,7 +305,7 @@ async def low_confidence(
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
 ) -> LowConfidencePage:
-    await request.app.state.service.flush()
+    await request.app.state.service.ready_to_read()
     registry = request.app.state.service.registry
     filters = {"model": model, "router": router_name, "since": since, "until": until}
     items = await asyncio.to_thread(registry.list_low_confidence, limit=limit, before_id=before_id, **filters)

@@ -97,7 +97,7 @@ async def discover(body: DiscoverRequest, request: Request) -> DiscoverResponse:
 
     service = request.app.state.service
     classifier = (await service.model(body.model)).classifier
-    await service.flush()
+    await service.ready_to_read()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = _writable_reports_folder(Path(service.settings.models_dir)) / f"{body.model}-{stamp}.html"
 
