@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -195,6 +196,22 @@ def test_malformed_and_oversized_uploads_are_refused(server, keys):
     huge = b"text,label\n" + b"some words here,label\n" * 20000
     answer = httpx.post(f"{server.url}/v1/datasets", files={"file": ("huge.csv", huge)}, headers=keys["admin"])
     assert answer.status_code == 413
+
+
+def test_an_upload_is_refused_for_its_key_or_size_before_its_body_is_read(server, keys):
+    def first_line(headers: dict[str, str]) -> str:
+        """The answer to an upload that announces 10 GB and sends none of it."""
+        lines = [
+            "POST /v1/datasets HTTP/1.1", "Host: 127.0.0.1", "Content-Type: multipart/form-data; boundary=x",
+            "Content-Length: 10000000000", *(f"{k}: {v}" for k, v in headers.items()), "", "",
+        ]  # fmt: skip
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as connection:
+            connection.sendall("\r\n".join(lines).encode())
+            return connection.recv(4096).decode().split("\r\n")[0]  # a server waiting for the body times out
+
+    assert first_line({}) == "HTTP/1.1 401 Unauthorized"
+    assert first_line(keys["inference"]) == "HTTP/1.1 403 Forbidden"
+    assert first_line(keys["admin"]) == "HTTP/1.1 413 Request Entity Too Large"
 
 
 def test_a_finetune_of_untrainable_data_is_refused_with_the_reason(server, keys):

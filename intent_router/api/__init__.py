@@ -9,7 +9,7 @@ import math
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -27,7 +27,7 @@ from ..service import (
     UnknownModel,
     UnknownRouter,
 )
-from . import admin, discovery, inference
+from . import admin, auth, discovery, inference
 
 
 class Metrics:
@@ -105,6 +105,9 @@ def brief(value):
     return value
 
 
+UPLOAD_OVERHEAD = 64 * 1024  # a multipart form's boundaries, headers and fields besides its files
+
+
 def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -117,6 +120,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.include_router(inference.router)
     app.include_router(admin.router)
     app.include_router(discovery.router)
+
+    @app.middleware("http")
+    async def check_uploads_first(request: Request, call_next):
+        """An upload's key and size are checked before its body is read: FastAPI reads (and spools to
+        disk) a whole form before the endpoint's key check, so anyone could fill the disk."""
+        if request.method == "POST" and request.url.path == "/v1/datasets":
+            try:
+                await auth.require("admin")(request, await auth.bearer(request))
+            except HTTPException as error:
+                return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+            limit = 2 * settings.max_upload_bytes + UPLOAD_OVERHEAD  # a training and a validation file
+            length = request.headers.get("content-length", "")
+            if not length.isdigit():
+                return JSONResponse({"detail": "send the upload with a Content-Length header"}, 411)
+            if int(length) > limit:
+                detail = f"the upload is {int(length):,} bytes: more than two files of the upload limit allow"
+                return JSONResponse({"detail": detail}, 413)
+        return await call_next(request)
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
