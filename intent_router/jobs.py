@@ -169,8 +169,10 @@ def run_job(registry: Registry, models_dir: Path, job: Job, server: int | None =
         if _progress(registry, job, "saving", 1.0) != "finetuning":  # cancelled while it saved: the cancel wins
             shutil.rmtree(path, ignore_errors=True)
             raise JobCancelled
-        registry.add_model(job.name, str(path), classifier.labels_ or [], classifier.metrics_, classifier.info_)
-        registry.finish_job(job.name, "completed", metrics=classifier.metrics_, job_id=job.id)
+        labels, metrics, info = classifier.labels_ or [], classifier.metrics_, classifier.info_
+        if registry.add_model(job.name, str(path), labels, metrics, info, completing_job=job.id) is None:
+            shutil.rmtree(path, ignore_errors=True)  # cancelled after the check above: the cancel wins
+            raise JobCancelled
         log.info("fine-tuned %s", job.name)
     except JobCancelled:
         log.info("cancelled %s", job.name)

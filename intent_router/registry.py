@@ -719,18 +719,32 @@ class Registry:
     # ------------------------------------------------------------------------------------------ models
 
     def add_model(
-        self, name: str, path: str, labels: list[str], metrics: dict[str, Any] | None, info: dict[str, Any]
-    ) -> ModelRecord:
-        """Register a saved model folder; a model of the same name is replaced."""
-        values = {
-            "name": name,
-            "path": path,
-            "labels": list(labels),
-            "metrics": metrics,
-            "info": dict(info),
-            "created_at": _now(),
-        }
+        self,
+        name: str,
+        path: str,
+        labels: list[str],
+        metrics: dict[str, Any] | None,
+        info: dict[str, Any],
+        completing_job: int | None = None,
+    ) -> ModelRecord | None:
+        """Register a saved model folder; a model of the same name is replaced.
+
+        ``completing_job``: the id of the fine-tune job ``name`` that made it. The job is completed and
+        the model registered in one transaction, only if the job still runs: None if it was cancelled
+        (or ended) meanwhile, and then nothing is registered.
+        """
+        now = _now()
+        values = {"name": name, "path": path, "labels": list(labels), "metrics": metrics, "info": dict(info)}
+        values["created_at"] = now
         with self._write() as connection:
+            if completing_job is not None:
+                completed = connection.execute(
+                    update(jobs)
+                    .where(_job_filter(name, completing_job), jobs.c.status == "finetuning")
+                    .values(status="completed", metrics=metrics, error=None, finished_at=now, fraction=1.0)
+                )
+                if completed.rowcount != 1:
+                    return None
             connection.execute(delete(models).where(models.c.name == name))
             connection.execute(insert(models).values(values))
         return _model(values)

@@ -345,6 +345,23 @@ def test_cancel_a_running_job_wins_over_its_worker(registry: Registry, dataset_i
     assert (job.status, job.metrics, job.fraction) == ("cancelled", None, 0.25)
 
 
+def test_a_model_is_registered_with_its_job_completed_only_if_the_job_still_runs(
+    registry: Registry, dataset_id: str
+) -> None:
+    for name in ("kept", "dropped"):
+        registry.create_job(name, "english-small", dataset_id, None, {})
+        registry.claim_next_job("worker-a")
+    registry.cancel_job("dropped")  # after the worker's last check, before it registers the model
+
+    kept, dropped = (registry.get_job(name) for name in ("kept", "dropped"))
+    assert registry.add_model("kept", "/m/kept", ["a"], {"accuracy": 1.0}, {}, completing_job=kept.id) is not None
+    assert registry.add_model("dropped", "/m/dropped", ["a"], None, {}, completing_job=dropped.id) is None
+
+    assert [m.name for m in registry.list_models()] == ["kept"]
+    assert (registry.get_job("kept").status, registry.get_job("kept").metrics) == ("completed", {"accuracy": 1.0})
+    assert registry.get_job("dropped").status == "cancelled"
+
+
 def test_cancel_leaves_an_ended_job_unchanged_and_unknown_is_none(registry: Registry, dataset_id: str) -> None:
     registry.create_job("atis", "english-small", dataset_id, None, {})
     registry.claim_next_job("worker-a")
