@@ -212,13 +212,13 @@ class LoadedModel:
     classifier: IntentClassifier
     batcher: MicroBatcher  # embed passes
     classify_batcher: MicroBatcher  # classify passes: through the cascade's student when it is the backend
-    path: Path | None = None  # the folder it was loaded from
-    stamp: tuple[int, int] | None = None  # its intent_router.json's inode and change time then
+    path: Path  # the folder it was loaded from
+    stamp: tuple[int, int] | None  # its intent_router.json's inode and change time then (folder_stamp)
 
     def is_current(self) -> bool:
         """Whether its folder still holds the model loaded: a model saved again under its name (``train
         --overwrite``, ``optimize``, a fine-tune after a delete, by any process) is loaded anew."""
-        return self.path is None or folder_stamp(self.path) == self.stamp
+        return folder_stamp(self.path) == self.stamp
 
     @property
     def labels(self) -> list[str]:
