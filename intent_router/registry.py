@@ -734,8 +734,8 @@ class Registry:
         (or ended) meanwhile, and then nothing is registered.
         """
         now = _now()
-        values = {"name": name, "path": path, "labels": list(labels), "metrics": metrics, "info": dict(info)}
-        values["created_at"] = now
+        values: dict[str, Any] = {"name": name, "path": path, "labels": list(labels), "metrics": metrics}
+        values |= {"info": dict(info), "created_at": now}
         with self._write() as connection:
             if completing_job is not None:
                 completed = connection.execute(
