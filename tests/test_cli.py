@@ -508,3 +508,32 @@ def test_python_dash_m_runs_the_same_cli():
     module = subprocess.run([sys.executable, "-m", "intent_router", "--help"], capture_output=True, text=True, env=env)
     assert module.returncode == 0, module.stderr
     assert "Usage: intent-router" in module.stdout and "discover" in module.stdout
+
+
+def test_optimize_keeps_a_model_saved_again_while_it_ran(trained, small_csv, tmp_path):
+    """A retrain that lands while optimize exports: optimize writes nothing and says so; the new save stays."""
+    import time
+
+    from intent_router import IntentClassifier
+    from intent_router.model_folder import folder_stamp
+
+    models, _ = trained
+    path = tmp_path / "atis-3"
+    shutil.copytree(models / "atis-3", path)
+    retrained = IntentClassifier.load(path, backend="torch")  # saved without backends: told apart below
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    command = [str(CLI), "optimize", str(path), "--data", str(small_csv)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    weights = str((path / "model.safetensors").resolve())
+    deadline = time.monotonic() + 300
+    while weights not in Path(f"/proc/{process.pid}/maps").read_text():  # it has its stamp and is loading
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    retrained.save(path, overwrite=True)
+    saved = folder_stamp(path)
+    stdout, stderr = process.communicate(timeout=600)
+
+    assert process.returncode == 1, stdout + stderr
+    assert stderr.startswith("error: ") and "was saved again while optimize ran" in stderr, stderr
+    assert folder_stamp(path) == saved
+    assert "inference" not in json.loads((path / "intent_router.json").read_text())
