@@ -125,18 +125,24 @@ class Dataset:
         return digest.hexdigest()
 
     def cleaned(self, cleaning_version: int = cleaning.VERSION) -> Dataset:
-        """Every text cleaned as ``clean_text`` models do; a text that cleaning empties is a ``DataError``."""
-        examples, problems = [], []
+        """Every text cleaned as ``clean_text`` models do, then checked again as a file is read: rows
+        that cleaning makes the same are dropped (a warning), and the same cleaned text with two label
+        sets is a ``DataError``, as is a text that cleaning empties."""
+        rows, problems = [], []
         for example in self.examples:
             text = normalize_text(example.text, clean=True, cleaning_version=cleaning_version)
             if text:
-                examples.append(replace(example, text=text))
+                rows.append((example.line or 0, text, example.labels))
             else:
                 message = f"text {example.text!r} is empty after cleaning (only markup, links or symbols); remove it"
                 problems.append(Problem(self.source, example.line, message))
-        if problems:
-            raise DataError(problems)
-        return Dataset(examples, self.source, list(self.warnings))
+        checked: list[Problem] = []
+        examples = _check_rows(rows, self.source, True, True, checked, "duplicate row(s) after cleaning")
+        errors = problems + [replace(p, message=f"once cleaned, {p.message}") for p in checked if p.severity == "error"]
+        if errors:
+            raise DataError(_cap_repeats(errors))
+        problems = [p for p in checked if p.severity == "warning"]
+        return Dataset(examples, self.source, list(self.warnings) + problems)
 
     def subset(self, indices: Iterable[int], source: str | None = None) -> Dataset:
         return Dataset([self.examples[i] for i in indices], source or self.source)
@@ -648,7 +654,12 @@ def _mapping_get(node: yaml.Node | None, key: str) -> yaml.Node | None:
 
 
 def _check_rows(
-    rows: list[_Row], source: str, multilabel: bool, deduplicate: bool, problems: list[Problem]
+    rows: list[_Row],
+    source: str,
+    multilabel: bool,
+    deduplicate: bool,
+    problems: list[Problem],
+    duplicates_are: str = "exact duplicate row(s)",
 ) -> list[Example]:
     examples: list[Example] = []
     first_seen: dict[str, Example] = {}
@@ -685,7 +696,7 @@ def _check_rows(
             problems.append(Problem(source, line, message))
     if duplicates and deduplicate:
         shown = ", ".join(str(n) for n in duplicates[:10]) + (", ..." if len(duplicates) > 10 else "")
-        message = f"{len(duplicates)} exact duplicate row(s) dropped (lines {shown})"
+        message = f"{len(duplicates)} {duplicates_are} dropped (lines {shown})"
         problems.append(Problem(source, None, message, "warning"))
     return examples
 

@@ -13,7 +13,7 @@ import pytest
 
 from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError
 from intent_router.cleaning import clean_text
-from intent_router.data import normalize_text
+from intent_router.data import Example, normalize_text
 from intent_router.model import encode
 
 
@@ -140,6 +140,27 @@ def test_a_training_row_that_cleaning_empties_is_a_data_error_naming_its_line(sm
     train, _ = small_split
     examples = list(train.examples) + [replace(train.examples[0], text="<br/>&nbsp;<img src=x>", line=999)]
     with pytest.raises(DataError, match=r":999: error: text .* is empty after cleaning"):
+        IntentClassifier(steps=0, clean_text=True).fit(Dataset(examples, "train.csv"))
+
+
+def test_rows_that_cleaning_makes_the_same_are_dropped_before_the_split(small_split):
+    """A copy wrapped in markup is the same row once cleaned: it neither trains twice nor lands in
+    the automatic validation split beside its original."""
+    train, _ = small_split
+    marked = [replace(e, text=f"<p>{e.text}</p>", line=1000 + i) for i, e in enumerate(train.examples)]
+    plain = IntentClassifier(steps=0, clean_text=True).fit(train)
+    doubled = IntentClassifier(steps=0, clean_text=True).fit(Dataset(list(train.examples) + marked, "web.csv"))
+    assert doubled.info_["data"] == {**plain.info_["data"], "train_source": "web.csv"}
+    assert any(f"{len(marked)} duplicate row(s) after cleaning dropped (lines 1000, 1001" in w
+               for w in doubled.info_["warnings"])  # fmt: skip
+
+
+def test_one_text_with_two_labels_once_cleaned_is_a_data_error_naming_both_lines(small_split):
+    train, _ = small_split
+    first = train.examples[0]
+    other = next(label for label in set(train.labels) if label != first.label)
+    examples = list(train.examples) + [Example(f"<b>{first.text}</b>", frozenset([other]), 999)]
+    with pytest.raises(DataError, match=rf":999: error: once cleaned, text also on line {first.line} with label"):
         IntentClassifier(steps=0, clean_text=True).fit(Dataset(examples, "train.csv"))
 
 
