@@ -85,12 +85,15 @@ def confidence_threshold(
     Fitted on validation predictions, it is the default threshold a router falls back below; never
     below ``floor``, so an easy validation set does not yield a threshold that accepts anything.
     """
-    order = np.argsort(-confidences)
+    order = np.argsort(-confidences, kind="stable")
+    ranked = confidences[order]
     precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    meeting = np.nonzero(precision >= target_precision)[0]
+    # a threshold passes all of a run of equal confidences or none: cut only after each run's last
+    last_of_run = np.append(ranked[1:] != ranked[:-1], True)
+    meeting = np.nonzero(last_of_run & (precision >= target_precision))[0]
     if len(meeting) == 0:
         return 1.0
-    return float(max(floor, confidences[order][meeting[-1]]))
+    return float(max(floor, ranked[meeting[-1]]))
 
 
 def multilabel_metrics(

@@ -148,6 +148,15 @@ def test_threshold_is_the_lowest_confidence_that_keeps_precision():
     assert confidence_threshold(confidences, correct, target_precision=0.7) == 0.6
 
 
+def test_threshold_passes_equal_confidences_together_so_their_errors_count():
+    """A threshold passes every prediction of a confidence or none: a right one sorted before a wrong
+    one of the same confidence does not make the cut look precise."""
+    confidences, correct = np.array([0.9, 0.9, 0.9, 0.9, 0.6, 0.6]), np.array([1, 1, 1, 0, 1, 1], dtype=bool)
+    assert confidence_threshold(confidences, correct, target_precision=0.95) == 1.0  # 0.9 passes 3 of 4 right
+    assert confidence_threshold(np.array([0.99, 0.8, 0.8]), np.array([1, 1, 0], dtype=bool), 0.95) == 0.99
+    assert confidence_threshold(confidences, correct, target_precision=0.75) == 0.6  # 5 of 6 right
+
+
 def test_threshold_never_goes_below_the_floor_and_is_one_when_nothing_is_precise():
     assert confidence_threshold(np.array([0.4, 0.3]), np.array([True, True]), floor=0.5) == 0.5
     assert confidence_threshold(np.array([0.9, 0.8]), np.array([False, False])) == 1.0
