@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -524,14 +525,22 @@ def list_saved_models(models_dir: ModelsDir = Path("models")) -> None:
             table.add_row(name, "damaged", escape(problem), "", "", style="red")
             continue
         metrics = metrics or {}
+        created = config.get("created_at")
         table.add_row(
             name,
             str(len(config.get("labels", []))),
-            f"{metrics['accuracy']:.3f}" if "accuracy" in metrics else "-",
-            f"{metrics['macro_f1']:.3f}" if "macro_f1" in metrics else "-",
-            config.get("created_at", "-"),
+            _score(metrics.get("accuracy")),
+            _score(metrics.get("macro_f1")),
+            escape(created) if isinstance(created, str) else "-",
         )
     console.print(table)
+
+
+def _score(value: object) -> str:
+    """A metric for the models table; "-" when it is missing or not a number (a hand-edited file)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value:.3f}"
 
 
 @app.command()

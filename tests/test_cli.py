@@ -208,6 +208,21 @@ def test_models_lists_a_damaged_folder_with_the_reason_and_removes_dead_saves(tr
     assert not killed_save.exists()
 
 
+def test_models_lists_every_model_when_one_has_hand_edited_metrics(trained, tmp_path):
+    models, _ = trained
+    edited = shutil.copytree(models / "atis-3", tmp_path / "edited")
+    shutil.copytree(models / "atis-3", tmp_path / "fine")
+    (edited / "metrics.json").write_text('{"accuracy": null, "macro_f1": "high"}')
+    config = json.loads((edited / "intent_router.json").read_text())
+    (edited / "intent_router.json").write_text(json.dumps({**config, "created_at": 5}))
+    result = run("models", "--models-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {cells[1]: cells for line in result.stdout.splitlines() if line.startswith("│")
+            for cells in [[cell.strip() for cell in line.split("│")]]}  # fmt: skip
+    assert rows["edited"][3:6] == ["-", "-", "-"]  # accuracy, macro F1, created
+    assert 0 <= float(rows["fine"][3]) <= 1
+
+
 def test_a_hand_edited_threshold_is_one_error_line_naming_the_file_and_field(trained, tmp_path):
     models, _ = trained
     edited = shutil.copytree(models / "atis-3", tmp_path / "atis-3")
