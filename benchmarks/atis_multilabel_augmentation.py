@@ -28,7 +28,7 @@ train part's rows (rare labels' heads then see no synthetic positives).
 The body is not fine-tuned again here. The library's option (``synthetic_multi_intent``) puts the
 rows in the head's data only, so on the body of a default fit the rows ``--sources frequent
 --weights 1`` are what a fit with the option gives (``atis_multilabel.py --models
-atis-multilabel-synthetic`` fits one). Run on a body fine-tuned with the rows (an earlier version of
+atis-multilabel`` fits one). Run on a body fine-tuned with the rows (an earlier version of
 the option), ``--shares 0`` scores rows in fine-tuning only.
 """
 

@@ -248,7 +248,6 @@ def optimize(
 ) -> None:
     """Build a model's ONNX and int8 backends again (training builds them), and with --cascade its cascade."""
     from .data import train_validation_split
-    from .model import known_validation
     from .model_folder import folder_stamp
 
     with _reported_errors():
@@ -258,23 +257,15 @@ def optimize(
         if classifier.multilabel:  # before reading the data, whose empty label sets a single-label read refuses
             raise ValueError(f"{model} is a multilabel model; they run on torch only (ONNX and cascade: single-label)")
         dataset = load_dataset(data, format=format, header=header)
-        if classifier.clean_text:  # as fit cleaned them, before its split
-            dataset = dataset.cleaned(classifier.cleaning_version_)
         split = classifier.info_.get("data", {}).get("validation_split", {})
-        if validation is not None:
-            held_out = load_dataset(validation, format=format, header=header)
-            held_out = held_out.cleaned(classifier.cleaning_version_) if classifier.clean_text else held_out
-            train_part, (held_out, _) = dataset, known_validation(held_out, dataset, multilabel=False)
+        if validation is not None:  # optimize cleans and filters them as fit did, and checks they are the same
+            train_part, held_out = dataset, load_dataset(validation, format=format, header=header)
         elif split.get("kind") == "automatic":
+            if classifier.clean_text:  # as fit cleaned them, before its split
+                dataset = dataset.cleaned(classifier.cleaning_version_)
             train_part, held_out = train_validation_split(dataset, split["fraction"], split["seed"])
         else:
             raise ValueError(f"{model} was validated on {split.get('source', 'a given file')}: pass it as --validation")
-        expected = classifier.info_.get("data", {}).get("validation_checksum")
-        if expected and held_out.checksum() != expected:
-            raise ValueError(
-                f"this validation split is not the one {model} was fitted with (checksum differs): pass the same "
-                "--data file (and --validation, if it had one)"
-            )
         work = "exporting, quantising" + (", distilling the static student" if cascade else "")
         with console.status(work):
             _quiet(classifier.optimize, train_part, held_out, cascade=cascade)

@@ -396,13 +396,27 @@ class IntentClassifier:
         """Build the ONNX backends again, and the cascade's static student if asked (then ``save``).
 
         For a model fitted before the backends existed, or to add the cascade, which ``fit`` does not
-        build. ``train`` and ``validation`` must be the parts the model was fitted and validated on.
+        build. ``train`` and ``validation`` must be the parts the model was fitted and validated on
+        (with an automatic split: ``train_validation_split`` of the data, with the fraction and seed in
+        ``info_["data"]["validation_split"]``, cleaned first for a ``clean_text`` model); others are
+        a ``ValueError``, checked against the checksums the fit recorded.
         """
         body, head, labels = self.body_, self.head_, self.labels_
         if body is None or head is None or labels is None:
             raise NotFittedError("optimize needs the torch body: IntentClassifier.load(path, backend='torch')")
         if self.multilabel:
             raise ValueError("multilabel models run on torch only: the ONNX and cascade backends are single-label")
+        if self.clean_text:  # as fit cleaned them; cleaning is idempotent, so data cleaned already stays the same
+            train, validation = train.cleaned(self.cleaning_version_), validation.cleaned(self.cleaning_version_)
+        validation, _ = known_validation(validation, train, multilabel=False)
+        data = self.info_.get("data", {})
+        for part, dataset, key in (("training part", train, "train"), ("validation split", validation, "validation")):
+            expected = data.get(f"{key}_checksum")  # None: a model fitted before checksums were kept
+            if expected and dataset.checksum() != expected:
+                raise ValueError(
+                    f"this {part} is not the one the model was fitted with (checksum differs): give the same "
+                    "data file (and validation file, if it had one); without one, the same automatic split"
+                )
         train_part = [i for i, label in enumerate(train.labels) if label in labels]
         known = [i for i, label in enumerate(validation.labels) if label in labels]
         texts = prepare_texts([train.texts[i] for i in train_part], self.clean_text, self.cleaning_version_)

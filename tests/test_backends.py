@@ -221,3 +221,19 @@ def test_the_service_serves_with_the_backend_chosen_at_start(saved_model, torch_
         server.stop()
     log = next(tmp_path.glob("server-*.log")).read_text()
     assert "error" not in log.lower(), log
+
+
+def test_optimize_in_python_refuses_data_the_model_was_not_fitted_with(fitted, small_split):
+    """The README's recipe: the parts fit used (here its automatic split). Other parts would score the
+    backends, and choose the default one, on the wrong rows; they are refused before any work."""
+    from intent_router.data import train_validation_split
+
+    train, held_out = small_split
+    split = fitted.info_["data"]["validation_split"]
+    train_part, validation = train_validation_split(train, split["fraction"], split["seed"])
+    with pytest.raises(ValueError, match="this validation split is not the one the model was fitted with"):
+        fitted.optimize(train_part, held_out.subset(range(20)))
+    with pytest.raises(ValueError, match="this training part is not the one the model was fitted with"):
+        fitted.optimize(train, validation)
+    assert fitted.info_["data"]["validation_checksum"] == validation.checksum()  # the recipe's parts pass
+    assert fitted.info_["data"]["train_checksum"] == train_part.checksum()
