@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,13 +67,44 @@ def resolve_base_model(name: str) -> str:
     return name
 
 
-def check_base_model(name: str) -> None:
-    """Refuse a base model that cannot be loaded here, without loading it (no weights read, no network).
+def check_base_model(name: str, layers: int | None = None) -> None:
+    """Refuse a base model that cannot be loaded here, without loading it (no weights read, no network),
+    and a ``layers`` it does not have, where its ``config.json`` is at hand.
 
     A bundled name needs its package; a path that exists must be a model folder; anything else is a hub
     id, which must be well formed and, with the hub offline (``HF_HUB_OFFLINE``), already in the local
     cache. Whether a hub id exists on a reachable hub is not checked: loading tells.
     """
+    _check_loadable(name)
+    count = _layer_count(name) if layers is not None else None
+    if layers is not None and count is not None and not 1 <= layers <= count:
+        raise BaseModelError(_layers_refused(name, layers, count))
+
+
+def _layers_refused(name: str, layers: int, count: int) -> str:
+    return f"layers={layers}: {name} has {count} transformer layers; choose 1 to {count}"
+
+
+def _layer_count(name: str) -> int | None:
+    """``num_hidden_layers`` of a local or cached base model's config.json; None where it is not at hand."""
+    folder = Path(resolve_base_model(name)).expanduser()
+    config: str | Path | None = folder / "config.json"
+    if not folder.exists():  # a hub id: its config.json if the hub's cache has it
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(name, "config.json")
+        except ValueError:
+            cached = None
+        config = cached if isinstance(cached, str) else None
+    try:
+        count = json.loads(Path(config).read_text()).get("num_hidden_layers") if config else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
+def _check_loadable(name: str) -> None:
     if name in BUNDLED:
         BUNDLED[name].check()
         return
@@ -134,6 +166,6 @@ def keep_first_layers(body, layers: int, name: str = "the base model") -> None:
     if stack is None:
         raise BaseModelError(f"{name} has no BERT-like layer stack (encoder.layer) to cut: leave layers unset")
     if not 1 <= layers <= len(stack):
-        raise BaseModelError(f"layers={layers}: {name} has {len(stack)} transformer layers; choose 1 to {len(stack)}")
+        raise BaseModelError(_layers_refused(name, layers, len(stack)))
     transformer.encoder.layer = stack[:layers]
     transformer.config.num_hidden_layers = layers

@@ -194,7 +194,7 @@ def train(
             raise _name_taken(name, models_dir)
         check_replaceable(target)
         check_writable(models_dir)
-        check_base_model(base_model)
+        check_base_model(base_model, layers)
         dataset = load_dataset(data, format=format, header=header, multilabel=multilabel)
         held_out = load_dataset(validation, format=format, header=header, multilabel=multilabel) if validation else None
         from .model import IntentClassifier  # torch, which takes seconds: once the options and files are checked

@@ -325,6 +325,12 @@ def test_train_with_overwrite_refuses_a_folder_that_is_not_a_model_before_traini
     assert [p.name for p in (tmp_path / "notes").iterdir()] == ["thesis.txt"]
 
 
+def test_train_refuses_layers_the_base_model_does_not_have_before_reading_the_data(tmp_path):
+    result = run("train", tmp_path / "not-read-yet.csv", "--name", "cut", "--layers", "7", "--models-dir", tmp_path)
+    assert_one_line_error(result, "layers=7: english-small has 6 transformer layers; choose 1 to 6")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_optimize_says_a_multilabel_model_runs_on_torch_only(fitted_multilabel, small_csv, tmp_path):
     fitted_multilabel.save(tmp_path / "multi")
     result = run("optimize", tmp_path / "multi", "--data", small_csv)

@@ -141,8 +141,8 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
             raise HTTPException(404, f"no dataset {dataset_id!r}; upload one with POST /v1/datasets")
     if body.synthetic_multi_intent and not body.multilabel:
         raise HTTPException(422, "synthetic_multi_intent needs a multilabel fine-tune: set multilabel to true")
-    try:  # a base model the worker could not load fails now, not after the job is queued
-        await asyncio.to_thread(check_base_model, body.base_model)
+    try:  # a base model the worker could not load, or layers it does not have, fail now, not after the job is queued
+        await asyncio.to_thread(check_base_model, body.base_model, body.layers)
     except BaseModelError as err:
         raise HTTPException(422, str(err)) from None
 
