@@ -398,9 +398,14 @@ def _read_delimited(
             )
         )
     rows: list[_Row] = []
+    split: list[tuple[int, list[str]]] = []  # utterances only: rows read as text then an ignored label
     for line, record in records:
-        if one_column or (not labelled and len(record) == 1):
+        if one_column or (not labelled and len(record) != 2):  # a third column too: commas in the text
             rows.append((line, delimiter.join(record), frozenset()))
+            continue
+        if not labelled:  # the label is ignored, so it is not checked
+            rows.append((line, record[0], frozenset()))
+            split.append((line, record))
             continue
         if len(record) != 2:
             what = "a third column" if len(record) > 2 else "only one column"
@@ -414,6 +419,14 @@ def _read_delimited(
             problems.append(Problem(source, line, problem))
             continue
         rows.append((line, record[0], parse_labels(record[1])))
+    if split and len(split) < len(rows):  # some rows have one column: the others' commas may be the text's
+        line, (text, label) = split[0]
+        message = (
+            f"{len(split)} of {len(rows)} rows have two columns, read as a text and a label that is ignored "
+            f"(line {line}: {text!r} then {label!r}); if the {_name(delimiter)}'s delimiter belongs to the "
+            "texts, quote them or add a header row: text"
+        )
+        problems.append(Problem(source, None, message, "warning"))
     return rows
 
 

@@ -934,3 +934,21 @@ def test_hostile_files_are_data_errors_not_crashes(format: str, text: str, messa
     with pytest.raises(DataError) as error:
         parse_dataset(text, format=format)
     assert message in str(error.value.problems[0])
+
+
+def test_utterances_only_keep_commas_they_cannot_split_and_warn_where_they_split(tmp_path: Path) -> None:
+    """A log of utterances saved as CSV without a header: a third column, or a label that no training
+    reads, is not an error; a file whose rows mix one and two columns says how it was read."""
+    path = tmp_path / "log.csv"
+    path.write_text("hello, how are you\nset an alarm for 7\nwake me up at six\nI like c, c++\nwell, yes, no\n")
+    utterances = load_dataset(path, labelled=False, deduplicate=False)
+    assert utterances.texts == ["hello", "set an alarm for 7", "wake me up at six", "I like c", "well, yes, no"]
+    [warning] = utterances.warnings
+    assert "2 of 5 rows have two columns, read as a text and a label that is ignored (line 1: 'hello' then" in str(
+        warning
+    )
+    assert "quote them or add a header row: text" in str(warning)
+    path.write_text("text\nhello, how are you\nwell, yes, no\n")
+    assert load_dataset(path, labelled=False).texts == ["hello, how are you", "well, yes, no"]
+    path.write_text("book a flight,flight\ncheapest fare,fare\n")  # a labelled file read for its utterances
+    assert load_dataset(path, labelled=False).warnings == []
