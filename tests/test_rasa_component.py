@@ -37,9 +37,9 @@ logging.basicConfig(level=logging.WARNING)
 async def main():
     results, agents = [], {}
     for model, text in json.loads(sys.argv[1]):
-        agent = agents.get(model) or agents.setdefault(model, Agent.load(model))
         started = time.monotonic()
         try:
+            agent = agents.get(model) or agents.setdefault(model, Agent.load(model))
             parsed = await agent.parse_message(text)
             results.append({"intent": parsed["intent"], "intent_ranking": parsed["intent_ranking"]})
         except Exception as error:
@@ -562,6 +562,34 @@ def test_a_rasa_model_whose_service_model_was_deleted_is_refused_at_load_naming_
         "model classifies with (deleted from the service, or another service's url?): run `rasa train --force` "
         "to fine-tune it again"
     )
+
+
+def test_rasa_train_force_fine_tunes_a_model_deleted_from_the_service_again(served, trained, server, admin_key):
+    """What the load refusal says to do works: `rasa train --force` fine-tunes the deleted model again
+    (its job is completed, its model gone) and Rasa parses with it; it is back under its name for the
+    tests after this one."""
+    _, model = served
+    project, _, _ = trained
+    (before,) = finetunes(server, admin_key)
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    assert httpx.delete(f"{server.url}/v1/models/{model['name']}", headers=headers).status_code == 204
+    nlu = str(project / "models" / "nlu.tar.gz")
+    (refused,), _ = parse(project, admin_key, [(nlu, "fares to denver")])
+    assert "run `rasa train --force`" in refused["error"]
+    # `rasa train` validates a domain first (`rasa train nlu` has no --force): a bot's project has one
+    (project / "domain.yml").write_text(yaml.safe_dump({"version": "3.1", "intents": INTENTS}))
+
+    result = rasa(project, admin_key, "train", "--force", "--fixed-model-name", "nlu", "--out", "models")
+
+    log = result.stdout + result.stderr
+    assert f"model '{model['name']}' was deleted from the service; fine-tuning it again" in log
+    assert f"intent-router: fine-tuning '{model['name']}' on 48 examples" in log
+    (after,) = finetunes(server, admin_key)
+    assert after["name"] == model["name"] and after["status"] == "completed"
+    assert after["train_dataset"] != before["train_dataset"]  # a new upload and fine-tune
+    (parsed,), log = parse(project, admin_key, [(nlu, "show me the cheapest fare from boston to denver")])
+    assert parsed["intent"]["name"] in INTENTS, log[-3000:]  # the service's answer, not Rasa's fallback
+    assert {row["name"] for row in parsed["intent_ranking"]} - {"nlu_fallback"} == set(INTENTS)
 
 
 def test_slash_messages_are_left_to_rasa_and_not_recorded(served, server, admin_key):

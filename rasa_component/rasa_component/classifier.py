@@ -194,7 +194,17 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             logger.info(f"intent-router: data and settings unchanged, reusing model {name!r}")
             return name
         job = self.call("GET", f"/v1/finetunes/{name}", missing_ok=True)
-        if job is None or job["status"] in ("failed", "cancelled"):
+        # A completed job without its model: the model was deleted (DELETE /v1/models/{name}), and the
+        # service replaces such a job, so it is fine-tuned again. The model is asked for once more: a
+        # job that completed since the check above stored its model before it completed.
+        deleted = (
+            job is not None
+            and job["status"] == "completed"
+            and self.call("GET", f"/v1/models/{name}", missing_ok=True) is None
+        )
+        if deleted:
+            logger.info(f"intent-router: model {name!r} was deleted from the service; fine-tuning it again")
+        if job is None or deleted or job["status"] in ("failed", "cancelled"):
             lines = "".join(json.dumps({"text": text, "label": intent}) + "\n" for text, intent in examples)
             upload = self.call("POST", "/v1/datasets", files={"file": (f"{name}.jsonl", lines.encode())})
             for warning in upload["dataset"]["warnings"]:
