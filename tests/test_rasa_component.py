@@ -560,7 +560,7 @@ def test_a_rasa_model_whose_service_model_was_deleted_is_refused_at_load_naming_
     assert deleted["error"] == (
         f"IntentRouterError: intent-router at {config['url']} has no model 'deleted-model', which this Rasa "
         "model classifies with (deleted from the service, or another service's url?): run `rasa train --force` "
-        "to fine-tune it again"
+        "to fine-tune it again (`rasa train nlu` has no --force: delete .rasa/cache first)"
     )
 
 

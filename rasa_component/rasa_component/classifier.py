@@ -163,7 +163,7 @@ class IntentRouterClassifier(IntentClassifier, GraphComponent):
             raise IntentRouterError(
                 f"intent-router at {self.url} has no model {name!r}, which this Rasa model classifies with "
                 "(deleted from the service, or another service's url?): run `rasa train --force` to "
-                "fine-tune it again",
+                "fine-tune it again (`rasa train nlu` has no --force: delete .rasa/cache first)",
                 404,
             )
 
