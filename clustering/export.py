@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from intent_router.data import Dataset, Example, format_from_name, to_rasa_nlu
+from intent_router.data import Dataset, Example, format_from_name, one_line_texts, to_rasa_nlu
 from intent_router.plot import write_page
 
 if TYPE_CHECKING:
@@ -32,9 +32,10 @@ def export_clusters(
     """Write each distinct utterance of the chosen clusters (default: all) with its cluster's name.
 
     The format follows the suffix: ``.csv`` (``text,label``), ``.tsv``, or ``.yml``/``.yaml`` (Rasa NLU,
-    written by ``intent_router.data.to_rasa_nlu``; its warnings, such as text Rasa would read as an
-    entity, come as ``UserWarning``). A cluster chosen twice is written once. ``names`` renames
-    clusters by id.
+    written by ``intent_router.data.to_rasa_nlu``). In every format line breaks and control characters
+    become spaces (``intent_router.data.one_line_texts``). Warnings, such as a text changed so or text
+    Rasa would read as an entity, come as ``UserWarning``. A cluster chosen twice is written once.
+    ``names`` renames clusters by id.
     """
     path = Path(path)
     format = check_export_path(path)
@@ -51,13 +52,21 @@ def export_clusters(
         raise ValueError("this run found no clusters: there is nothing to export")
     names = names or {}
     rows = [(" ".join(result.texts[i].split()), names.get(c.id, c.name)) for c in chosen for i in c.members]
+    examples = [Example(text, frozenset([label]), number) for number, (text, label) in enumerate(rows, start=1)]
+    dataset = Dataset(examples, str(path))
     if format == "yaml":
-        return write_page(path, _rasa_nlu(rows, path))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="," if format == "csv" else "\t", lineterminator="\n")
-    writer.writerow(["text", "label"])
-    writer.writerows(rows)
-    return write_page(path, buffer.getvalue())
+        page, problems = to_rasa_nlu(dataset)
+    else:
+        dataset, problems = one_line_texts(dataset)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="," if format == "csv" else "\t", lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows((e.text, e.label) for e in dataset.examples)
+        page = buffer.getvalue()
+    for problem in problems:
+        example = examples[(problem.line or 1) - 1]
+        warnings.warn(f"{path}: intent {example.label!r}: {example.text!r}: {problem.message}", stacklevel=2)
+    return write_page(path, page)
 
 
 def check_export_path(path: str | Path) -> str:
@@ -66,12 +75,3 @@ def check_export_path(path: str | Path) -> str:
     if format not in ("csv", "tsv", "yaml"):
         raise ValueError(f"{path}: export to a .csv, .tsv or .yml file")
     return format
-
-
-def _rasa_nlu(rows: list[tuple[str, str]], path: Path) -> str:
-    examples = [Example(text, frozenset([label]), number) for number, (text, label) in enumerate(rows, start=1)]
-    text, problems = to_rasa_nlu(Dataset(examples, str(path)))
-    for problem in problems:
-        example = examples[(problem.line or 1) - 1]
-        warnings.warn(f"{path}: intent {example.label!r}: {example.text!r}: {problem.message}", stacklevel=3)
-    return text

@@ -638,23 +638,35 @@ def to_rasa_nlu(dataset: Dataset) -> tuple[str, list[Problem]]:
 
         >>> text, warnings = to_rasa_nlu(load_dataset("train.csv"))
     """
-    warnings: list[Problem] = []
+    one_line, warnings = one_line_texts(dataset)
     intents: dict[str, list[str]] = {}
-    for example in dataset.examples:
-        text = normalize_text(_NOT_IN_RASA_EXAMPLE.sub(" ", example.text))
-        if text != example.text:
-            warnings.append(
-                Problem(dataset.source, example.line, "line breaks or control characters became spaces", "warning")
-            )
-        if _RASA_ENTITY.search(text):
+    for example in one_line.examples:
+        if _RASA_ENTITY.search(example.text):
             warnings.append(Problem(dataset.source, example.line, "Rasa reads [text](name) as an entity", "warning"))
-        intents.setdefault(example.label, []).append(text)
+        intents.setdefault(example.label, []).append(example.text)
+    warnings.sort(key=lambda problem: problem.line or 0)  # each example's warnings together, in order
     lines = ['version: "3.1"', "nlu:"]
     for label, texts in intents.items():
         name = _NOT_RAW_IN_YAML.sub(lambda c: f"\\u{ord(c.group()):04x}", json.dumps(label, ensure_ascii=False))
         lines += [f"- intent: {name}", "  examples: |"]
         lines += [f"    - {text}" for text in texts]
     return "\n".join(lines) + "\n", warnings
+
+
+def one_line_texts(dataset: Dataset) -> tuple[Dataset, list[Problem]]:
+    """The examples with each text on one line that any data file holds (a Rasa example, a CSV cell):
+    line breaks and control characters (NUL, ESC, C1) became spaces, as did what YAML refuses
+    (surrogates, U+FFFE, U+FFFF); a warning for each text changed. A NUL written raw would make the
+    file unreadable ("perhaps UTF-16"), and an ESC would become training text."""
+    examples: list[Example] = []
+    warnings: list[Problem] = []
+    for example in dataset.examples:
+        text = normalize_text(_NOT_IN_RASA_EXAMPLE.sub(" ", example.text))
+        if text != example.text:
+            message = "line breaks or control characters became spaces"
+            warnings.append(Problem(dataset.source, example.line, message, "warning"))
+        examples.append(replace(example, text=text))
+    return Dataset(examples, dataset.source, list(dataset.warnings)), warnings
 
 
 def _mapping_get(node: yaml.Node | None, key: str) -> yaml.Node | None:

@@ -32,7 +32,7 @@ from clustering import (
     write_report,
 )
 from clustering.frozen import frozen_encoder
-from clustering.pipeline import neighbours_for
+from clustering.pipeline import Cluster, neighbours_for
 from intent_router import DataError, IntentClassifier, load_dataset
 from intent_router.base_models import load_base_model
 from intent_router.model import encode
@@ -306,6 +306,31 @@ def test_the_rasa_export_quotes_intent_names_and_warns_of_entity_markup(result, 
     data = load_dataset(path)
     assert data.labels == names
     assert data.texts[1] == "ring  the  bell"  # each control character became a space
+
+
+def one_cluster(texts: list[str], name: str = "ring_bell") -> DiscoveryResult:
+    """A run (no model) whose one cluster holds every text, to export."""
+    cluster = Cluster(0, name, len(texts), len(texts), 1.0, [], [], [], None, None, "unknown", list(range(len(texts))))
+    return DiscoveryResult("<memory>", texts, [1] * len(texts), np.zeros(len(texts), int), [cluster], None, {}, {})
+
+
+@pytest.mark.parametrize("suffix", ["csv", "tsv"])
+def test_the_csv_and_tsv_exports_turn_control_characters_into_spaces_with_a_warning(tmp_path, suffix):
+    """A JSONL pool's \\u0000 or \\u001b escapes reach the export: raw, a NUL stopped the training that
+    read it ("perhaps UTF-16") and an ESC became training text."""
+    source = tmp_path / "pool.jsonl"
+    escapes = ["ring\\u0000 the bell", "red\\u001b[31m alert", "c1 \\u009b here", "plain"]
+    source.write_text("".join(f'{{"text": "{text}"}}\n' for text in escapes), encoding="utf-8")
+    pool = utterances_from_file(source)
+    assert pool.texts[0] == "ring\x00 the bell"
+    with pytest.warns(UserWarning) as caught:
+        path = export_clusters(one_cluster(pool.texts), tmp_path / f"new.{suffix}")
+    assert [str(w.message).split(": ", 1)[1] for w in caught] == [
+        f"intent 'ring_bell': {text!r}: line breaks or control characters became spaces" for text in pool.texts[:3]
+    ]
+    data = load_dataset(path)  # as intent-router train reads it
+    assert data.texts == ["ring  the bell", "red [31m alert", "c1   here", "plain"]
+    assert set(data.labels) == {"ring_bell"}
 
 
 def test_the_store_is_read_whole_or_by_model_router_and_time(tmp_path):
