@@ -50,7 +50,7 @@ from .frozen import Encoder, frozen_encoder
 from .known_intents import DiscoveryError, IntentMatch, KnownIntents
 from .labelling import NOISE, KeywordLabeller
 from .neighbours import EXACT_UP_TO, nearest_neighbours
-from .sources import Utterances, utterances_from_texts
+from .sources import Utterances, utterances_from_texts, without_cleaned_away
 
 # HDBSCAN's smallest cluster when none is given: 1% of the distinct utterances, within these bounds.
 # UMAP's neighbours are three times that (15 to 30; at most 50 for a larger cluster size given).
@@ -96,6 +96,7 @@ class DiscoveryResult:
     map_2d: np.ndarray | None  # (n, 2) coordinates for the report's map
     settings: dict[str, Any]
     seconds: dict[str, float]
+    warnings: list[str] = field(default_factory=list)  # the pool's: texts skipped, say
 
     @property
     def total(self) -> int:
@@ -130,6 +131,7 @@ class DiscoveryResult:
             },
             "settings": self.settings,
             "seconds": self.seconds,
+            "warnings": self.warnings,
         }
         if points:
             xy = self.map_2d if self.map_2d is not None else np.zeros((len(self.texts), 2))
@@ -188,8 +190,8 @@ class Discovery:
         return min(max(distinct // 100, low), high)
 
     def fit(self, utterances: Utterances | Sequence[str]) -> DiscoveryResult:
-        """Cluster the pool; raise ``DiscoveryError`` when it is too small to cluster."""
-        pool = utterances if isinstance(utterances, Utterances) else utterances_from_texts(utterances)
+        """Cluster the pool (``pool``); raise ``DiscoveryError`` when it is too small to cluster."""
+        pool = self.pool(utterances)
         self.check_pool(pool)
         seconds: dict[str, float] = {}
         started = time.perf_counter()
@@ -216,9 +218,19 @@ class Discovery:
                     map_2d = _umap(2, reduced, self.seed, "euclidean", MAP_NEIGHBOURS, start).fit_transform(reduced)
             seconds["map"] = _lap(started, seconds)
         seconds["total"] = round(time.perf_counter() - started, 2)
+        settings = self._settings(len(pool))
+        warnings = [str(problem) for problem in pool.warnings]
         return DiscoveryResult(
-            pool.source, pool.texts, pool.counts, assignments, clusters, map_2d, self._settings(len(pool)), seconds
+            pool.source, pool.texts, pool.counts, assignments, clusters, map_2d, settings, seconds, warnings
         )
+
+    def pool(self, utterances: Utterances | Sequence[str]) -> Utterances:
+        """The utterances as ``fit`` clusters them: a list collapsed (``utterances_from_texts``) and, for a
+        model trained with ``clean_text``, without the texts its cleaning empties (a warning counts them)."""
+        pool = utterances if isinstance(utterances, Utterances) else utterances_from_texts(utterances)
+        if self.model is not None and self.model.clean_text:
+            pool = without_cleaned_away(pool, self.model.cleaning_version_)
+        return pool
 
     def check_pool(self, pool: Utterances) -> None:
         """Raise ``DiscoveryError`` when the pool is too small to cluster (before any encoding)."""

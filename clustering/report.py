@@ -73,7 +73,7 @@ def render_report(result: DiscoveryResult, title: str = "New-intent discovery") 
         f"{coverage['new_intent_share']:.0%} of the traffic in candidate new intents, "
         f"{coverage['coverage_gap_share']:.0%} in coverage gaps of existing intents, "
         f"{data['noise']['share']:.0%} noise ({result.noise} utterances).</p>"
-    )
+    ) + "".join(f"\n<p>{_escape(warning)}</p>" for warning in result.warnings)
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_escape(title)}</title>\n<style>{STYLE}{REPORT_STYLE}</style>\n</head>\n<body>\n"

@@ -54,6 +54,25 @@ def utterances_from_texts(texts: Iterable[str], source: str = "<memory>") -> Utt
     return Utterances(list(counts), list(counts.values()), source)
 
 
+def without_cleaned_away(pool: Utterances, cleaning_version: int) -> Utterances:
+    """``pool`` without the texts that ``clean_text`` cleaning (as version ``cleaning_version`` does it)
+    empties, such as bare links, emoji or markup, counted in ``warnings``. A model trained with
+    ``clean_text`` sees each of them as the empty text, so they would cluster as one made-up intent."""
+    kept = [
+        i for i, text in enumerate(pool.texts) if normalize_text(text, clean=True, cleaning_version=cleaning_version)
+    ]
+    if len(kept) == len(pool):
+        return pool
+    skipped = pool.total - sum(pool.counts[i] for i in kept)
+    message = f"{skipped} text(s) empty once cleaned as the model cleans (only markup, links or symbols) skipped"
+    return Utterances(
+        [pool.texts[i] for i in kept],
+        [pool.counts[i] for i in kept],
+        pool.source,
+        (*pool.warnings, Problem(pool.source, None, message, "warning")),
+    )
+
+
 def utterances_from_file(path: str | Path, format: str | None = None) -> Utterances:
     """A CSV/TSV (one column of utterances, or text,label), JSONL (``{"text": ...}``) or Rasa NLU file.
 

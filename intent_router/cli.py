@@ -485,9 +485,11 @@ def discover(
         _print_problems(pool.warnings)
         plan.check_pool(pool)
         classifier = _load(model, models_dir)
+        tuned = classifier.embed if encoder == "model" else None
+        discovery = Discovery(classifier, encoder=tuned, min_cluster_size=min_cluster_size, seed=seed)
+        read, pool = pool, discovery.pool(pool)  # a clean_text model's pool drops what its cleaning empties
+        _print_problems(pool.warnings[len(read.warnings) :])
         with console.status(f"Clustering {pool.total} utterances ({len(pool)} distinct)..."):
-            tuned = classifier.embed if encoder == "model" else None
-            discovery = Discovery(classifier, encoder=tuned, min_cluster_size=min_cluster_size, seed=seed)
             result = _quiet(discovery.fit, pool)  # it loads the frozen base model
             report = write_report(out, result, f"New-intent discovery: {name}")
         table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent (cosine)", "keywords")

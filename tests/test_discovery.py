@@ -116,6 +116,34 @@ def test_the_same_seed_gives_the_same_clusters(known_model, pool_rows, result):
     assert [c.name for c in again.clusters] == [c.name for c in result.clusters]
 
 
+# Texts a clean_text model's cleaning empties: links, emoji, markup. Its frozen encoder embedded them
+# all as "", a fake "new intent" whose export a clean_text training then refused.
+CLEANED_AWAY = [f"https://example.com/track/{n}" for n in range(8)] + ["😀😀", "👍", "<br/>&nbsp;", "<p></p> 🎉"]
+
+
+@pytest.fixture(scope="module")
+def cleaning_model() -> IntentClassifier:
+    from intent_router import Dataset
+
+    train = rows_of(KNOWN, 16)
+    return IntentClassifier(steps=0, seed=0, clean_text=True).fit(Dataset.from_lists(*zip(*train, strict=True)))
+
+
+def test_texts_a_clean_text_models_cleaning_empties_are_skipped_with_a_count(cleaning_model, pool_rows, tmp_path):
+    texts = [text for text, _ in pool_rows] + CLEANED_AWAY + CLEANED_AWAY[:2]
+    found = Discovery(cleaning_model, seed=0).fit(texts)
+    assert not set(CLEANED_AWAY) & set(found.texts)
+    assert found.total == len(pool_rows)
+    skipped = f"{len(CLEANED_AWAY) + 2} text(s) empty once cleaned as the model cleans (only markup, links or symbols)"
+    assert found.warnings == [f"<memory>: warning: {skipped} skipped"]
+    assert found.to_dict()["warnings"] == found.warnings
+    assert f"<p>&lt;memory&gt;: warning: {skipped} skipped</p>" in render_report(found)
+    exported = load_dataset(export_clusters(found, tmp_path / "new.csv"))
+    assert len(exported.cleaned(cleaning_model.cleaning_version_)) == len(exported)  # a clean_text training reads it
+    with pytest.raises(DiscoveryError, match="has 0 distinct utterance"):
+        Discovery(cleaning_model).fit(CLEANED_AWAY)
+
+
 def test_duplicates_collapse_with_a_count():
     pool = utterances_from_texts(["wake me at 7", " wake me at 7 ", "", "rain today?", "wake me at 7"])
     assert pool.texts == ["wake me at 7", "rain today?"]
@@ -553,6 +581,22 @@ def test_cli_discover_warns_of_empty_texts_it_skips(known_model_dir, tmp_path):
     assert done.stderr.splitlines() == [
         f"{source}: warning: 1 empty text(s) skipped (lines 1)",
         f"error: {source} has 1 distinct utterance(s); discovery needs at least 10 (twice the minimum cluster size "
+        "of 5)",
+    ]
+
+
+def test_cli_discover_warns_of_texts_a_clean_text_models_cleaning_empties(cleaning_model, tmp_path):
+    from test_cli import run
+
+    source = tmp_path / "pool.csv"
+    source.write_text("text\n" + "\n".join(["wake me up", "will it rain", *CLEANED_AWAY]) + "\n", encoding="utf-8")
+    done = run("discover", "--model", cleaning_model.save(tmp_path / "cleaning"), "--source", source,
+               "--out", tmp_path / "r.html")  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"{source}: warning: {len(CLEANED_AWAY)} text(s) empty once cleaned as the model cleans (only markup, links "
+        "or symbols) skipped",
+        f"error: {source} has 2 distinct utterance(s); discovery needs at least 10 (twice the minimum cluster size "
         "of 5)",
     ]
 

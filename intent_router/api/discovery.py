@@ -89,6 +89,9 @@ class DiscoverResponse(BaseModel):
     coverage: dict[str, float]
     settings: dict[str, Any]
     seconds: dict[str, float]
+    warnings: list[str] = Field(
+        default=[], description="about the pool: texts a clean_text model's cleaning empties, skipped and counted"
+    )
 
 
 @router.post("/discover", response_model=DiscoverResponse)
