@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from intent_router.data import Dataset, Example, format_from_name, one_line_texts, to_rasa_nlu
+from intent_router.data import (
+    LABEL_SEPARATOR,
+    Dataset,
+    Example,
+    format_from_name,
+    label_name,
+    one_line_texts,
+    parse_labels,
+    to_rasa_nlu,
+    unicode_problem,
+)
 from intent_router.plot import write_page
 
 if TYPE_CHECKING:
@@ -35,7 +46,8 @@ def export_clusters(
     written by ``intent_router.data.to_rasa_nlu``). In every format line breaks and control characters
     become spaces (``intent_router.data.one_line_texts``). Warnings, such as a text changed so or text
     Rasa would read as an entity, come as ``UserWarning``. A cluster chosen twice is written once.
-    ``names`` renames clusters by id.
+    ``names`` renames clusters by id; a name that would not read back as the one label it names
+    (empty, holding ``+`` or a control character) is a ``ValueError``.
     """
     path = Path(path)
     format = check_export_path(path)
@@ -51,6 +63,10 @@ def export_clusters(
     if not chosen:
         raise ValueError("this run found no clusters: there is nothing to export")
     names = names or {}
+    for cluster_id, name in names.items():
+        why = name_problem(name)
+        if why:
+            raise ValueError(f"names[{cluster_id}] {name!r} {why}")
     rows = [(" ".join(result.texts[i].split()), names.get(c.id, c.name)) for c in chosen for i in c.members]
     examples = [Example(text, frozenset([label]), number) for number, (text, label) in enumerate(rows, start=1)]
     dataset = Dataset(examples, str(path))
@@ -67,6 +83,26 @@ def export_clusters(
         example = examples[(problem.line or 1) - 1]
         warnings.warn(f"{path}: intent {example.label!r}: {example.text!r}: {problem.message}", stacklevel=2)
     return write_page(path, page)
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` would not read back from an export as the one label it names, or None."""
+    if not isinstance(name, str):
+        return f"is {type(name).__name__}, not a string"
+    invalid = unicode_problem(name, "it")
+    if invalid:
+        return invalid.removeprefix("it ")
+    if not label_name(name):
+        return "is empty: a label needs a visible character"
+    if LABEL_SEPARATOR in name:
+        read = " and ".join(map(repr, sorted(parse_labels(name)))) or "no label"
+        return (
+            f"holds {LABEL_SEPARATOR!r}, which joins the labels of a multi-intent row: it would read back as "
+            f"{read}; rename it without {LABEL_SEPARATOR!r}"
+        )
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        return "holds a control character, which a data file cannot hold as a label"
+    return None
 
 
 def check_export_path(path: str | Path) -> str:

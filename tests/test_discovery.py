@@ -403,6 +403,24 @@ def test_the_csv_and_tsv_exports_turn_control_characters_into_spaces_with_a_warn
     assert set(data.labels) == {"ring_bell"}
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("c++", "holds '\\+', which joins the labels of a multi-intent row: it would read back as 'c'; rename"),
+        ("alarm+remove", "holds '\\+', .* would read back as 'alarm' and 'remove'"),
+        ("  ", "is empty: a label needs a visible character"),
+        ("\u200b", "is empty"),
+        ("ring\x00bell", "holds a control character"),
+        ("bell\ud800", "is not valid Unicode"),
+        (7, "is int, not a string"),
+    ],
+)
+def test_a_name_to_export_that_would_not_read_back_as_one_label_is_refused(tmp_path, name, why):
+    with pytest.raises(ValueError, match=rf"^names\[0\] {re.escape(repr(name))} {why}"):
+        export_clusters(one_cluster(["wake me up", "set an alarm"]), tmp_path / "new.csv", names={0: name})
+    assert not (tmp_path / "new.csv").exists()
+
+
 def test_the_store_is_read_whole_or_by_model_router_and_time(tmp_path):
     registry = Registry(f"sqlite:///{tmp_path / 'store.db'}")
     for text, model, router in [("a", "m1", "r1"), ("b", "m1", "r2"), ("a", "m2", "r1"), ("c", "m1", "r1")]:
