@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from .pipeline import DiscoveryResult
 
 # Control characters HTML does not allow (all of C0 but tab, line feed, form feed and carriage
-# return; DEL; C1). User text may hold them; the embedded JSON escapes its own, so only raw ones go.
+# return; DEL; C1). User text may hold them; the embedded JSON escapes them all (``json_for_script``),
+# so only raw ones go and the page's data stays the same as report.json.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+_NOT_ESCAPED_BY_JSON = re.compile(r"[\x7f-\x9f]")  # json.dumps escapes C0 itself
 NOISE_COLOUR = "#d9d9d9"
 NOISE_LABEL = "noise"
 
@@ -109,9 +111,11 @@ def check_report_path(path: str | Path) -> Path:
 
 
 def json_for_script(data: object) -> str:
-    """JSON that is safe inside a ``<script>`` element: no text in it can end the element."""
+    """JSON that is safe inside a ``<script>`` element: no text in it can end the element, and it holds
+    no control character raw (DEL and C1 are escaped too), so stripping them from the page leaves it."""
     text = json.dumps(data, ensure_ascii=False)
-    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    return _NOT_ESCAPED_BY_JSON.sub(lambda c: f"\\u{ord(c.group()):04x}", text)
 
 
 def _table(result: DiscoveryResult, colours: dict[str, str], names: dict[int, str]) -> str:

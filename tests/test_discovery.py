@@ -237,6 +237,17 @@ def test_the_report_holds_no_raw_control_characters(result, tmp_path):
     assert data["points"][-1]["text"] == "ring\x07 the bell\x00 now"  # the JSON keeps the text as it was
 
 
+def test_the_reports_embedded_data_is_its_json_also_for_del_and_c1_characters(tmp_path):
+    texts = ["ring\x85 the\x9b bell\x7f", "wake <me> up\x00"]
+    page = write_report(tmp_path / "report.html", one_cluster(texts)).read_text(encoding="utf-8")
+    assert not re.search("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]", page)
+    assert "ring the bell" in page and "wake &lt;me&gt; up" in page
+    embedded = re.search(r'<script type="application/json" id="discovery-data">(.*?)</script>', page, re.S)
+    data = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert json.loads(embedded.group(1)) == data
+    assert [point["text"] for point in data["points"]] == texts
+
+
 def test_a_report_that_cannot_be_written_whole_leaves_the_earlier_report_and_json_as_they_were(result, tmp_path):
     write_report(tmp_path / "report.html", result, "Monday")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
