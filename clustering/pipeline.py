@@ -82,7 +82,7 @@ class Cluster:
     representative_examples: list[str]  # nearest the cluster's centre
     random_examples: list[str]  # a seeded sample of the other members
     nearest_intent: str | None  # of the model; None without a model
-    similarity: float | None  # the model's confidence for nearest_intent at the cluster's centre
+    similarity: float | None  # cosine of the cluster's centre and nearest_intent's centroid, in the model's space
     kind: str  # "new_intent", "coverage_gap", or "unknown" without a model
     members: list[int] = field(repr=False)  # indices into DiscoveryResult.texts
 
