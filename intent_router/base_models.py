@@ -94,7 +94,7 @@ def _layers_refused(name: str, layers: int, count: int) -> str:
 
 def _layer_count(name: str) -> int | None:
     """``num_hidden_layers`` of a local or cached base model's config.json; None where it is not at hand."""
-    folder = Path(resolve_base_model(name)).expanduser()
+    folder = _as_path(resolve_base_model(name))
     config: str | Path | None = folder / "config.json"
     if not folder.exists():  # a hub id: its config.json if the hub's cache has it
         from huggingface_hub import try_to_load_from_cache
@@ -111,11 +111,19 @@ def _layer_count(name: str) -> int | None:
     return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
+def _as_path(name: str) -> Path:
+    """``name`` as a path, ``~`` expanded; as written when there is no such home (``~nobody``)."""
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:
+        return Path(name)
+
+
 def _check_loadable(name: str) -> None:
     if name in BUNDLED:
         BUNDLED[name].check()
         return
-    folder = Path(name).expanduser()
+    folder = _as_path(name)
     if folder.exists():
         if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
             raise BaseModelError(

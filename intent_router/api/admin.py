@@ -20,6 +20,7 @@ from ..registry import NameTaken
 from ..routing import NewRouterConfig
 from . import auth
 from .schemas import (
+    ERRORS,
     DatasetInfo,
     DatasetUploadResponse,
     FinetuneInfo,
@@ -32,7 +33,7 @@ from .schemas import (
     UtcDatetime,
 )
 
-router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
+router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"], responses=ERRORS)
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ async def delete_router(name: str, request: Request) -> Response:
 async def low_confidence(
     request: Request,
     limit: int = Query(100, ge=1, le=1000),
-    before_id: int | None = None,
+    before_id: int | None = Query(None, ge=1, le=2**63 - 1, description="a row id: the rows before it"),
     model: str | None = None,
     router_name: str | None = Query(None, alias="router"),
     since: UtcDatetime | None = None,

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from ..base_models import BaseModelError
-from ..data import unicode_problem
 from ..strict import StrictModel
 from . import auth
-from .schemas import MODEL_NAME, UtcDatetime
+from .schemas import ERRORS, MODEL_NAME, UtcDatetime
 
-router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"])
+router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"], responses=ERRORS)
 one_run_at_a_time = asyncio.Lock()
 
 
@@ -44,14 +43,6 @@ class DiscoverRequest(StrictModel):
         "base", description="cluster in the base model's frozen space (default) or the fine-tuned model's"
     )
     seed: int = Field(0, ge=0, lt=2**32, description="seed for UMAP and the random examples")
-
-    @field_validator("router")
-    @classmethod
-    def _unicode(cls, router: str | None) -> str | None:
-        problem = None if router is None else unicode_problem(router, "router")
-        if problem:
-            raise ValueError(problem)
-        return router
 
     @model_validator(mode="after")
     def since_before_until(self) -> DiscoverRequest:

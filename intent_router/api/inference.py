@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, Request
 
 from ..data import label_key, strip_invisible
 from . import auth
-from .schemas import ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedResponse, RouteRequest, RouteResponse
+from .schemas import ERRORS, ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedResponse, RouteRequest, RouteResponse
 
-router = APIRouter(prefix="/v1", dependencies=[auth.inference], tags=["inference"])
+router = APIRouter(prefix="/v1", dependencies=[auth.inference], tags=["inference"], responses=ERRORS)
 
 
 def text_name(field: str, i: int) -> str:

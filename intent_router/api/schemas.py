@@ -9,25 +9,15 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from .. import model_folder
-from ..data import unicode_problem
 from ..registry import as_utc
 from ..routing import RouterConfig
-from ..strict import StrictModel
+from ..strict import StrictModel, ValidUnicode
 
 MODEL_NAME = model_folder.MODEL_NAME.pattern
 MAX_METADATA_BYTES = 4096  # /v1/route metadata, as JSON: it is stored with every fallback
 
 # A time without a zone is UTC, as on the command line.
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
-
-
-def check_unicode(texts: list[str], field: str) -> list[str]:
-    """Refuse a lone surrogate here, before the text joins a forward pass shared with other requests."""
-    for i, text in enumerate(texts):
-        problem = unicode_problem(text, field if field == "text" else f"{field}[{i}]")
-        if problem:
-            raise ValueError(problem)
-    return texts
 
 
 class RecordLowConfidence(BaseModel):
@@ -37,7 +27,7 @@ class RecordLowConfidence(BaseModel):
     source: str = Field("classify", max_length=100, description="stored as metadata.source, e.g. 'rasa'")
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(ValidUnicode):
     model: str = Field(pattern=MODEL_NAME)
     inputs: list[str] = Field(min_length=1, description="at most max_batch (96) texts")
     record_low_confidence: RecordLowConfidence | None = Field(
@@ -49,11 +39,6 @@ class ClassifyRequest(BaseModel):
         "request: its first max_text_chars characters, or for a model trained with clean_text its first "
         "max_text_chars once cleaned (of its first max_raw_text_chars as sent)",
     )
-
-    @field_validator("inputs")
-    @classmethod
-    def _unicode(cls, inputs: list[str]) -> list[str]:
-        return check_unicode(inputs, "inputs")
 
 
 class LabelConfidence(BaseModel):
@@ -81,14 +66,9 @@ class ClassifyResponse(BaseModel):
     classifications: list[Classification]
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(ValidUnicode):
     model: str = Field(pattern=MODEL_NAME)
     texts: list[str] = Field(min_length=1)
-
-    @field_validator("texts")
-    @classmethod
-    def _unicode(cls, texts: list[str]) -> list[str]:
-        return check_unicode(texts, "texts")
 
 
 class EmbedResponse(BaseModel):
@@ -96,18 +76,13 @@ class EmbedResponse(BaseModel):
     embeddings: list[list[float]]
 
 
-class RouteRequest(BaseModel):
+class RouteRequest(ValidUnicode):
     text: str
     router: str | None = Field(None, description="default: the only router, or the one named 'default'")
     conversation_id: str | None = Field(None, max_length=200)
     metadata: dict | None = Field(
         None, description=f"stored with a fallback; at most {MAX_METADATA_BYTES} bytes as JSON"
     )
-
-    @field_validator("text")
-    @classmethod
-    def _unicode(cls, text: str) -> str:
-        return check_unicode([text], "text")[0]
 
     @field_validator("metadata")
     @classmethod
@@ -238,4 +213,20 @@ class LowConfidencePage(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every error answer: ``detail`` is a message, a list of messages (a data file's problems), or
+    the list of ``{loc, msg, type}`` that FastAPI gives for a body of the wrong shape."""
+
     detail: str | list | dict
+
+
+# What every call under /v1 may answer besides its own result (the OpenAPI document lists them).
+ERRORS: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (401, "no API key, or an unknown one"),
+        (403, "a key without this call's scope"),
+        (404, "no such model, router, data set or job"),
+        (422, "a request the call cannot take; detail says what and how to fix it"),
+        (503, "the service cannot do it now (a database, models folder or base model it needs)"),
+    )
+}
