@@ -261,8 +261,7 @@ def optimize(
         if validation is not None:  # optimize cleans and filters them as fit did, and checks they are the same
             train_part, held_out = dataset, load_dataset(validation, format=format, header=header)
         elif split.get("kind") == "automatic":
-            if classifier.clean_text:  # as fit cleaned them, before its split
-                dataset = dataset.cleaned(classifier.cleaning_version_)
+            dataset = classifier.cleaned_as_fitted(dataset)  # as fit cleaned them, before its split
             train_part, held_out = train_validation_split(dataset, split["fraction"], split["seed"])
         else:
             raise ValueError(f"{model} was validated on {split.get('source', 'a given file')}: pass it as --validation")

@@ -91,6 +91,7 @@ class Dataset:
     examples: list[Example]
     source: str = "<memory>"
     warnings: list[Problem] = field(default_factory=list)
+    cleaned_as: int | None = None  # the cleaning version its texts were cleaned with (``cleaned``); None: as read
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -124,10 +125,14 @@ class Dataset:
             digest.update(b"\x1e")
         return digest.hexdigest()
 
-    def cleaned(self, cleaning_version: int = cleaning.VERSION) -> Dataset:
-        """Every text cleaned as ``clean_text`` models do, then checked again as a file is read: rows
-        that cleaning makes the same are dropped (a warning), and the same cleaned text with two label
-        sets is a ``DataError``, as is a text that cleaning empties."""
+    def cleaned(self, cleaning_version: int = cleaning.VERSION, deduplicate: bool = True) -> Dataset:
+        """Every text cleaned as ``clean_text`` models do, once: a dataset cleaned already with this
+        version is returned as it is (cleaning twice can change a text: ``&amp;amp;amp;amp;``). A text
+        that cleaning empties is a ``DataError``. With ``deduplicate``, the rows are checked again as a
+        file is read: rows that cleaning makes the same are dropped (a warning), and the same cleaned
+        text with two label sets is a ``DataError`` (models fitted before this check: False)."""
+        if self.cleaned_as == cleaning_version:
+            return self
         rows, problems = [], []
         for example in self.examples:
             text = normalize_text(example.text, clean=True, cleaning_version=cleaning_version)
@@ -137,15 +142,18 @@ class Dataset:
                 message = f"text {example.text!r} is empty after cleaning (only markup, links or symbols); remove it"
                 problems.append(Problem(self.source, example.line, message))
         checked: list[Problem] = []
-        examples = _check_rows(rows, self.source, True, True, checked, "duplicate row(s) after cleaning")
+        if deduplicate:
+            examples = _check_rows(rows, self.source, True, True, checked, "duplicate row(s) after cleaning")
+        else:
+            examples = [Example(text, labels, line or None) for line, text, labels in rows]
         errors = problems + [replace(p, message=f"once cleaned, {p.message}") for p in checked if p.severity == "error"]
         if errors:
             raise DataError(_cap_repeats(errors))
         problems = [p for p in checked if p.severity == "warning"]
-        return Dataset(examples, self.source, list(self.warnings) + problems)
+        return Dataset(examples, self.source, list(self.warnings) + problems, cleaning_version)
 
     def subset(self, indices: Iterable[int], source: str | None = None) -> Dataset:
-        return Dataset([self.examples[i] for i in indices], source or self.source)
+        return Dataset([self.examples[i] for i in indices], source or self.source, cleaned_as=self.cleaned_as)
 
     @classmethod
     def from_lists(cls, texts: Sequence[str], labels: Sequence[str | Iterable[str]]) -> Dataset:

@@ -161,7 +161,7 @@ class IntentClassifier:
         report = progress or (lambda stage, fraction: None)
         started = time.perf_counter()
         version = cleaning.VERSION  # a new training cleans as the current version, also of a loaded model
-        if self.clean_text:
+        if self.clean_text:  # rows that cleaning makes the same are dropped ("deduplicated_once_cleaned")
             train = train.cleaned(version)
             validation = validation.cleaned(version) if validation is not None else None
         warnings = list(train.warnings) + check_trainable(
@@ -277,6 +277,7 @@ class IntentClassifier:
                 "validation_examples": len(validation),
                 "validation_checksum": validation.checksum(),
                 "validation_split": split,
+                **({"deduplicated_once_cleaned": True} if self.clean_text else {}),
             },
             "warnings": [str(w) for w in warnings],
             "versions": _versions(),
@@ -398,16 +399,15 @@ class IntentClassifier:
         For a model fitted before the backends existed, or to add the cascade, which ``fit`` does not
         build. ``train`` and ``validation`` must be the parts the model was fitted and validated on
         (with an automatic split: ``train_validation_split`` of the data, with the fraction and seed in
-        ``info_["data"]["validation_split"]``, cleaned first for a ``clean_text`` model); others are
-        a ``ValueError``, checked against the checksums the fit recorded.
+        ``info_["data"]["validation_split"]``, for a ``clean_text`` model of ``cleaned_as_fitted(data)``);
+        others are a ``ValueError``, checked against the checksums the fit recorded.
         """
         body, head, labels = self.body_, self.head_, self.labels_
         if body is None or head is None or labels is None:
             raise NotFittedError("optimize needs the torch body: IntentClassifier.load(path, backend='torch')")
         if self.multilabel:
             raise ValueError("multilabel models run on torch only: the ONNX and cascade backends are single-label")
-        if self.clean_text:  # as fit cleaned them; cleaning is idempotent, so data cleaned already stays the same
-            train, validation = train.cleaned(self.cleaning_version_), validation.cleaned(self.cleaning_version_)
+        train, validation = self.cleaned_as_fitted(train), self.cleaned_as_fitted(validation)
         validation, _ = known_validation(validation, train, multilabel=False)
         data = self.info_.get("data", {})
         for part, dataset, key in (("training part", train, "train"), ("validation split", validation, "validation")):
@@ -431,6 +431,14 @@ class IntentClassifier:
         )
         self.info_["inference"] = self.optimized_.info
         return self
+
+    def cleaned_as_fitted(self, dataset: Dataset) -> Dataset:
+        """``dataset`` cleaned as this model's fit cleaned its data (as it is for a model without
+        ``clean_text``; once only: a dataset cleaned so already is returned as it is)."""
+        if not self.clean_text:
+            return dataset
+        deduplicate = self.info_.get("data", {}).get("deduplicated_once_cleaned", False)  # fits before: False
+        return dataset.cleaned(self.cleaning_version_, deduplicate=deduplicate)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, backend: str | None = None) -> IntentClassifier:

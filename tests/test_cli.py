@@ -364,6 +364,39 @@ def test_optimize_takes_the_files_a_clean_text_model_was_fitted_on(small_split, 
     assert_one_line_error(result, "this validation split is not the one")
 
 
+def test_optimize_cleans_a_clean_text_models_data_once_as_fit_did_also_for_older_models(small_split, tmp_path):
+    """fit cleans once, drops rows that cleaning makes the same, then splits; optimize does the same.
+    Cleaning twice changes a text ('&amp;amp;amp;amp;' decodes one step further), and a model saved
+    before rows were dropped so recorded checksums of its data with them."""
+    from intent_router import IntentClassifier, load_dataset
+    from intent_router.data import train_validation_split
+
+    train, _ = small_split
+    rows = list(zip(train.texts, train.labels, strict=True))
+    rows += [(f"<p>{text}</p>", label) for text, label in rows[:6]]  # the same as a row above, once cleaned
+    rows += [(f"fares &amp;amp;amp;amp; {text}", label) for text, label in rows[6:12]]
+    data = tmp_path / "web.csv"
+    with data.open("w", newline="") as handle:
+        csv.writer(handle).writerows([["text", "label"], *rows])
+    IntentClassifier(steps=0, clean_text=True).fit(load_dataset(data)).save(tmp_path / "clean")
+
+    result = run("optimize", tmp_path / "clean", "--data", data)
+    assert result.returncode == 0, result.stderr
+    assert "Saved the backends" in result.stdout
+
+    config_file = tmp_path / "clean" / "intent_router.json"  # as a version before the drop saved it
+    config = json.loads(config_file.read_text())
+    del config["data"]["deduplicated_once_cleaned"]
+    split = config["data"]["validation_split"]
+    train_part, held_out = train_validation_split(
+        load_dataset(data).cleaned(deduplicate=False), split["fraction"], split["seed"]
+    )
+    config["data"].update(train_checksum=train_part.checksum(), validation_checksum=held_out.checksum())
+    config_file.write_text(json.dumps(config))
+    result = run("optimize", tmp_path / "clean", "--data", data)
+    assert result.returncode == 0, result.stderr
+
+
 def test_a_database_that_cannot_be_used_is_a_one_line_error(tmp_path):
     not_a_database = tmp_path / "bad.db"
     not_a_database.write_text("not a database")
