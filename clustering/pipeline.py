@@ -20,7 +20,7 @@ Each step is a parameter with a good default, so one can be swapped without touc
   (HDBSCAN, each cluster split where it holds two dense parts), its smallest cluster
   ``min_cluster_size`` or, when None, 1% of the distinct utterances between 5 and 10.
 - labeller: ``label(texts, counts, assignments, embeddings)``; default ``KeywordLabeller``, with
-  English stop words when the base model is an English one (``base_models.is_english``).
+  English stop words unless the base model is a multilingual one (``base_models.is_multilingual``).
 - known_intents: ``match(member_embeddings)``; default ``KnownIntents(model)``, given each cluster's
   members in the model's own space (a seeded sample of ``MATCH_SAMPLE`` when the cluster is larger
   and was found in another space).
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from intent_router.base_models import DEFAULT_BASE_MODEL, is_english
+from intent_router.base_models import DEFAULT_BASE_MODEL, is_multilingual
 
 if TYPE_CHECKING:  # the model's module imports torch: discovery's checks run before it is needed
     from intent_router.model import IntentClassifier
@@ -171,7 +171,7 @@ class Discovery:
         self.encoder = encoder
         self.reducer = reducer
         self.clusterer = clusterer
-        stop_words = "english" if is_english(self._base_model()) else None  # a multilingual model's pool: none
+        stop_words = None if is_multilingual(self._base_model()) else "english"  # a multilingual pool: none
         self.labeller = labeller or KeywordLabeller(representatives=examples, stop_words=stop_words)
         self.known_intents = known_intents or (KnownIntents(model) if model is not None else None)
         self.min_cluster_size = min_cluster_size

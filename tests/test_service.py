@@ -515,6 +515,25 @@ def test_a_finetune_with_clean_text_refuses_rows_that_cleaning_empties(server, k
     assert "html.csv:50: error: text '<br/>&nbsp;' is empty after cleaning" in answer.text
 
 
+def test_a_clean_text_finetune_is_checked_on_its_data_as_cleaned(server, keys):
+    """32 rows, one of which cleaning makes the same as another: fit would train on 31 and fail, so the
+    request is refused (422) instead of queued (202) to fail later; and a text with two labels once cleaned."""
+    rows = [f"book flight {i},flight" if i % 2 else f"cheap fare {i},fare" for i in range(31)]
+    rows.append("book flight 1 <br>,flight")
+    for data, message in (
+        (rows, "31 examples"),
+        (rows[:31] + ["<b>book flight 1</b>,fare"], "once cleaned, text also on line 3 with label 'flight'"),
+    ):
+        content = ("text,label\n" + "\n".join(data) + "\n").encode()
+        upload = httpx.post(f"{server.url}/v1/datasets", files={"file": ("web.csv", content)}, headers=keys["admin"])
+        assert upload.status_code == 201, upload.text
+        request = {"name": "web", "train_dataset": upload.json()["dataset"]["id"], "clean_text": True, "steps": 1}
+        answer = httpx.post(f"{server.url}/v1/finetunes", json=request, headers=keys["admin"])
+        assert answer.status_code == 422, answer.text
+        assert message in answer.text
+    assert httpx.get(f"{server.url}/v1/finetunes/web", headers=keys["admin"]).status_code == 404
+
+
 def test_a_finetune_can_keep_the_first_layers_and_set_the_margin(server, keys, train_csv):
     with httpx.Client(base_url=server.url, headers=keys["admin"], timeout=30) as http:
         upload = http.post("/v1/datasets", files={"file": ("train.csv", train_csv.read_bytes())})

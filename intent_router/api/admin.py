@@ -149,10 +149,10 @@ async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneIn
 
     def check() -> None:  # parsing a large upload is CPU work: off the event loop
         train, validation = read_datasets(registry, body.train_dataset, body.validation_dataset, body.multilabel)
-        check_trainable(train, multilabel=body.multilabel, allow_rare_labels=body.allow_rare_labels)
-        if body.clean_text:  # a row that cleaning empties is refused now, not when the job runs
+        if body.clean_text:  # as fit cleans them: a row that cleaning empties is refused now, not when the job runs
             train = train.cleaned()
             validation = validation.cleaned() if validation is not None else None
+        check_trainable(train, multilabel=body.multilabel, allow_rare_labels=body.allow_rare_labels)
         if validation is not None:  # and so is validation data with none of the training labels
             known_validation(validation, train, body.multilabel)
 
