@@ -389,9 +389,10 @@ def _read_delimited(
         problems.append(_csv_problem(err, source, delimiter, line, reader.line_num))
     records = [(line, r) for line, r in records if any(cell.strip() for cell in r)]
     # Utterances under a one-column header: a comma (or tab) belongs to the text, not to a label
-    one_column = False
+    one_column = has_header = False
     if records and (header if header is not None else _looks_like_header(records, labelled)):
         one_column = not labelled and len(records[0][1]) == 1
+        has_header = True
         records = records[1:]
     elif records and header is None and labelled and _may_be_header(records):
         first_line, first = records[0]
@@ -407,11 +408,13 @@ def _read_delimited(
         )
     rows: list[_Row] = []
     split: list[tuple[int, list[str]]] = []  # utterances only: rows read as text then an ignored label
+    # utterances without a header, some of one cell: a log of texts, whose commas are the texts' own
+    log = not labelled and not has_header and any(len(record) == 1 for _, record in records)
     for line, record in records:
-        if one_column or (not labelled and len(record) != 2):  # a third column too: commas in the text
+        if one_column or (not labelled and len(record) == 1) or (log and len(record) > 2):
             rows.append((line, delimiter.join(record), frozenset()))
             continue
-        if not labelled:  # the label is ignored, so it is not checked
+        if not labelled and len(record) == 2:  # the label is ignored, so it is not checked
             rows.append((line, record[0], frozenset()))
             split.append((line, record))
             continue
@@ -432,7 +435,7 @@ def _read_delimited(
         message = (
             f"{len(split)} of {len(rows)} rows have two columns, read as a text and a label that is ignored "
             f"(line {line}: {text!r} then {label!r}); if the {_name(delimiter)}'s delimiter belongs to the "
-            "texts, quote them or add a header row: text"
+            "texts, quote them" + ("" if has_header else " or add a header row: text")
         )
         problems.append(Problem(source, None, message, "warning"))
     return rows

@@ -952,3 +952,10 @@ def test_utterances_only_keep_commas_they_cannot_split_and_warn_where_they_split
     assert load_dataset(path, labelled=False).texts == ["hello, how are you", "well, yes, no"]
     path.write_text("book a flight,flight\ncheapest fare,fare\n")  # a labelled file read for its utterances
     assert load_dataset(path, labelled=False).warnings == []
+    for table in ("text,label,count\nbook flight 0,flight,3\ncheap fare,fare,1\n", "text,label\nhi, there,greet\n"):
+        path.write_text(table)  # a table with a column too many, not a log: refused, not glued into the texts
+        with pytest.raises(DataError, match="a third column"):
+            load_dataset(path, labelled=False)
+    path.write_text("text,label\nhello there\nbook a flight,flight\n")  # a header: no advice to add one
+    [warning] = load_dataset(path, labelled=False).warnings
+    assert str(warning).endswith("quote them")
