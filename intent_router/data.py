@@ -668,15 +668,27 @@ def one_line_texts(dataset: Dataset) -> tuple[Dataset, list[Problem]]:
     """The examples with each text on one line that any data file holds (a Rasa example, a CSV cell):
     line breaks and control characters (NUL, ESC, C1) became spaces, as did what YAML refuses
     (surrogates, U+FFFE, U+FFFF); a warning for each text changed. A NUL written raw would make the
-    file unreadable ("perhaps UTF-16"), and an ESC would become training text."""
+    file unreadable ("perhaps UTF-16"), and an ESC would become training text. A text left empty so, or
+    the same as an earlier one (which a data file holds once, with one label), is left out, with a warning."""
     examples: list[Example] = []
     warnings: list[Problem] = []
+    first: dict[str, Example] = {}
+    changed: set[str] = set()  # texts this made: one the same as another is a row this made twice
     for example in dataset.examples:
         text = normalize_text(_NOT_IN_RASA_EXAMPLE.sub(" ", example.text))
-        if text != example.text:
+        earlier = first.get(text)
+        if not text:
+            message = "only line breaks or control characters: left out"
+        elif earlier is not None and (text != example.text or text in changed):
+            message = f"the same as another text once on one line (intent {earlier.label!r}): left out"
+        else:
+            first.setdefault(text, example)
+            examples.append(replace(example, text=text))
+            if text == example.text:
+                continue
+            changed.add(text)
             message = "line breaks or control characters became spaces"
-            warnings.append(Problem(dataset.source, example.line, message, "warning"))
-        examples.append(replace(example, text=text))
+        warnings.append(Problem(dataset.source, example.line, message, "warning"))
     return Dataset(examples, dataset.source, list(dataset.warnings)), warnings
 
 

@@ -416,6 +416,21 @@ def test_the_csv_and_tsv_exports_turn_control_characters_into_spaces_with_a_warn
     assert set(data.labels) == {"ring_bell"}
 
 
+@pytest.mark.parametrize("suffix", ["csv", "yml"])
+def test_an_export_leaves_out_a_text_left_empty_or_made_the_same_as_another(tmp_path, suffix):
+    """Every row of the export reads back: a text of control characters only would be an empty row, and
+    two texts made the same would be one text twice (with two labels, refused)."""
+    texts = ["\x07", "book a\x1bflight", "book a flight", "plain"]
+    with pytest.warns(UserWarning) as caught:
+        path = export_clusters(one_cluster(texts), tmp_path / f"new.{suffix}")
+    messages = [str(w.message).split(": ", 1)[1] for w in caught]
+    assert messages[0] == "intent 'ring_bell': '\\x07': only line breaks or control characters: left out"
+    assert messages[-1] == (
+        "intent 'ring_bell': 'book a flight': the same as another text once on one line (intent 'ring_bell'): left out"
+    )
+    assert load_dataset(path).texts == ["book a flight", "plain"]
+
+
 @pytest.mark.parametrize(
     ("name", "why"),
     [
