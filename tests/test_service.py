@@ -816,6 +816,16 @@ def test_a_lone_surrogate_anywhere_in_a_body_is_a_422_naming_where_and_nothing_i
     assert httpx.get(f"{server.url}/v1/routers/sur", headers=keys["admin"], timeout=60).status_code == 404
 
 
+def test_a_refused_body_nested_deep_is_echoed_cut_in_its_422(server, keys):
+    """The 422 echoes the refused body; 500 levels of brackets (1 KB) once exhausted the recursion of
+    what wrote the answer, a 500."""
+    body = '{"text": "hi\\ud800", "metadata": {"k": ' + "[" * 500 + "]" * 500 + "}}"
+    headers = {**keys["inference"], "content-type": "application/json"}
+    answer = httpx.post(f"{server.url}/v1/route", content=body, headers=headers, timeout=60)
+    assert answer.status_code == 422, answer.text
+    assert "lone surrogate" in answer.text and "... (1 items)" in answer.text
+
+
 def test_a_row_id_or_base_model_sqlite_or_the_file_system_cannot_take_is_a_422(server, keys):
     get = partial(httpx.get, headers=keys["admin"], timeout=60)
     for before_id in (2**63, 0, -1):

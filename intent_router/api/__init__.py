@@ -85,22 +85,26 @@ def json_safe(value):
     return value
 
 
-ECHO_CHARS, ECHO_ITEMS = 200, 10  # how much of a refused value a 422 echoes, and how many errors
+ECHO_CHARS, ECHO_ITEMS, ECHO_DEPTH = 200, 10, 4  # how much of a refused value a 422 echoes, how many errors
 
 
-def brief(value):
-    """A refused value as a 422 echoes it: long texts and lists cut, saying how long they were.
+def brief(value, depth: int = 0):
+    """A refused value as a 422 echoes it: long texts and lists cut, saying how long they were, and
+    nesting below ``ECHO_DEPTH`` levels left out.
 
-    A wrong-typed 5 MB field would otherwise come back whole in the error, and be logged with it.
+    A wrong-typed 5 MB field would otherwise come back whole in the error, and be logged with it; a
+    body nested 500 deep (1 KB of brackets) would exhaust the recursion of what writes the answer.
     """
     if isinstance(value, str) and len(value) > ECHO_CHARS:
         return f"{value[:ECHO_CHARS]}... ({len(value):,} characters)"
+    if isinstance(value, list | tuple | dict) and depth >= ECHO_DEPTH:
+        return f"... ({len(value):,} {'keys' if isinstance(value, dict) else 'items'})"
     if isinstance(value, list | tuple):
-        items = [brief(v) for v in value[:ECHO_ITEMS]]
+        items = [brief(v, depth + 1) for v in value[:ECHO_ITEMS]]
         return items + [f"... ({len(value):,} items)"] if len(value) > ECHO_ITEMS else items
     if isinstance(value, dict):
         kept = list(value.items())[:ECHO_ITEMS]
-        cut = {str(k)[:ECHO_CHARS]: brief(v) for k, v in kept}
+        cut = {str(k)[:ECHO_CHARS]: brief(v, depth + 1) for k, v in kept}
         return cut | ({"...": f"{len(value):,} keys"} if len(value) > ECHO_ITEMS else {})
     return value
 
