@@ -3,6 +3,10 @@
 Class-based TF-IDF (as in BERTopic) treats all utterances of a cluster as one document: a word
 scores high when it is frequent in this cluster and rare across the others. The noise points are
 one more class, so words common everywhere (``please``, ``can you``) sink.
+
+Chinese and Japanese are written without spaces between words, so a run of their characters is cut
+into overlapping character pairs (as search engines index them: 设置闹钟 -> 设置, 置闹, 闹钟) instead
+of standing as one word; pairs that share a character are never both in a name.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 NOISE = -1
+_WORD = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's words: two or more letters, digits or _
+# Han (with its extensions and compatibility forms), hiragana and katakana
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+_UNSPACED_RUN = re.compile(f"[{_UNSPACED}]+")
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,10 @@ class KeywordLabeller:
         self, texts: Sequence[str], counts: Sequence[int], assignments: np.ndarray, cluster_ids: list[int]
     ) -> dict[int, list[str]]:
         """The ``keywords`` best-scoring words and word pairs of each cluster, by class-based TF-IDF."""
-        from sklearn.feature_extraction.text import CountVectorizer  # scikit-learn: only when labelling
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer  # only when labelling
 
-        vectorizer = CountVectorizer(stop_words=self.stop_words, ngram_range=(1, 2))
+        stop_words = ENGLISH_STOP_WORDS if self.stop_words == "english" else frozenset(self.stop_words or ())
+        vectorizer = CountVectorizer(analyzer=lambda text: terms(text, stop_words))
         try:
             term_counts = vectorizer.fit_transform(texts)
         except ValueError:  # nothing but stop words in the whole pool
@@ -78,16 +87,51 @@ class KeywordLabeller:
         return result
 
 
+def terms(text: str, stop_words: frozenset[str] = frozenset()) -> list[str]:
+    """The words of ``text`` (lower-cased, ``stop_words`` left out) and each pair of neighbouring words,
+    as scikit-learn's ``CountVectorizer(ngram_range=(1, 2))`` gives them; a run of Chinese or Japanese
+    script gives its overlapping character pairs instead (a lone character stays one), each paired
+    with the one that follows it without overlap (设置闹钟 -> 设置 闹钟)."""
+    words: list[str] = []
+    pairs: list[str] = []
+    position = 0
+    text = text.lower()
+    for run in [*_UNSPACED_RUN.finditer(text), None]:
+        for word in _WORD.findall(text[position : run.start() if run else len(text)]):
+            if word not in stop_words:
+                if words and not _is_unspaced(words[-1]):
+                    pairs.append(f"{words[-1]} {word}")
+                words.append(word)
+        if run:
+            characters = run.group()
+            grams = [characters[i : i + 2] for i in range(max(len(characters) - 1, 1))]
+            pairs += [f"{first} {second}" for first, second in zip(grams, grams[2:], strict=False)]
+            words += grams
+            position = run.end()
+    return words + pairs
+
+
 def suggest_name(keywords: Sequence[str], words: int = 2) -> str:
     """``['email', 'emails', 'inbox']`` -> ``email_inbox``: the first ``words`` distinct words (plurals
-    folded), in any script (``réveil``, ``будильник``); words are letters and digits, so the name is a
-    label ``intent_router.data`` reads as one (no ``+``, no spaces)."""
+    folded; Chinese or Japanese character pairs that overlap, 闹钟 and 钟声, count as one), in any
+    script (``réveil``, ``будильник``, ``闹钟``); words are letters and digits, so the name is a label
+    ``intent_router.data`` reads as one (no ``+``, no spaces)."""
     chosen: list[str] = []
     for keyword in keywords:
         for word in re.findall(r"[^\W_]+", keyword.lower()):
-            if len(chosen) < words and word.removesuffix("s") not in {w.removesuffix("s") for w in chosen}:
+            if len(chosen) < words and not any(_same_word(word, taken) for taken in chosen):
                 chosen.append(word)
     return "_".join(chosen)
+
+
+def _same_word(word: str, other: str) -> bool:
+    if _is_unspaced(word) and _is_unspaced(other):
+        return bool(set(word) & set(other))
+    return word.removesuffix("s") == other.removesuffix("s")
+
+
+def _is_unspaced(word: str) -> bool:
+    return _UNSPACED_RUN.fullmatch(word) is not None
 
 
 def _unique(name: str, taken: set[str]) -> str:

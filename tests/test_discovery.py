@@ -134,6 +134,18 @@ def test_suggested_names_keep_the_words_of_any_script_and_load_back_as_labels(tm
     assert load_dataset(export_clusters(found, tmp_path / "new.csv")).labels == [n for n in names for _ in range(5)]
 
 
+CHINESE = ["帮我设置一个闹钟", "明天早上七点的闹钟", "设置闹钟六点半", "把闹钟调到八点", "取消明天的闹钟",
+           "播放一些音乐", "我想听音乐", "放周杰伦的音乐", "播放轻音乐", "来点音乐吧"]  # fmt: skip
+
+
+def test_chinese_names_are_words_not_whole_utterances():
+    assignments, embeddings = np.repeat(np.arange(2), 5), np.eye(10)
+    labels = KeywordLabeller(stop_words=None).label(CHINESE, [1] * 10, assignments, embeddings)
+    assert [label.name.split("_")[0] for label in labels.values()] == ["闹钟", "音乐"]  # alarm, music
+    for label in labels.values():  # character pairs and pairs of them, never a whole utterance
+        assert all(len(word) <= 2 for keyword in label.keywords for word in keyword.split()), label.keywords
+
+
 def test_english_stop_words_unless_the_base_model_is_a_multilingual_one(known_model):
     def labeller_of(base_model: str) -> KeywordLabeller:
         model = copy.copy(known_model)
