@@ -31,6 +31,7 @@ from .schemas import (
     Progress,
     RouterInfo,
     UtcDatetime,
+    error_answers,
 )
 
 router = APIRouter(prefix="/v1", dependencies=[auth.admin], tags=["admin"], responses=ERRORS)
@@ -64,7 +65,15 @@ def dataset_info(record) -> DatasetInfo:
     return DatasetInfo.model_validate(record, from_attributes=True)
 
 
-@router.post("/datasets", response_model=DatasetUploadResponse, status_code=201)
+@router.post(
+    "/datasets",
+    response_model=DatasetUploadResponse,
+    status_code=201,
+    responses=error_answers(
+        (411, "the upload has no Content-Length header"),
+        (413, "a file, or the whole upload, is larger than the upload limit"),
+    ),
+)
 async def upload_dataset(
     request: Request,
     file: Annotated[UploadFile, File(description="CSV, TSV, JSONL or Rasa NLU YAML")],
@@ -134,7 +143,12 @@ def finetune_info(job) -> FinetuneInfo:
     )
 
 
-@router.post("/finetunes", response_model=FinetuneInfo, status_code=202)
+@router.post(
+    "/finetunes",
+    response_model=FinetuneInfo,
+    status_code=202,
+    responses=error_answers((409, "a model or a fine-tune of that name exists; choose another name")),
+)
 async def create_finetune(body: FinetuneRequest, request: Request) -> FinetuneInfo:
     registry = request.app.state.service.registry
     for dataset_id in [body.train_dataset, *filter(None, [body.validation_dataset])]:
@@ -244,7 +258,11 @@ async def get_model(name: str, request: Request) -> ModelInfo:
     return await model_info(request, name)
 
 
-@router.delete("/models/{name}", status_code=204)
+@router.delete(
+    "/models/{name}",
+    status_code=204,
+    responses=error_answers((409, "a router uses the model; change or delete the router first")),
+)
 async def delete_model(name: str, request: Request) -> Response:
     service = request.app.state.service
     if name not in service.available_models():

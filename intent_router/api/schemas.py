@@ -219,14 +219,17 @@ class ErrorResponse(BaseModel):
     detail: str | list | dict
 
 
-# What every call under /v1 may answer besides its own result (the OpenAPI document lists them).
-ERRORS: dict[int | str, dict] = {
-    status: {"model": ErrorResponse, "description": description}
-    for status, description in (
-        (401, "no API key, or an unknown one"),
-        (403, "a key without this call's scope"),
-        (404, "no such model, router, data set or job"),
-        (422, "a request the call cannot take; detail says what and how to fix it"),
-        (503, "the service cannot do it now (a database, models folder or base model it needs)"),
-    )
-}
+def error_answers(*answers: tuple[int, str]) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` for error answers, each shaped as ``ErrorResponse``: ``(status, when)``."""
+    return {status: {"model": ErrorResponse, "description": description} for status, description in answers}
+
+
+# What every call under /v1 may answer besides its own result (the OpenAPI document lists them);
+# a call that has more lists its own too.
+ERRORS = error_answers(
+    (401, "no API key, or an unknown one"),
+    (403, "a key without this call's scope"),
+    (404, "no such model, router, data set or job"),
+    (422, "a request the call cannot take; detail says what and how to fix it"),
+    (503, "the service cannot do it now (a database, models folder or base model it needs)"),
+)
