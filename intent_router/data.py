@@ -157,13 +157,18 @@ class Dataset:
 
     @classmethod
     def from_lists(cls, texts: Sequence[str], labels: Sequence[str | Iterable[str]]) -> Dataset:
-        """Build a dataset in memory; a label may be ``"a+b"`` or a list of labels."""
+        """Build a dataset in memory; a label may be ``"a+b"`` or a list of labels (``labels_of``). Labels
+        that cannot be read raise ``DataError`` naming the row (from 1), as a file's lines are named."""
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels: give one label per text")
-        examples = [
-            Example(normalize_text(t), parse_labels(y) if isinstance(y, str) else frozenset(y), i + 1)
-            for i, (t, y) in enumerate(zip(texts, labels, strict=True))
-        ]
+        examples, problems = [], []
+        for row, (text, label) in enumerate(zip(texts, labels, strict=True), start=1):
+            try:
+                examples.append(Example(normalize_text(text), labels_of(label), row))
+            except ValueError as err:
+                problems.append(Problem("<memory>", row, str(err)))
+        if problems:
+            raise DataError(_cap_repeats(problems))
         return cls(examples)
 
 
@@ -178,6 +183,23 @@ def label_key(labels: Iterable[str]) -> str:
 
 def parse_labels(cell: str) -> frozenset[str]:
     return frozenset(name for name in map(label_name, cell.split(LABEL_SEPARATOR)) if name)
+
+
+def labels_of(value: str | Iterable[str]) -> frozenset[str]:
+    """A row's labels from a cell (``"a+b"``) or a list (``["a", "b"]``), each spelled as ``label_name``
+    spells it, empty ones dropped; ``ValueError`` says why they cannot be read (``c++``; a list item
+    with ``+``, which a cell would read as two labels, or not a string)."""
+    if isinstance(value, str):
+        problem = label_cell_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return parse_labels(value)
+    names = list(value)
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError(f"labels {names!r}: each label in a list must be a string")
+    if any(LABEL_SEPARATOR in name for name in names):
+        raise ValueError(f"a label in a list cannot contain {LABEL_SEPARATOR!r}")
+    return frozenset(name for name in map(label_name, names) if name)
 
 
 def first_few(items: Sequence[object]) -> str:
@@ -220,26 +242,33 @@ def normalize_text(text: str, clean: bool = False, cleaning_version: int = clean
 
 
 def strip_invisible(text: str) -> str:
-    """Outer white space and invisible format characters (zero-width spaces, BOM) removed, so a text
-    of nothing else is empty; the tokenizer drops such characters anyway.
+    """Outer white space and invisible format characters (zero-width spaces, BOM) removed; a text of
+    nothing else, or of nothing else and ``IGNORABLE`` characters (a lone variation selector), is empty:
+    the model would see it as blank. (A variation selector after an emoji is kept: it is part of it.)
 
     A regular expression finds the first and last visible characters: the service strips texts as
     sent, of any length (``truncate``), and a loop over a text of 10 MB of blank took seconds."""
-    visible = _visible()
-    first = visible.search(text)
-    if first is None:
+    first = _visible(False).search(text)
+    if first is None or _visible(True).search(text, first.start()) is None:
         return ""
-    last = visible.search(text[::-1])
+    last = _visible(False).search(text[::-1])
     assert last is not None
     return text[first.start() : len(text) - last.start()]
 
 
+# Unicode's default-ignorable code points that are not format characters (Cf): variation selectors
+# (U+FE0F after a character asks for its emoji form), the combining grapheme joiner, Mongolian and
+# Khmer marks, Hangul fillers. They show nothing of their own.
+IGNORABLE = "\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef"
+
+
 @functools.cache
-def _visible() -> re.Pattern[str]:
-    """A character neither white space (``str.isspace``, as ``\\s``) nor a format character (Cf); made on
-    first use, as finding the format characters takes about 70 ms."""
+def _visible(strict: bool) -> re.Pattern[str]:
+    """A character neither white space (``str.isspace``, as ``\\s``) nor a format character (Cf), nor
+    with ``strict`` one of the ``IGNORABLE``; made on first use, as finding the format characters takes
+    about 70 ms."""
     formats = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if unicodedata.category(c) == "Cf")
-    return re.compile(f"[^\\s{re.escape(formats)}]")
+    return re.compile(f"[^\\s{re.escape(formats)}{IGNORABLE if strict else ''}]")
 
 
 def unicode_problem(text: str, name: str) -> str | None:
@@ -525,21 +554,16 @@ def _read_jsonl(text: str, source: str, problems: list[Problem], labelled: bool 
         if not labelled:
             rows.append((line, record["text"], frozenset()))
             continue
-        if isinstance(record.get("label"), str):
-            problem = label_cell_problem(record["label"])
-            if problem:
-                problems.append(Problem(source, line, problem))
+        value = record.get("label")
+        if not isinstance(value, str):
+            value = record.get("labels")
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                problems.append(Problem(source, line, 'expected "label": "name" or "labels": ["name", ...]'))
                 continue
-            labels = parse_labels(record["label"])
-        elif isinstance(record.get("labels"), list) and all(isinstance(x, str) for x in record["labels"]):
-            if any(LABEL_SEPARATOR in x for x in record["labels"]):
-                problems.append(Problem(source, line, f"a label in a list cannot contain {LABEL_SEPARATOR!r}"))
-                continue
-            labels = frozenset(name for name in map(label_name, record["labels"]) if name)
-        else:
-            problems.append(Problem(source, line, 'expected "label": "name" or "labels": ["name", ...]'))
-            continue
-        rows.append((line, record["text"], labels))
+        try:
+            rows.append((line, record["text"], labels_of(value)))
+        except ValueError as err:
+            problems.append(Problem(source, line, str(err)))
     return rows
 
 

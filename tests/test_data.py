@@ -430,6 +430,16 @@ def test_rasa_export_turns_line_breaks_into_spaces_and_warns_about_entity_markup
 # --- Label sets ---------------------------------------------------------------------------------------
 
 
+def test_labels_given_in_python_are_read_as_a_file_s_are() -> None:
+    data = Dataset.from_lists(["a", "b", "c"], ["caf\u00e9\u200b + tea", [" cafe\u0301 ", "tea"], [" "]])
+    assert data.label_sets == [frozenset({"caf\u00e9", "tea"})] * 2 + [frozenset()]  # one spelling; blank: none
+
+    with pytest.raises(DataError) as raised:
+        Dataset.from_lists(["a", "b", "c", "d"], [["flight+airfare"], "c++", ["x", 3], "ok"])
+    assert [(p.line, p.severity) for p in raised.value.problems] == [(1, "error"), (2, "error"), (3, "error")]
+    assert "cannot contain '+'" in raised.value.problems[0].message  # it would read back as two labels
+
+
 def test_joined_labels_become_a_label_set_with_a_sorted_canonical_name(tmp_path: Path) -> None:
     path = write(tmp_path, "data.csv", "cheapest flight to boston,flight+airfare\n")
 
@@ -470,11 +480,14 @@ def test_same_text_with_label_order_swapped_is_a_duplicate_not_a_conflict(tmp_pa
 
 
 def test_empty_text_is_an_error_naming_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path, "data.csv", 'hi,greet\n"  ",greet\n"\u200b\ufeff ",greet\n')
+    blank = ['"  "', '"\u200b\ufeff "', "\ufe0f\u034f\u3164"]  # a variation selector, grapheme joiner, filler
+    path = write(
+        tmp_path, "data.csv", "hi,greet\n" + "".join(f"{text},greet\n" for text in blank) + "ok \u2764\ufe0f,b\n"
+    )
 
     problems = load_errors(path)
 
-    assert located(problems) == [(str(path), 2, "error"), (str(path), 3, "error")]  # invisible characters only
+    assert located(problems) == [(str(path), line, "error") for line in (2, 3, 4)]  # invisible characters only
     assert all("empty text" in p.message for p in problems)
 
 

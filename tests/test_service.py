@@ -476,6 +476,9 @@ def test_truncate_keeps_the_words_of_a_text_that_starts_with_a_long_blank(server
     blank = post(json={"model": "atis-3", "inputs": ["\u200b\ufeff \u2060"]})  # nothing visible
     assert blank.status_code == 422, blank.text  # it was classified as an empty text
     assert blank.json()["detail"] == "inputs[0] is empty; send the user's utterance"
+    ignorable = post(json={"model": "atis-3", "inputs": ["hi", "\ufe0f \u034f"]})  # variation selector, joiner
+    assert ignorable.status_code == 422
+    assert ignorable.json()["detail"] == "inputs[1] is empty; send the user's utterance"
 
     markup_first = "<br>" * 1300 + question  # its first 5,000 characters as sent are markup only
     refused = post(json={"model": clean_model, "inputs": [markup_first], "truncate": True})
