@@ -56,7 +56,10 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         envvar="INTENT_ROUTER_BACKEND",
-        help="Inference backend: torch, onnx, onnx-int8 or cascade; default: the model's own (fitted at training).",
+        help=(
+            "Inference backend: torch, onnx, onnx-int8 or cascade; default: the model's own (fitted at training). "
+            "Multilabel models run on torch."
+        ),
     ),
 ]
 
@@ -236,17 +239,21 @@ def optimize(
         Path | None, typer.Option(help="The validation file it was fitted with; default: its automatic split.")
     ] = None,
     cascade: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--cascade",
-            help="Also distil the static student of the cascade backend (training does not build it).",
+            "--cascade/--no-cascade",
+            help=(
+                "Also distil the static student of the cascade backend (training does not build it), or leave "
+                "it out; default: build it again if the model has it."
+            ),
         ),
-    ] = False,
+    ] = None,
     format: FormatOption = None,
     header: HeaderOption = None,
     models_dir: ModelsDir = Path("models"),
 ) -> None:
-    """Build a model's ONNX and int8 backends again (training builds them), and with --cascade its cascade."""
+    """Build a model's ONNX and int8 backends again (training builds them), and its cascade if it has one
+    or with --cascade."""
     from .data import train_validation_split
     from .model_folder import folder_stamp
 
@@ -265,6 +272,8 @@ def optimize(
             train_part, held_out = train_validation_split(dataset, split["fraction"], split["seed"])
         else:
             raise ValueError(f"{model} was validated on {split.get('source', 'a given file')}: pass it as --validation")
+        if cascade is None:
+            cascade = classifier.has_cascade
         work = "exporting, quantising" + (", distilling the static student" if cascade else "")
         with console.status(work):
             _quiet(classifier.optimize, train_part, held_out, cascade=cascade)

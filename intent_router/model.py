@@ -393,20 +393,24 @@ class IntentClassifier:
             config["label_combinations"] = self.combinations_.to_json() if self.combinations_ else None
         return write_model_folder(Path(path), self.body_, head, config, self.metrics_, overwrite, files)
 
-    def optimize(self, train: Dataset, validation: Dataset, cascade: bool = False) -> IntentClassifier:
-        """Build the ONNX backends again, and the cascade's static student if asked (then ``save``).
+    def optimize(self, train: Dataset, validation: Dataset, cascade: bool | None = None) -> IntentClassifier:
+        """Build the ONNX backends again, and the cascade's static student (then ``save``): ``cascade``
+        True builds it, False leaves it out, None (the default) builds it again if the model has one.
 
-        For a model fitted before the backends existed, or to add the cascade, which ``fit`` does not
-        build. ``train`` and ``validation`` must be the parts the model was fitted and validated on
-        (with an automatic split: ``train_validation_split`` of the data, with the fraction and seed in
-        ``info_["data"]["validation_split"]``, for a ``clean_text`` model of ``cleaned_as_fitted(data)``);
-        others are a ``ValueError``, checked against the checksums the fit recorded.
+        For a model fitted before the backends existed, to repair a backend's files, or to add the
+        cascade, which ``fit`` does not build. ``train`` and ``validation`` must be the parts the model
+        was fitted and validated on (with an automatic split: ``train_validation_split`` of the data,
+        with the fraction and seed in ``info_["data"]["validation_split"]``, for a ``clean_text`` model
+        of ``cleaned_as_fitted(data)``); others are a ``ValueError``, checked against the checksums the
+        fit recorded.
         """
         body, head, labels = self.body_, self.head_, self.labels_
         if body is None or head is None or labels is None:
             raise NotFittedError("optimize needs the torch body: IntentClassifier.load(path, backend='torch')")
         if self.multilabel:
             raise ValueError("multilabel models run on torch only: the ONNX and cascade backends are single-label")
+        if cascade is None:
+            cascade = self.has_cascade
         train, validation = self.cleaned_as_fitted(train), self.cleaned_as_fitted(validation)
         validation, _ = known_validation(validation, train, multilabel=False)
         data = self.info_.get("data", {})
@@ -432,6 +436,11 @@ class IntentClassifier:
         self.info_["inference"] = self.optimized_.info
         return self
 
+    @property
+    def has_cascade(self) -> bool:
+        """Whether the model has the cascade backend (``optimize`` with ``cascade``; ``fit`` builds none)."""
+        return bool((self.info_.get("inference") or {}).get("cascade"))
+
     def cleaned_as_fitted(self, dataset: Dataset) -> Dataset:
         """``dataset`` cleaned as this model's fit cleaned its data (as it is for a model without
         ``clean_text``; once only: a dataset cleaned so already is returned as it is)."""
@@ -446,12 +455,18 @@ class IntentClassifier:
 
         ``backend``: ``torch``, ``onnx``, ``onnx-int8`` or ``cascade``; None takes the model's default
         (``info_["inference"]["default_backend"]``, fitted on its validation split; torch for models
-        saved before backends existed).
+        saved before backends existed, and for multilabel models, which run on torch only).
         """
         path = Path(path)
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         config = read_config(path)
+        multilabel = bool(config.get("multilabel", False))
+        if multilabel and backend not in (None, "torch"):
+            raise ValueError(
+                f"{path.name} is a multilabel model, which runs on torch only (the {backend} backend is built for "
+                "single-label models): load it with backend 'torch', or with none"
+            )
         inference = config.get("inference") or {}
         chosen = backend or inference.get("default_backend") or "torch"
         if chosen not in BACKENDS:
@@ -460,7 +475,6 @@ class IntentClassifier:
         if transformer not in ("torch", *ONNX_FILES):
             raise _wrong_field(path, "inference.cascade.transformer", transformer, ", ".join(["torch", *ONNX_FILES]))
         body, head, metrics = read_model_folder(path, config, device, load_body=transformer == "torch")
-        multilabel = bool(config.get("multilabel", False))
         classifier = cls(
             config.get("base_model", DEFAULT_BASE_MODEL),
             multilabel=multilabel,

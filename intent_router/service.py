@@ -28,7 +28,7 @@ from .batching import MicroBatcher
 from .data import strip_invisible
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
-from .model_folder import ModelLoadError, folder_stamp, keeps_anchors, model_path, read_labels
+from .model_folder import ModelLoadError, folder_stamp, keeps_anchors, model_path, read_config, read_labels
 from .neighbourhood import RecentTraffic
 from .redact import redact
 from .registry import Registry
@@ -349,7 +349,7 @@ class Service:
             for _ in range(3):  # a save under the name during the load may mix two models' files: again
                 stamp = folder_stamp(path)
                 classifier = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, partial(IntentClassifier.load, path, backend=self.settings.backend)
+                    self.executor, partial(IntentClassifier.load, path, backend=self._backend(path))
                 )
                 if folder_stamp(path) == stamp:
                     break
@@ -366,6 +366,12 @@ class Service:
             while len(self.models) > self.settings.model_cache_size:
                 await self._unload(self.models.popitem(last=False)[1])
             return loaded
+
+    def _backend(self, path: Path) -> str | None:
+        """The server's backend (``--backend``) for a single-label model; a multilabel one runs on torch."""
+        if self.settings.backend is None or read_config(path).get("multilabel"):
+            return None  # the model's own default
+        return self.settings.backend
 
     def _batcher(self, compute: Callable[[list[str]], np.ndarray]) -> MicroBatcher:
         return MicroBatcher(

@@ -177,6 +177,25 @@ def test_a_missing_or_damaged_backend_file_gives_a_clear_error(cascade_model, tm
     assert IntentClassifier.load(copy, backend="torch").predict(["fares to denver"])  # torch still works
 
 
+def test_optimize_repairs_a_damaged_backend_and_keeps_the_cascade_unless_told(cascade_model, small_csv, tmp_path):
+    """The fix a damaged ONNX file's error gives, run as given, must not cost the model its cascade."""
+    copy = shutil.copytree(cascade_model, tmp_path / "copy")
+    shutil.rmtree(copy / "onnx")
+
+    def optimize(*flags: str) -> None:
+        command = [str(CLI), "optimize", str(copy), "--data", str(small_csv), *flags]
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    optimize()
+    assert IntentClassifier.load(copy, backend="cascade").predict(["fares to denver"])
+    assert IntentClassifier.load(copy, backend="onnx").predict(["fares to denver"])
+    optimize("--no-cascade")
+    assert not (copy / "student.safetensors").exists()
+    with pytest.raises(ModelFolderError, match="--cascade"):
+        IntentClassifier.load(copy, backend="cascade")
+
+
 def test_a_damaged_tokenizer_gives_a_clear_error_on_onnx(saved_model, tmp_path):
     copy = shutil.copytree(saved_model, tmp_path / "copy")
     (copy / "tokenizer.json").write_text("{")

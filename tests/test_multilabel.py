@@ -170,6 +170,15 @@ def test_thresholds_are_saved_and_reloaded(fitted_multilabel, multilabel_split, 
     )
 
 
+def test_a_single_label_backend_asked_of_a_multilabel_model_is_refused_with_the_fix(fitted_multilabel, tmp_path):
+    path = fitted_multilabel.save(tmp_path / "multi")
+    for backend in ("onnx", "onnx-int8", "cascade"):
+        with pytest.raises(ValueError, match="multi is a multilabel model, which runs on torch only") as error:
+            IntentClassifier.load(path, backend=backend)
+        assert "was deleted" not in str(error.value) and "optimize" not in str(error.value)  # no fix that fails
+    assert IntentClassifier.load(path, backend="torch").backend_ == "torch"
+
+
 def test_a_multilabel_folder_without_thresholds_is_refused_with_the_fix(fitted_multilabel, tmp_path):
     path = fitted_multilabel.save(tmp_path / "multi")
     config = json.loads((path / "intent_router.json").read_text())

@@ -1,4 +1,7 @@
-"""A multilabel fine-tune over HTTP on a real `intent-router serve`, then its classify and route answers."""
+"""A multilabel fine-tune over HTTP on a real `intent-router serve`, then its classify and route answers.
+
+The server is started with `--backend onnx-int8`, which single-label models use: a multilabel model
+runs on torch whatever the server's backend."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def service(tmp_path_factory, multilabel_split):
     data = home / "train.csv"
     with data.open("w", newline="") as handle:
         csv.writer(handle).writerows([["text", "intent"], *([e.text, e.label] for e in train.examples)])
-    server = Server(home)
+    server = Server(home, "--backend", "onnx-int8")  # the server's backend: multilabel models stay on torch
     with httpx.Client(base_url=server.url, headers=admin, timeout=30) as http:
         refused = http.post("/v1/datasets", files={"file": ("train.csv", data.read_bytes())})
         assert refused.status_code == 422 and "multilabel" in refused.text  # empty labels need it
