@@ -491,13 +491,8 @@ class IntentClassifier:
             synthetic = config.get("synthetic_multi_intent")  # what it was trained with (information only)
             share = synthetic.get("share") if isinstance(synthetic, dict) else None
             classifier.synthetic_multi_intent = float(share) if isinstance(share, int | float) else 0.0
-            if config.get("label_combinations") is not None:  # None or absent: any set (saved before them)
-                try:
-                    classifier.combinations_ = Combinations.from_json(config["label_combinations"], config["labels"])
-                except ValueError as err:
-                    raise ModelLoadError(
-                        path, f"{path / CONFIG_FILE}: 'label_combinations' {err}", "correct it, or delete the key"
-                    ) from None
+            if config.get("label_combinations") is not None:  # None or absent: any set; checked by read_config
+                classifier.combinations_ = Combinations.from_json(config["label_combinations"], config["labels"])
         classifier.metrics_ = metrics
         classifier.info_ = {k: v for k, v in config.items() if k not in ("labels", "multilabel")}
         classifier.backend_ = chosen

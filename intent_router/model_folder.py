@@ -31,6 +31,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from . import cleaning
+from .combinations import Combinations
 from .head import LinearHead, SigmoidHead
 
 CONFIG_FILE = "intent_router.json"
@@ -377,6 +378,11 @@ def check_config(config, config_path: Path) -> None:
             raise refuse(f"'{field}.value' is {value!r}; it must be a number from {low} to 1")
     if config.get("multilabel", False):
         _check_label_thresholds(config.get("label_thresholds"), labels, refuse)
+        if config.get("label_combinations") is not None:  # None or absent: any set (saved before them)
+            try:
+                Combinations.from_json(config["label_combinations"], labels)
+            except ValueError as err:
+                raise refuse(f"'label_combinations' {err}", "correct it, or delete the key") from None
     inference = config.get("inference", {})
     if not isinstance(inference, dict):
         raise refuse(f"'inference' is {inference!r}; it must be an object")

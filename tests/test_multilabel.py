@@ -24,7 +24,7 @@ from intent_router.data import (
     train_validation_split,
 )
 from intent_router.metrics import f1_thresholds, label_thresholds, multilabel_metrics
-from intent_router.model_folder import ModelFolderError, ModelLoadError
+from intent_router.model_folder import ModelFolderError, ModelLoadError, list_models
 from intent_router.routing import RouterConfig, decide
 
 
@@ -134,6 +134,8 @@ def test_a_model_trained_with_an_empty_set_keeps_it_and_so_do_models_saved_befor
         (path / "intent_router.json").write_text(json.dumps(config))
         with pytest.raises(ModelLoadError, match=re.escape(f"'label_combinations' {problem}")):
             IntentClassifier.load(path)
+        ((name, _, _, listed),) = list_models(path.parent)  # `intent-router models` shows it damaged
+        assert name == path.name and f"'label_combinations' {problem}" in listed
 
 
 def test_fitted_thresholds_get_at_least_as_many_validation_sets_right_as_f1_ones(fitted_multilabel, multilabel_split):
