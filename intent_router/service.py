@@ -28,7 +28,15 @@ from .batching import MicroBatcher
 from .data import strip_invisible
 from .head import LinearHead
 from .jobs import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
-from .model_folder import ModelLoadError, folder_stamp, keeps_anchors, model_path, read_config, read_labels
+from .model_folder import (
+    ModelFolderError,
+    ModelLoadError,
+    folder_stamp,
+    keeps_anchors,
+    model_path,
+    read_config,
+    read_labels,
+)
 from .neighbourhood import RecentTraffic
 from .redact import redact
 from .registry import Registry
@@ -416,14 +424,16 @@ class Service:
         """A model folder copied into models_dir by hand (not fine-tuned by this service)."""
         try:
             path = model_path(name, self.settings.models_dir)
-        except Exception:
+        except ModelFolderError:  # not a model name: a save in progress (.NAME.partial-...), say
             return None
         return path if (path / "intent_router.json").is_file() else None
 
     def available_models(self) -> list[str]:
+        """The registered models and the model folders in models_dir, by name; not a save in progress
+        (``.NAME.partial-...``) or a folder no model name can call."""
         names = {m.name for m in self.registry.list_models()}
         if self.settings.models_dir.is_dir():
-            names |= {p.name for p in self.settings.models_dir.iterdir() if (p / "intent_router.json").is_file()}
+            names |= {p.name for p in self.settings.models_dir.iterdir() if self._local_model(p.name) is not None}
         return sorted(names)
 
     async def forget_model(self, name: str) -> None:

@@ -942,6 +942,19 @@ def test_a_finetune_may_not_take_the_name_of_a_model_folder(server, home, keys):
         shutil.rmtree(folder)
 
 
+def test_a_save_in_progress_is_no_model_to_list_or_delete(server, home, keys):
+    """A save's hidden staging folder holds a whole config before it is renamed into place."""
+    headers = keys["admin"]
+    staging = shutil.copytree(home / "models" / "atis-3", home / "models" / ".atis-4.partial-1-habc-0123abcd")
+    try:
+        assert staging.name not in httpx.get(f"{server.url}/v1/models", headers=headers).json()
+        answer = httpx.delete(f"{server.url}/v1/models/{staging.name}", headers=headers)
+        assert answer.status_code == 404, answer.text  # not a 500
+        assert staging.is_dir()
+    finally:
+        shutil.rmtree(staging)
+
+
 def test_a_job_leaves_a_folder_that_appeared_after_it_was_queued(tmp_path, train_csv):
     registry = Registry(f"sqlite:///{tmp_path / 'router.db'}")
     content = train_csv.read_bytes()
