@@ -115,12 +115,7 @@ def write_model_folder(
         if overwrite and path.exists():
             _replace(staging, path)  # the old model is left in staging, removed below
         else:
-            _claim(path)
-            try:
-                os.rename(staging, path)  # onto the empty folder just claimed
-            except OSError:
-                os.rmdir(path)
-                raise
+            _move_new(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
@@ -142,16 +137,45 @@ def _replace(staging: Path, path: Path) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically with Linux's ``renameat2``; False where it is not available."""
+    return _renameat2(a, b, RENAME_EXCHANGE, f"cannot replace {b}")
+
+
+def _move_new(staging: Path, path: Path) -> None:
+    """Rename ``staging`` to ``path``, which must not exist: of two savers, exactly one gets it.
+
+    On Linux one atomic rename that refuses to replace (``RENAME_NOREPLACE``). Elsewhere ``path`` is
+    claimed first (``mkdir``), then renamed onto; a crash between the two leaves it empty, which
+    ``--overwrite`` replaces."""
+    try:
+        if _renameat2(staging, path, RENAME_NOREPLACE, f"cannot save the model as {path}"):
+            return
+    except FileExistsError:
+        raise _exists(path) from None
+    _claim(path)
+    try:
+        os.rename(staging, path)  # onto the empty folder just claimed
+    except OSError:
+        os.rmdir(path)
+        raise
+
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+
+
+def _renameat2(a: Path, b: Path, flag: int, failure: str) -> bool:
+    """Linux's ``renameat2(a, b, flag)``; False where the C library, kernel or file system lacks it."""
     renameat2 = getattr(_libc(), "renameat2", None)
     if renameat2 is None:
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flag) == 0:
         return True
     error = ctypes.get_errno()
-    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # the kernel or file system lacks it
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
         return False
-    raise OSError(error, f"cannot replace {b}: {os.strerror(error)}")
+    if error == errno.EEXIST:
+        raise FileExistsError(error, f"{failure}: {os.strerror(error)}", str(b))
+    raise OSError(error, f"{failure}: {os.strerror(error)}")
 
 
 @functools.cache

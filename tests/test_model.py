@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from intent_router import DataError, Dataset, IntentClassifier, ModelFolderError, ModelLoadError, NotFittedError
+from intent_router import (
+    DataError,
+    Dataset,
+    IntentClassifier,
+    ModelFolderError,
+    ModelLoadError,
+    NotFittedError,
+    model_folder,
+)
 from intent_router.base_models import resolve_base_model
 from intent_router.head import LinearHead
 from intent_router.model_folder import (
@@ -257,6 +265,19 @@ def test_of_two_saves_of_one_new_name_at_once_one_fails_and_the_other_is_kept_wh
     assert sorted(outcomes) == sorted(["saved", f"{target} already exists; choose another name or overwrite it"])
     assert [p.name for p in tmp_path.iterdir()] == ["race"]
     assert IntentClassifier.load(target).predict(TEXTS) == fitted.predict(TEXTS)
+
+
+def test_a_new_name_is_taken_in_one_rename_so_a_kill_cannot_leave_it_empty(fitted, tmp_path, monkeypatch):
+    """Claiming the name with an empty folder, then renaming onto it, left the name blocked by an empty
+    folder when the process was killed in between. On Linux (renameat2) there is no such step."""
+
+    def killed_here(path):
+        raise SystemExit(f"killed after claiming {path}")
+
+    monkeypatch.setattr(model_folder, "_claim", killed_here)
+    fitted.save(tmp_path / "new")
+    assert [p.name for p in tmp_path.iterdir()] == ["new"]
+    assert IntentClassifier.load(tmp_path / "new").predict(TEXTS) == fitted.predict(TEXTS)
 
 
 class BodyThenSomeoneElse:
