@@ -67,6 +67,18 @@ def redact(text: str) -> str:
     return _PHONE_PATTERN.sub(_redact_phone, text)
 
 
+def redact_values(value):
+    """``value`` (decoded JSON: a route's metadata) with ``redact`` applied to every string in it, keys
+    included; numbers, booleans and null as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_values(item) for item in value]
+    if isinstance(value, dict):
+        return {redact(str(key)): redact_values(item) for key, item in value.items()}
+    return value
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum every payment card number satisfies (and 9 in 10 random numbers fail)."""
     total = 0

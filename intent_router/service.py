@@ -38,7 +38,7 @@ from .model_folder import (
     read_labels,
 )
 from .neighbourhood import RecentTraffic
-from .redact import redact
+from .redact import redact, redact_values
 from .registry import Registry
 from .routing import NewRouterConfig, RouteDecision, RouterConfig, decide
 
@@ -612,8 +612,10 @@ class Service:
         await asyncio.get_running_loop().run_in_executor(self.writer, self.prune)
 
     def record_low_confidence(self, text, model, router, top_scores, reason, conversation_id, metadata) -> None:
-        stored = redact(text) if self.settings.redact_low_confidence else text
-        self.registry.record_low_confidence(stored, model, router, top_scores, reason, conversation_id, metadata)
+        if self.settings.redact_low_confidence:  # what a user typed may be in any of them
+            text, metadata = redact(text), redact_values(metadata)
+            conversation_id = redact(conversation_id) if conversation_id is not None else None
+        self.registry.record_low_confidence(text, model, router, top_scores, reason, conversation_id, metadata)
         self.recorded += 1
         if self.recorded % 500 == 1:
             self.prune()

@@ -590,8 +590,8 @@ def test_route_sends_confident_utterances_to_their_destination_and_records_fallb
         json={
             "text": "which airline is it, mail me at jane.doe@example.com",
             "router": "atis",
-            "conversation_id": "c-7",
-            "metadata": {"channel": "web"},
+            "conversation_id": "c-7 jane.doe@example.com",
+            "metadata": {"channel": "web", "said": ["pay with 4111 1111 1111 1111", 2]},
         },
         headers=keys["inference"],
     ).json()
@@ -601,7 +601,8 @@ def test_route_sends_confident_utterances_to_their_destination_and_records_fallb
     page = httpx.get(f"{server.url}/v1/low-confidence", params={"router": "atis"}, headers=keys["admin"]).json()
     newest = page["items"][0]
     assert newest["text"] == "which airline is it, mail me at [EMAIL]"
-    assert newest["conversation_id"] == "c-7" and newest["metadata"] == {"channel": "web"}
+    assert newest["conversation_id"] == "c-7 [EMAIL]"  # what a user typed may be in any of them
+    assert newest["metadata"] == {"channel": "web", "said": ["pay with [CARD]", 2]}
     assert newest["reason"] == unsure["reason"] and newest["model"] == "atis-3"
 
     metrics = httpx.get(f"{server.url}/metrics").text
@@ -910,6 +911,17 @@ def test_route_metadata_is_capped(server, keys):
     assert f"at most {MAX_METADATA_BYTES:,}" in answer.text
     body["metadata"] = {"blob": "x" * (MAX_METADATA_BYTES - 20)}
     assert httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).status_code == 200
+    body["metadata"] = {"blob": "\u00e9" * ((MAX_METADATA_BYTES - 20) // 2)}  # 2 bytes each in UTF-8, as sent
+    assert httpx.post(f"{server.url}/v1/route", json=body, headers=keys["inference"]).status_code == 200
+    nested: dict = {}
+    for _ in range(40):
+        nested = {"a": nested}
+    for metadata, problem in (({"x": float("nan")}, "NaN or Infinity"), (nested, "nested more than 32 levels")):
+        content = json.dumps({**body, "metadata": metadata})  # NaN: Python's JSON writes it, as some clients do
+        answer = httpx.post(
+            f"{server.url}/v1/route", content=content, headers={**keys["inference"], "content-type": "application/json"}
+        )
+        assert answer.status_code == 422 and problem in answer.text, answer.text
 
 
 def test_a_refused_upload_stores_nothing_and_an_unknown_format_is_named(server, keys, train_csv):

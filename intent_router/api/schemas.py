@@ -15,6 +15,7 @@ from ..strict import StrictModel, ValidUnicode
 
 MODEL_NAME = model_folder.MODEL_NAME.pattern
 MAX_METADATA_BYTES = 4096  # /v1/route metadata, as JSON: it is stored with every fallback
+MAX_METADATA_DEPTH = 32
 
 # A time without a zone is UTC, as on the command line.
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
@@ -87,10 +88,28 @@ class RouteRequest(ValidUnicode):
     @field_validator("metadata")
     @classmethod
     def _small(cls, metadata: dict | None) -> dict | None:
-        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        """Stored as sent: at most ``MAX_METADATA_BYTES`` of UTF-8 JSON, ``MAX_METADATA_DEPTH`` levels deep,
+        and only numbers JSON has (NaN and Infinity would come back as null)."""
+        if _depth(metadata) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
+        try:
+            size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
+        except ValueError:
+            raise ValueError("metadata holds NaN or Infinity, which JSON has no numbers for") from None
         if size > MAX_METADATA_BYTES:
             raise ValueError(f"metadata is {size:,} bytes as JSON; at most {MAX_METADATA_BYTES:,}")
         return metadata
+
+
+def _depth(value) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class Alternative(BaseModel):
