@@ -46,13 +46,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .combinations import Combinations
 from .strict import StrictModel
+
+MARGIN_TOLERANCE = 1e-9
 
 
 class RouterConfig(BaseModel):
@@ -95,6 +97,35 @@ class NewRouterConfig(RouterConfig, StrictModel):
 
     field_kind: ClassVar[str] = "router setting"
     owner: ClassVar[str] = "a router"
+
+    @field_validator(
+        "threshold", "similarity_threshold", "ambiguity_margin", "review_similarity_threshold", "alternatives",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        """``true`` would be read as 1 (every utterance falls back), ``false`` as 0 (a rule off)."""
+        if isinstance(value, bool):
+            raise ValueError(f"{str(value).lower()} is not a number; give one")
+        return value
+
+    @field_validator("intent_thresholds", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for intent, threshold in value.items():
+                if isinstance(threshold, bool):
+                    raise ValueError(f"{intent!r}: {str(threshold).lower()} is not a number; give one from 0 to 1")
+        return value
+
+    @field_validator("destinations", "default_destination", "fallback_destination")
+    @classmethod
+    def _named(cls, value: Any) -> Any:
+        """A destination is a name or URL the bot sends the utterance to: never blank."""
+        for destination in value.values() if isinstance(value, dict) else [value]:
+            if destination is not None and not destination.strip():
+                raise ValueError("a destination may not be blank; give a name or URL")
+        return value
 
 
 @dataclass
@@ -185,7 +216,11 @@ def decide(
         return decision(config.fallback_destination, "low_confidence")
     if similarity is not None and similarity_threshold > 0 and similarity < similarity_threshold:  # 0: off
         return decision(config.fallback_destination, "far_from_intents")
-    if not multilabel and top_confidence - runner_up < config.ambiguity_margin:
+    # A gap equal to the margin is not closer than it, also where float subtraction lands a hair
+    # below (0.6 - 0.5 is 0.0999...).
+    if not multilabel and top_confidence - runner_up < config.ambiguity_margin - MARGIN_TOLERANCE:
+        if not alternatives:  # alternatives: 0, but the bot must see the candidates to ask between them
+            alternatives.append({"intent": labels[order[1]], "confidence": runner_up})
         return decision(config.fallback_destination, "ambiguous")
     if destination is None:
         return decision(config.fallback_destination, "no_destination")

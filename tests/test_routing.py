@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from intent_router.metrics import confidence_threshold
-from intent_router.routing import RouterConfig, decide
+from intent_router.routing import NewRouterConfig, RouterConfig, decide
 
 LABELS = ["airfare", "airline", "ground_service"]
 CONFIG = RouterConfig(
@@ -125,6 +125,32 @@ def test_two_close_intents_are_ambiguous():
     decision = decide(config, LABELS, np.array([0.46, 0.44, 0.10]), default_threshold=0.5)
     assert decision.reason == "ambiguous" and decision.fallback
     assert decision.alternatives[0]["intent"] == "airline"
+
+
+@pytest.mark.parametrize("top, runner_up", [(0.6, 0.5), (0.7, 0.6), (0.55, 0.45), (0.8, 0.7)])
+def test_a_gap_equal_to_the_margin_is_not_ambiguous_whatever_float_subtraction_gives(top, runner_up):
+    config = CONFIG.model_copy(update={"threshold": 0.4})  # 0.6 - 0.5 is 0.0999... in floats
+    assert decide(config, LABELS, np.array([top, runner_up, 0.0]), 0.5).reason == "confident"
+    assert decide(config, LABELS, np.array([top, runner_up + 0.001, 0.0]), 0.5).reason == "ambiguous"
+
+
+def test_an_ambiguous_answer_names_the_runner_up_even_with_no_alternatives_asked():
+    config = CONFIG.model_copy(update={"threshold": 0.4, "alternatives": 0})
+    decision = decide(config, LABELS, np.array([0.46, 0.44, 0.10]), default_threshold=0.5)
+    assert decision.reason == "ambiguous" and decision.alternatives == [{"intent": "airline", "confidence": 0.44}]
+    assert decide(config, LABELS, np.array([0.86, 0.04, 0.10]), 0.5).alternatives == []
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"threshold": True}, {"ambiguity_margin": False}, {"intent_thresholds": {"airline": True}}, {"alternatives": True},
+     {"destinations": {"airline": ""}}, {"fallback_destination": "  "}, {"default_destination": ""}],
+)  # fmt: skip
+def test_a_router_written_by_hand_takes_no_boolean_for_a_number_and_no_blank_destination(setting):
+    """``threshold: true`` was read as 1.0, so every utterance fell back."""
+    with pytest.raises(ValidationError):
+        NewRouterConfig(model="atis", **setting)
+    NewRouterConfig(model="atis", threshold=1, alternatives=2)  # whole numbers are numbers
 
 
 def test_an_intent_without_destination_falls_back_unless_there_is_a_default():
