@@ -23,9 +23,15 @@ IDEMPOTENT = {"GET", "PUT", "DELETE", "HEAD", "OPTIONS"}
 class RouterError(RuntimeError):
     """The service answered with an error; ``status`` is the HTTP status, ``detail`` its explanation."""
 
-    def __init__(self, status: int, detail):
+    def __init__(self, status: int | None, detail):
         self.status, self.detail = status, detail
-        super().__init__(f"HTTP {status}: {detail}")
+        super().__init__(f"HTTP {status}: {detail}" if status is not None else str(detail))
+
+
+class RouterUnreachable(RouterError):
+    """No answer from the service, after the retries: it could not be reached or did not answer in
+    time (``status`` None; the httpx error is the ``__cause__``). A bot that catches ``RouterError``
+    catches this too, and can fall back to its own NLU."""
 
 
 @dataclass
@@ -47,6 +53,8 @@ class Route:
 class RouterClient:
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0, retries: int = 1):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries is {retries!r}; give a whole number, 0 or more")
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
         self.retries = retries
 
@@ -120,7 +128,10 @@ class RouterClient:
             except httpx.TransportError as error:
                 unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
                 if attempt == self.retries or not (unsent or method in IDEMPOTENT):
-                    raise
+                    tries = f" (tried {attempt + 1} times)" if attempt else ""
+                    raise RouterUnreachable(
+                        None, f"{method} {path}: no answer from the router{tries}: {error}"
+                    ) from error
                 time.sleep(0.2 * (attempt + 1))
         if response.status_code >= 400:
             try:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 import time
 
 import httpx
 import pytest
 
-from intent_router.client import RouterClient, RouterError
+from intent_router.client import RouterClient, RouterError, RouterUnreachable
 
 
 class Service(http.server.BaseHTTPRequestHandler):
@@ -50,11 +51,23 @@ def service():
 
 def test_a_post_that_timed_out_is_not_sent_again_and_a_get_is(service):
     with RouterClient(service, "key", timeout=0.3, retries=2) as client:
-        with pytest.raises(httpx.ReadTimeout):
+        with pytest.raises(RouterUnreachable) as error:
             client.finetune("atis", "dataset-1")  # may have queued the fine-tune: not sent twice
-        with pytest.raises(httpx.ReadTimeout):
+        assert error.value.status is None and isinstance(error.value.__cause__, httpx.ReadTimeout)
+        with pytest.raises(RouterUnreachable, match="tried 3 times"):
             client.low_confidence(limit=5)
     assert [method for method, _ in Service.seen] == ["POST", "GET", "GET", "GET"]
+
+
+def test_a_service_that_cannot_be_reached_is_a_router_error_a_bot_already_catches():
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with RouterClient(f"http://127.0.0.1:{port}", "key", retries=1) as client, pytest.raises(RouterError) as error:
+        client.route("fares to denver")
+    assert isinstance(error.value, RouterUnreachable) and isinstance(error.value.__cause__, httpx.ConnectError)
+    with pytest.raises(ValueError, match="retries is -1"):
+        RouterClient("http://127.0.0.1:1", retries=-1)
 
 
 def test_names_are_sent_as_one_path_segment(service):
