@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from difflib import get_close_matches
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -266,10 +267,31 @@ class LoadedModel:
         return np.asarray(~(probabilities >= thresholds).any(axis=1))
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping (YAML would keep the last one
+    silently: a router, or a setting, given twice). Keys merged in with ``<<: *anchor`` may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                mark = first.setdefault(key, key_node.start_mark)
+            except TypeError:  # a key YAML allows but Python cannot hash: construct_mapping says so
+                continue
+            if mark is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (first at line {mark.line + 1})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
 def read_config_file(path: Path) -> dict[str, RouterConfig]:
     """The routers a YAML config file lists; ``ValueError`` saying what is wrong with the file."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys) or {}  # noqa: S506 - safe
     except OSError as err:
         raise ValueError(f"cannot read the config file {path}: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
@@ -282,6 +304,13 @@ def read_config_file(path: Path) -> dict[str, RouterConfig]:
     routers = document.get("routers") or {} if isinstance(document, dict) else None
     if not isinstance(routers, dict):
         raise ValueError(f"the config file {path} must hold 'routers:', then each router's settings by name")
+    unknown = [str(key) for key in document if key != "routers" and not str(key).startswith("x-")]
+    if unknown:
+        meant = " (did you mean 'routers'?)" if get_close_matches(unknown[0], ["routers"]) else ""
+        raise ValueError(
+            f"the config file {path}: unknown key {unknown[0]!r}{meant}; it holds 'routers:', and keys named "
+            "x-... for shared settings (x-defaults: &defaults ..., then <<: *defaults in a router)"
+        )
     checked: dict[str, RouterConfig] = {}
     for name, config in routers.items():
         try:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import dataset_file, unwritable_folder
 
+from intent_router.service import read_config_file
+
 CLI = Path(sys.executable).parent / "intent-router"
 
 
@@ -443,6 +445,29 @@ def test_serve_refuses_a_missing_or_broken_config_file(tmp_path):
     broken.write_text("routers:\n  main: [1,2\n")
     assert_one_line_error(run("serve", "--config", tmp_path / "none.yml", timeout=60), "No such file")
     assert_one_line_error(run("serve", "--config", broken, timeout=60), "is not valid YAML at line 3")
+
+
+@pytest.mark.parametrize(
+    "document, message",
+    [
+        ("routers:\n  main: {model: a}\n  main: {model: b}\n", "line 3, column 3: 'main' is given twice"),
+        ("routers:\n  main:\n    model: a\n    threshold: 0.5\n    threshold: 0.9\n", "'threshold' is given twice"),
+        ("routers:\n  main: {model: a, destinations: {x: A, x: B}}\n", "'x' is given twice (first at line 2)"),
+        ("router:\n  main: {model: a}\n", "unknown key 'router' (did you mean 'routers'?)"),
+    ],
+)  # fmt: skip
+def test_a_config_file_loses_no_setting_silently(tmp_path, document, message):
+    """YAML keeps the last of two equal keys, and a misspelt 'routers:' left a server with no routers."""
+    config = tmp_path / "routers.yml"
+    config.write_text(document)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_config_file(config)
+
+
+def test_a_config_file_may_share_settings_through_an_x_key_and_merge_keys(tmp_path):
+    config = tmp_path / "routers.yml"
+    config.write_text("x-shared: &shared {model: a, threshold: 0.5}\nrouters:\n  main: {<<: *shared, threshold: 0.7}\n")
+    assert read_config_file(config)["main"].threshold == 0.7
 
 
 @pytest.mark.parametrize(
