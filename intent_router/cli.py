@@ -599,6 +599,10 @@ def serve(
         registry.close()
     watchdog = FinetuneWatchdog(database_url, settings.models_dir, timeout) if finetune_worker else None
     try:
+        if workers > 1:  # its workers stop if this process is killed (api.stop_with_supervisor)
+            from .api import SUPERVISOR_VARIABLE
+
+            os.environ[SUPERVISOR_VARIABLE] = str(os.getpid())
         uvicorn.run("intent_router.api:create_app_from_env", factory=True, host=host, port=port, workers=workers)
     finally:
         if watchdog is not None:

@@ -8,6 +8,7 @@ stopped server stops its fine-tune worker.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -1170,3 +1171,49 @@ def _running(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+def test_the_workers_of_a_killed_server_stop_and_free_the_port(tmp_path):
+    """`serve --workers 2` killed with SIGKILL: uvicorn's supervisor cannot stop its workers, which
+    kept answering on the port (a restart failed, address in use) and queued jobs no worker ran."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        str(CLI),
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--no-finetune-worker",
+        *common_options(tmp_path),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(port):
+            assert time.monotonic() < deadline and server.poll() is None, "the server did not start"
+            time.sleep(0.5)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        workers = [int(pid) for pid in children]  # the two workers, and multiprocessing's resource tracker
+        assert len(workers) >= 2, workers
+        server.kill()
+        server.wait(10)
+        deadline = time.monotonic() + 20
+        while _answers(port) or any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "the workers outlived their server"
+            time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group: the workers too, should the test have failed
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -6,6 +6,9 @@ uvicorn --factory intent_router.api:create_app_from_env      # or: intent-router
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
 from contextlib import asynccontextmanager
 
@@ -214,4 +217,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """The app with settings from ``INTENT_ROUTER_*`` environment variables (for uvicorn workers)."""
+    supervisor = os.environ.get(SUPERVISOR_VARIABLE)
+    if supervisor:
+        stop_with_supervisor(int(supervisor))
     return create_app(ServiceSettings.from_env())
+
+
+SUPERVISOR_VARIABLE = "INTENT_ROUTER_SUPERVISOR_PID"  # set by `serve --workers N` (N > 1) for its workers
+
+
+def stop_with_supervisor(supervisor: int, poll_seconds: float = 1.0) -> None:
+    """Stop this uvicorn worker (SIGTERM: a clean shutdown, pending store writes flushed) once the
+    process that started it is gone. Killed, the supervisor cannot stop its workers, and orphans
+    would keep the port, so a restart fails, and queue fine-tunes that no worker runs."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
