@@ -10,6 +10,7 @@ can run the same service in-process:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
+from sqlalchemy.exc import OperationalError
 
 from .batching import MicroBatcher
 from .data import strip_invisible
@@ -209,6 +211,8 @@ def _cleaned(
     return cleaned, cut
 
 
+log = logging.getLogger(__name__)
+RECORD_PATIENCE = 120.0  # seconds a low-confidence row waits for a busy database before it is dropped, logged
 MAX_REMEMBERED = 10_000  # API keys and router configs remembered at once (see Service.recall)
 
 
@@ -338,6 +342,7 @@ class Service:
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="low-confidence")
         self.pending_writes: set[asyncio.Future] = set()
         self.remembered: dict[tuple[str, str], tuple[float, object]] = {}
+        self.store_failing_since: float | None = None  # when writes to the low-confidence store began to fail
         self.recent: dict[str, tuple[LinearHead, RecentTraffic]] = {}  # review_neighbours, by router
         if settings.config_file:
             self.apply_config_file(settings.config_file)
@@ -641,10 +646,26 @@ class Service:
         await asyncio.get_running_loop().run_in_executor(self.writer, self.prune)
 
     def record_low_confidence(self, text, model, router, top_scores, reason, conversation_id, metadata) -> None:
+        """Store one row. A database held by another writer longer than SQLite's busy timeout is tried
+        again for up to ``RECORD_PATIENCE`` seconds (the route was answered already: the row must not
+        be lost to a passing lock); a row that still cannot be written is logged, with the reason."""
         if self.settings.redact_low_confidence:  # what a user typed may be in any of them
             text, metadata = redact(text), redact_values(metadata)
             conversation_id = redact(conversation_id) if conversation_id is not None else None
-        self.registry.record_low_confidence(text, model, router, top_scores, reason, conversation_id, metadata)
+        while True:
+            try:
+                self.registry.record_low_confidence(text, model, router, top_scores, reason, conversation_id, metadata)
+                self.store_failing_since = None
+                break
+            except OperationalError as error:  # "database is locked", a full disk, ...
+                now = time.monotonic()
+                self.store_failing_since = self.store_failing_since or now  # the rows behind wait no longer
+                if now - self.store_failing_since >= RECORD_PATIENCE:
+                    log.error(
+                        "a low-confidence row (model %s, router %s) could not be stored: %s", model, router, error
+                    )
+                    return
+                time.sleep(1.0)
         self.recorded += 1
         if self.recorded % 500 == 1:
             self.prune()

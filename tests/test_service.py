@@ -15,7 +15,9 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -33,6 +35,7 @@ from intent_router.client import RouterClient
 from intent_router.head import LinearHead
 from intent_router.jobs import HEARTBEAT_INTERVAL, run_job
 from intent_router.registry import Registry
+from intent_router.service import Service, ServiceSettings
 
 
 @pytest.fixture(scope="module")
@@ -1217,3 +1220,20 @@ def _answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_fallback_waits_for_a_database_another_writer_holds_past_sqlite_s_timeout(tmp_path):
+    """The route was answered already: its row must outlast a lock longer than SQLite's 10 s busy timeout."""
+    database = tmp_path / "router.db"
+    service = Service(ServiceSettings(models_dir=tmp_path / "models", database_url=f"sqlite:///{database}"))
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing, for 12 s
+    row = ("where is my bag", "atis-3", "atis", [["atis_airline", 0.3]], "low_confidence", None, None)
+    writer = threading.Thread(target=service.record_low_confidence, args=row)
+    writer.start()
+    time.sleep(12)
+    holder.execute("COMMIT")
+    holder.close()
+    writer.join(30)
+    assert service.registry.low_confidence_texts() == ["where is my bag"]
+    service.registry.close()
