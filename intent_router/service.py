@@ -371,6 +371,15 @@ class Service:
         if config.review_neighbours and not self.model_keeps_anchors(config.model):
             raise NoAnchors(config.model)
 
+    def router_problems(self, config: RouterConfig) -> list[str]:
+        """Why a stored router cannot route as it was set (``check_router``), once its model was deleted or
+        trained again with other intents; empty when it can."""
+        try:
+            self.check_router(config)
+        except (UnknownModel, UnknownIntents, NoAnchors, ModelFolderError) as problem:
+            return [str(problem)]
+        return []
+
     # -- models ---------------------------------------------------------------------------------
 
     async def model(self, name: str) -> LoadedModel:
@@ -405,6 +414,10 @@ class Service:
                 stamp,
             )
             self.models[name] = loaded
+            for record in self.registry.list_routers():  # a model trained again may lack a router's intents
+                if record.config.get("model") == name:
+                    for problem in self.router_problems(RouterConfig.model_validate(record.config)):
+                        log.warning("router %r: %s; its utterances of those intents fall back", record.name, problem)
             while len(self.models) > self.settings.model_cache_size:
                 await self._unload(self.models.popitem(last=False)[1])
             return loaded

@@ -1237,3 +1237,32 @@ def test_a_fallback_waits_for_a_database_another_writer_holds_past_sqlite_s_time
     writer.join(30)
     assert service.registry.low_confidence_texts() == ["where is my bag"]
     service.registry.close()
+
+
+def test_a_router_whose_model_was_trained_again_without_its_intents_says_so(server, home, keys):
+    headers = keys["admin"]
+    folder = shutil.copytree(home / "models" / "atis-3", home / "models" / "swap")
+    try:
+        router = {"model": "swap", "destinations": {"atis_airline": "airline-bot"}, "default_destination": "nlu"}
+        assert httpx.put(f"{server.url}/v1/routers/rswap", json=router, headers=headers).status_code == 200
+        assert httpx.get(f"{server.url}/v1/routers/rswap", headers=headers).json()["problems"] == []
+        # trained again, its intent renamed (as a relabelled CSV would): the folder is replaced whole
+        replacement = shutil.copytree(folder, home / "models" / ".swap-new")
+        config = json.loads((replacement / "intent_router.json").read_text())
+        config["labels"] = ["atis_airfare", "atis_carrier", "atis_ground_service"]
+        (replacement / "intent_router.json").write_text(json.dumps(config))
+        shutil.rmtree(folder)
+        replacement.rename(folder)
+        route = httpx.post(
+            f"{server.url}/v1/route", json={"text": "which airline is ua", "router": "rswap"}, headers=headers
+        )
+        assert route.status_code == 200 and route.json()["model"] == "swap"
+        (problem,) = httpx.get(f"{server.url}/v1/routers/rswap", headers=headers).json()["problems"]
+        assert "['atis_airline'] are not labels of model 'swap'" in problem
+        listed = {r["name"]: r["problems"] for r in httpx.get(f"{server.url}/v1/routers", headers=headers).json()}
+        assert listed["rswap"] == [problem]
+        log = (home / f"server-{server.port}.log").read_text()
+        assert "router 'rswap': intents ['atis_airline'] are not labels of model 'swap'" in log
+    finally:
+        httpx.delete(f"{server.url}/v1/routers/rswap", headers=headers)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -17,7 +17,7 @@ from ..jobs import read_datasets
 from ..model import known_validation
 from ..model_folder import ModelFolderError, check_writable, model_path
 from ..registry import NameTaken
-from ..routing import NewRouterConfig
+from ..routing import NewRouterConfig, RouterConfig
 from . import auth
 from .schemas import (
     ERRORS,
@@ -289,9 +289,15 @@ async def put_router(name: str, config: NewRouterConfig, request: Request) -> Ro
     return RouterInfo(name=name, config=config)
 
 
+def router_info(service, record) -> RouterInfo:
+    config = RouterConfig.model_validate(record.config)
+    return RouterInfo(name=record.name, config=config, problems=service.router_problems(config))
+
+
 @router.get("/routers", response_model=list[RouterInfo])
 async def list_routers(request: Request) -> list[RouterInfo]:
-    return [RouterInfo(name=r.name, config=r.config) for r in request.app.state.service.registry.list_routers()]
+    service = request.app.state.service
+    return [router_info(service, record) for record in service.registry.list_routers()]
 
 
 @router.get("/routers/{name}", response_model=RouterInfo)
@@ -299,7 +305,7 @@ async def get_router(name: str, request: Request) -> RouterInfo:
     record = request.app.state.service.registry.get_router(name)
     if record is None:
         raise HTTPException(404, f"no router named {name!r}")
-    return RouterInfo(name=record.name, config=record.config)
+    return router_info(request.app.state.service, record)
 
 
 @router.delete("/routers/{name}", status_code=204)

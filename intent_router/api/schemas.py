@@ -211,6 +211,10 @@ class ModelInfo(BaseModel):
 class RouterInfo(BaseModel):
     name: str
     config: RouterConfig
+    problems: list[str] = Field(
+        default_factory=list,
+        description="why it cannot route as set: its model was deleted, or trained again without some of its intents",
+    )
 
 
 class LowConfidenceItem(BaseModel):
