@@ -9,11 +9,11 @@ Built on ``intent_router``: embeddings come from the model's ``embed`` (or a bas
 """
 
 from .clusterer import SplittingHDBSCAN
-from .export import check_export_path, export_clusters
+from .export import check_export_path, export_clusters, export_text
 from .known_intents import COVERAGE_GAP, NEW_INTENT, KnownIntents
 from .labelling import KeywordLabeller
 from .pipeline import Cluster, Discovery, DiscoveryError, DiscoveryResult
-from .report import check_report_path, render_report, write_report
+from .report import check_report_path, render_report, report_pages, write_report
 from .sources import Utterances, utterances_from_file, utterances_from_store, utterances_from_texts
 
 __all__ = [
@@ -30,7 +30,9 @@ __all__ = [
     "check_export_path",
     "check_report_path",
     "export_clusters",
+    "export_text",
     "render_report",
+    "report_pages",
     "utterances_from_file",
     "utterances_from_store",
     "utterances_from_texts",

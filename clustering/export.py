@@ -40,7 +40,19 @@ def export_clusters(
     clusters: Iterable[int] | None = None,
     names: Mapping[int, str] | None = None,
 ) -> Path:
-    """Write each distinct utterance of the chosen clusters (default: all) with its cluster's name.
+    """Write each distinct utterance of the chosen clusters (default: all) with its cluster's name
+    (``export_text``); returns the path."""
+    return write_page(Path(path), export_text(result, path, clusters, names))
+
+
+def export_text(
+    result: DiscoveryResult,
+    path: str | Path,
+    clusters: Iterable[int] | None = None,
+    names: Mapping[int, str] | None = None,
+) -> str:
+    """The file ``export_clusters`` writes at ``path``: each distinct utterance of the chosen clusters
+    (default: all) with its cluster's name.
 
     The format follows the suffix: ``.csv`` (``text,label``), ``.tsv``, or ``.yml``/``.yaml`` (Rasa NLU,
     written by ``intent_router.data.to_rasa_nlu``). In every format line breaks and control characters
@@ -81,8 +93,8 @@ def export_clusters(
         page = buffer.getvalue()
     for problem in problems:
         example = examples[(problem.line or 1) - 1]
-        warnings.warn(f"{path}: intent {example.label!r}: {example.text!r}: {problem.message}", stacklevel=2)
-    return write_page(path, page)
+        warnings.warn(f"{path}: intent {example.label!r}: {example.text!r}: {problem.message}", stacklevel=3)
+    return page
 
 
 def name_problem(name: object) -> str | None:

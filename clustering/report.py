@@ -92,6 +92,12 @@ def render_report(result: DiscoveryResult, title: str = "New-intent discovery") 
 
 def write_report(path: str | Path, result: DiscoveryResult, title: str = "New-intent discovery") -> Path:
     """Write the HTML report and, beside it, the same data as ``<name>.json``; returns the HTML path."""
+    return write_pages(report_pages(path, result, title))[1]
+
+
+def report_pages(path: str | Path, result: DiscoveryResult, title: str = "New-intent discovery") -> dict[Path, str]:
+    """The files ``write_report`` writes, by path (the JSON, then the HTML), for ``write_pages``: with an
+    export's page beside them, all are written or none."""
     path = Path(path)
     json_path = check_report_path(path)
     for target in (path, json_path):  # before either is written: a failed report leaves no JSON behind
@@ -99,7 +105,7 @@ def write_report(path: str | Path, result: DiscoveryResult, title: str = "New-in
             raise ValueError(f"{target} is a folder: name the report's file, e.g. {path.parent / 'report.html'}")
     page = render_report(result, title)  # both texts first, then both files or neither
     data = json.dumps(result.to_dict(), indent=1, ensure_ascii=False)
-    return write_pages({json_path: data, path: page})[1]
+    return {json_path: data, path: page}
 
 
 def check_report_path(path: str | Path) -> Path:

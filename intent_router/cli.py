@@ -423,13 +423,14 @@ def discover(
         Discovery,
         check_export_path,
         check_report_path,
-        export_clusters,
+        export_text,
+        report_pages,
         utterances_from_file,
         utterances_from_store,
-        write_report,
     )
 
     from .model_folder import read_labels
+    from .plot import write_pages
     from .registry import as_utc
 
     def moment(value: str | None, option: str) -> datetime | None:
@@ -499,7 +500,17 @@ def discover(
         _print_problems(pool.warnings[len(read.warnings) :])
         with console.status(f"Clustering {pool.total} utterances ({len(pool)} distinct)..."):
             result = _quiet(discovery.fit, pool)  # it loads the frozen base model
-            report = write_report(out, result, f"New-intent discovery: {name}")
+        pages = report_pages(out, result, f"New-intent discovery: {name}")
+        if export is not None:  # written with the report, all or none: a run stopped midway leaves no mix
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    pages[export] = export_text(result, export, clusters=chosen)
+                except ValueError:  # an unknown cluster id: the report still, which names the clusters
+                    write_pages(pages)
+                    raise
+            _print_problems([str(warning.message) for warning in caught])
+        write_pages(pages)
         table = Table("id", "suggested name", "kind", "utterances", "share", "nearest intent (cosine)", "keywords")
         for c in result.clusters:
             nearest = escape(f"{c.nearest_intent} ({c.similarity:.2f})")
@@ -507,13 +518,9 @@ def discover(
             table.add_row(str(c.id), escape(c.name), c.kind, str(c.size), f"{c.share:.1%}", nearest, keywords)
         table.add_row("-", "noise", "", str(result.noise), f"{result.noise / result.total:.1%}", "", "")
         console.print(table)
-        console.print(f"[green]Wrote[/] {escape(str(report))} and {escape(str(report.with_suffix('.json')))}")
+        console.print(f"[green]Wrote[/] {escape(str(out))} and {escape(str(check_report_path(out)))}")
         if export is not None:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                exported = export_clusters(result, export, clusters=chosen)
-            _print_problems([str(warning.message) for warning in caught])
-            console.print(f"[green]Exported[/] {escape(str(exported))}")
+            console.print(f"[green]Exported[/] {escape(str(export))}")
 
 
 @app.command("models")
