@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .combinations import Combinations
 from .strict import StrictModel
@@ -117,6 +117,12 @@ class NewRouterConfig(RouterConfig, StrictModel):
                 if isinstance(threshold, bool):
                     raise ValueError(f"{intent!r}: {str(threshold).lower()} is not a number; give one from 0 to 1")
         return value
+
+    @model_validator(mode="after")
+    def _review_threshold_with_review(self) -> NewRouterConfig:
+        if self.review_similarity_threshold is not None and not self.review:
+            raise ValueError("review_similarity_threshold applies only with review: true; set review, or drop it")
+        return self
 
     @field_validator("destinations", "default_destination", "fallback_destination")
     @classmethod

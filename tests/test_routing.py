@@ -144,13 +144,17 @@ def test_an_ambiguous_answer_names_the_runner_up_even_with_no_alternatives_asked
 @pytest.mark.parametrize(
     "setting",
     [{"threshold": True}, {"ambiguity_margin": False}, {"intent_thresholds": {"airline": True}}, {"alternatives": True},
-     {"destinations": {"airline": ""}}, {"fallback_destination": "  "}, {"default_destination": ""}],
+     {"destinations": {"airline": ""}}, {"fallback_destination": "  "}, {"default_destination": ""},
+     {"review_similarity_threshold": 0.5}],
 )  # fmt: skip
-def test_a_router_written_by_hand_takes_no_boolean_for_a_number_and_no_blank_destination(setting):
+def test_a_router_written_by_hand_takes_no_boolean_for_a_number_no_blank_destination_nor_a_setting_that_does_nothing(
+    setting,
+):
     """``threshold: true`` was read as 1.0, so every utterance fell back."""
     with pytest.raises(ValidationError):
         NewRouterConfig(model="atis", **setting)
     NewRouterConfig(model="atis", threshold=1, alternatives=2)  # whole numbers are numbers
+    NewRouterConfig(model="atis", review=True, review_similarity_threshold=0.5)
 
 
 def test_an_intent_without_destination_falls_back_unless_there_is_a_default():
