@@ -90,9 +90,24 @@ def utterances_from_store(
     router: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    retention: tuple[int, float] | None = None,
 ) -> Utterances:
-    """The router's low-confidence store: all of it, or one model's, one router's, or a time window's."""
+    """The router's low-confidence store: all of it, or one model's, one router's, or a time window's.
+
+    ``retention``: the service's ``(low_confidence_max_rows, low_confidence_max_age_days)``; rows past
+    it (which the service deletes when it next prunes) are left out, counted in ``warnings``."""
     texts = registry.low_confidence_texts(model=model, router=router, since=since, until=until)
     filters = [f"{name}={value}" for name, value in [("model", model), ("router", router)] if value]
     filters += [f"{name}={value.isoformat()}" for name, value in [("since", since), ("until", until)] if value]
-    return utterances_from_texts(texts, "low-confidence store" + (f" ({', '.join(filters)})" if filters else ""))
+    source = "low-confidence store" + (f" ({', '.join(filters)})" if filters else "")
+    if retention is None:
+        return utterances_from_texts(texts, source)
+    kept = registry.low_confidence_texts(model, router, since, until, *retention)
+    pool = utterances_from_texts(kept, source)
+    if len(kept) == len(texts):
+        return pool
+    message = (
+        f"{len(texts) - len(kept)} stored utterance(s) past the store's retention skipped, as the service deletes "
+        f"them (INTENT_ROUTER_LOW_CONFIDENCE_MAX_ROWS={retention[0]}, _MAX_AGE_DAYS={retention[1]:g})"
+    )
+    return Utterances(pool.texts, pool.counts, source, (Problem(source, None, message, "warning"),))

@@ -483,11 +483,14 @@ def discover(
         name = Path(os.path.abspath(path)).name
         if source == "store":
             from .registry import Registry
+            from .service import ServiceSettings
 
             _check_database_exists(database_url)
+            settings = ServiceSettings.from_env()  # the store's retention, as the service applies it
+            retention = (settings.low_confidence_max_rows, settings.low_confidence_max_age_days)
             with Registry(database_url) as registry:
                 pool = utterances_from_store(
-                    registry, model=None if all_models else name, router=router, since=start, until=end
+                    registry, None if all_models else name, router, start, end, retention=retention
                 )
         else:
             pool = utterances_from_file(source, format=format)

@@ -861,14 +861,22 @@ class Registry:
         router: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        max_rows: int | None = None,
+        max_age_days: float | None = None,
     ) -> list[str]:
-        """Every stored utterance matching the filters, oldest first (what new-intent discovery reads)."""
-        query = (
-            select(low_confidence.c.text)
-            .where(*_low_confidence_filters(model, router, since, until))
-            .order_by(low_confidence.c.id)
-        )
+        """Every stored utterance matching the filters, oldest first (what new-intent discovery reads);
+        with ``max_rows`` and ``max_age_days``, only those ``prune_low_confidence`` would keep."""
+        conditions = _low_confidence_filters(model, router, since, until)
+        if max_age_days is not None:
+            conditions.append(low_confidence.c.created_at >= _now() - timedelta(days=max_age_days))
         with self._read() as connection:
+            if max_rows is not None:
+                newest_past = connection.execute(
+                    select(low_confidence.c.id).order_by(low_confidence.c.id.desc()).offset(max_rows).limit(1)
+                ).scalar()
+                if newest_past is not None:
+                    conditions.append(low_confidence.c.id > newest_past)
+            query = select(low_confidence.c.text).where(*conditions).order_by(low_confidence.c.id)
             return list(connection.execute(query).scalars())
 
     def prune_low_confidence(self, max_rows: int | None, max_age_days: float | None) -> int:

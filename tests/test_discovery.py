@@ -556,6 +556,29 @@ def test_cli_discover_of_the_model_folder_it_runs_in_reads_that_models_rows_of_t
     assert "New-intent discovery: hwu-4" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
+def test_cli_discover_leaves_out_the_rows_past_the_store_s_retention_as_the_service_does(
+    known_model_dir, pool_rows, tmp_path
+):
+    """The service deletes rows past its retention when it next prunes; discovery must not read them first."""
+    import sqlite3
+
+    from test_cli import run
+
+    database = tmp_path / "router.db"
+    with Registry(f"sqlite:///{database}") as registry:
+        for text, _ in pool_rows[:45]:
+            registry.record_low_confidence(text, "hwu-4", "assistant", [("alarm_set", 0.3)], "low_confidence")
+    with sqlite3.connect(database) as connection:  # the first 5 rows are 60 days old
+        connection.execute("UPDATE low_confidence SET created_at = datetime('now', '-60 days') WHERE id <= 5")
+    done = run("discover", "--model", known_model_dir, "--database-url", f"sqlite:///{database}",
+               "--out", tmp_path / "report.html", env={"INTENT_ROUTER_LOW_CONFIDENCE_MAX_AGE_DAYS": "30"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["utterances"] == 40
+    assert "5 stored utterance(s) past the store's retention skipped" in " ".join(done.stderr.split())
+    with Registry(f"sqlite:///{database}") as registry:
+        assert len(registry.low_confidence_texts()) == 45  # read past, never deleted: the service's to do
+
+
 def test_cli_discover_of_a_symlinked_model_folder_reads_the_rows_of_the_name_it_is_served_under(
     known_model_dir, pool_rows, tmp_path
 ):
