@@ -19,8 +19,12 @@ import numpy as np
 
 NOISE = -1
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's words: two or more letters, digits or _
-# Han (with its extensions and compatibility forms), hiragana and katakana
-_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
+# Han (with its extensions, compatibility forms and the iteration mark 々), hiragana and katakana (also
+# half-width), but not the katakana middle dot ・, which separates words
+_UNSPACED = (
+    "\u3005-\u3007\u3040-\u309f\u30a0-\u30fa\u30fc-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+    "\U00020000-\U0002fa1f"
+)
 _UNSPACED_RUN = re.compile(f"[{_UNSPACED}]+")
 
 

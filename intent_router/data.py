@@ -194,6 +194,8 @@ def labels_of(value: str | Iterable[str]) -> frozenset[str]:
         if problem:
             raise ValueError(problem)
         return parse_labels(value)
+    if not isinstance(value, Iterable):
+        raise ValueError(f"label {value!r}: give a string, or a list of strings")
     names = list(value)
     if not all(isinstance(name, str) for name in names):
         raise ValueError(f"labels {names!r}: each label in a list must be a string")
@@ -244,7 +246,8 @@ def normalize_text(text: str, clean: bool = False, cleaning_version: int = clean
 def strip_invisible(text: str) -> str:
     """Outer white space and invisible format characters (zero-width spaces, BOM) removed; a text of
     nothing else, or of nothing else and ``IGNORABLE`` characters (a lone variation selector), is empty:
-    the model would see it as blank. (A variation selector after an emoji is kept: it is part of it.)
+    nothing a person could have meant, whatever tokens a model would make of it. (A variation selector
+    after an emoji is kept: it is part of it.)
 
     A regular expression finds the first and last visible characters: the service strips texts as
     sent, of any length (``truncate``), and a loop over a text of 10 MB of blank took seconds."""

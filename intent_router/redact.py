@@ -16,6 +16,7 @@ Cards are replaced before phones so that a card's digit groups are never half-ta
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 EMAIL = "[EMAIL]"
@@ -68,15 +69,24 @@ def redact(text: str) -> str:
 
 
 def redact_values(value):
-    """``value`` (decoded JSON: a route's metadata) with ``redact`` applied to every string in it, keys
-    included; numbers, booleans and null as they are."""
+    """``value`` (decoded JSON: a route's metadata) with ``redact`` applied to every string value in it;
+    keys (field names), numbers, booleans and null as they are."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, list):
         return [redact_values(item) for item in value]
     if isinstance(value, dict):
-        return {redact(str(key)): redact_values(item) for key, item in value.items()}
+        return {key: redact_values(item) for key, item in value.items()}
     return value
+
+
+def redact_id(identifier: str) -> str:
+    """An id (a conversation's) that holds an e-mail address, phone or card number (a WhatsApp chat is
+    named by its phone number) as a stable pseudonym, ``redacted-`` and 16 hex digits of its SHA-256:
+    the number is gone, but one conversation's rows still share one id. Any other id as it is."""
+    if redact(identifier) == identifier:
+        return identifier
+    return "redacted-" + hashlib.sha256(identifier.encode("utf-8")).hexdigest()[:16]
 
 
 def luhn_valid(digits: str) -> bool:

@@ -54,7 +54,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from .combinations import Combinations
 from .strict import StrictModel
 
-MARGIN_TOLERANCE = 1e-9
+# The heads give float32 confidences, whose rounding error is about 1e-7.
+MARGIN_TOLERANCE = 1e-6
 
 
 class RouterConfig(BaseModel):
@@ -223,7 +224,7 @@ def decide(
     if similarity is not None and similarity_threshold > 0 and similarity < similarity_threshold:  # 0: off
         return decision(config.fallback_destination, "far_from_intents")
     # A gap equal to the margin is not closer than it, also where float subtraction lands a hair
-    # below (0.6 - 0.5 is 0.0999...).
+    # below (0.6 - 0.5 is 0.0999...; in float32, 0.7 - 0.6 is 0.09999996).
     if not multilabel and top_confidence - runner_up < config.ambiguity_margin - MARGIN_TOLERANCE:
         if not alternatives:  # alternatives: 0, but the bot must see the candidates to ask between them
             alternatives.append({"intent": labels[order[1]], "confidence": runner_up})

@@ -41,7 +41,7 @@ from .model_folder import (
     read_labels,
 )
 from .neighbourhood import RecentTraffic
-from .redact import redact, redact_values
+from .redact import redact, redact_id, redact_values
 from .registry import Registry
 from .routing import NewRouterConfig, RouteDecision, RouterConfig, decide
 
@@ -212,7 +212,9 @@ def _cleaned(
 
 
 log = logging.getLogger(__name__)
-RECORD_PATIENCE = 120.0  # seconds a low-confidence row waits for a busy database before it is dropped, logged
+RECORD_PATIENCE = 60.0  # seconds a low-confidence row waits for a busy database before it is dropped, logged
+# Failures further apart than this (SQLite waits 10 s per try) are two outages, each waited out anew.
+RECORD_OUTAGE_GAP = 15.0
 MAX_REMEMBERED = 10_000  # API keys and router configs remembered at once (see Service.recall)
 
 
@@ -273,23 +275,20 @@ class LoadedModel:
 
 class _UniqueKeys(yaml.SafeLoader):
     """YAML's safe loader, refusing a key written twice in one mapping (YAML would keep the last one
-    silently: a router, or a setting, given twice). Keys merged in with ``<<: *anchor`` may be overridden."""
+    silently: a router, or a setting, given twice). Checked as the file is read, before ``<<: *anchor``
+    merges, whose keys a mapping may override."""
 
-    def construct_mapping(self, node, deep=False):
-        first: dict = {}
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], yaml.Mark] = {}
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                mark = first.setdefault(key, key_node.start_mark)
-            except TypeError:  # a key YAML allows but Python cannot hash: construct_mapping says so
-                continue
+            mark = first.setdefault((key_node.tag, key_node.value), key_node.start_mark)
             if mark is not key_node.start_mark:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice (first at line {mark.line + 1})", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep)
+                twice = f"{key_node.value!r} is given twice (first at line {mark.line + 1})"
+                raise yaml.composer.ComposerError(None, None, twice, key_node.start_mark)
+        return node
 
 
 def read_config_file(path: Path) -> dict[str, RouterConfig]:
@@ -343,6 +342,7 @@ class Service:
         self.pending_writes: set[asyncio.Future] = set()
         self.remembered: dict[tuple[str, str], tuple[float, object]] = {}
         self.store_failing_since: float | None = None  # when writes to the low-confidence store began to fail
+        self.store_failed_at = 0.0  # and the last time one failed
         self.recent: dict[str, tuple[LinearHead, RecentTraffic]] = {}  # review_neighbours, by router
         if settings.config_file:
             self.apply_config_file(settings.config_file)
@@ -660,11 +660,11 @@ class Service:
 
     def record_low_confidence(self, text, model, router, top_scores, reason, conversation_id, metadata) -> None:
         """Store one row. A database held by another writer longer than SQLite's busy timeout is tried
-        again for up to ``RECORD_PATIENCE`` seconds (the route was answered already: the row must not
+        again for up to ``RECORD_PATIENCE`` seconds of an outage (the route was answered already: the row must not
         be lost to a passing lock); a row that still cannot be written is logged, with the reason."""
         if self.settings.redact_low_confidence:  # what a user typed may be in any of them
             text, metadata = redact(text), redact_values(metadata)
-            conversation_id = redact(conversation_id) if conversation_id is not None else None
+            conversation_id = redact_id(conversation_id) if conversation_id is not None else None
         while True:
             try:
                 self.registry.record_low_confidence(text, model, router, top_scores, reason, conversation_id, metadata)
@@ -672,7 +672,9 @@ class Service:
                 break
             except OperationalError as error:  # "database is locked", a full disk, ...
                 now = time.monotonic()
-                self.store_failing_since = self.store_failing_since or now  # the rows behind wait no longer
+                if self.store_failing_since is None or now - self.store_failed_at > RECORD_OUTAGE_GAP:
+                    self.store_failing_since = now  # a new outage; the rows queued behind wait no longer
+                self.store_failed_at = now
                 if now - self.store_failing_since >= RECORD_PATIENCE:
                     log.error(
                         "a low-confidence row (model %s, router %s) could not be stored: %s", model, router, error

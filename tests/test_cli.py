@@ -468,6 +468,9 @@ def test_a_config_file_may_share_settings_through_an_x_key_and_merge_keys(tmp_pa
     config = tmp_path / "routers.yml"
     config.write_text("x-shared: &shared {model: a, threshold: 0.5}\nrouters:\n  main: {<<: *shared, threshold: 0.7}\n")
     assert read_config_file(config)["main"].threshold == 0.7
+    nested = "x-shared:\n  inner: &inner\n    <<: {model: a, threshold: 0.3}\n    threshold: 0.5\n"
+    config.write_text(nested + "routers:\n  main:\n    <<: *inner\n")  # an override inside a merged mapping
+    assert read_config_file(config)["main"].threshold == 0.5
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from intent_router.redact import luhn_valid, redact
+from intent_router.redact import luhn_valid, redact, redact_id, redact_values
 
 
 @pytest.mark.parametrize(
@@ -143,3 +143,17 @@ def test_a_long_run_of_short_numbers_is_redacted_in_linear_time() -> None:
     started = time.perf_counter()
     redact(" ".join(["1"] * 10_000) + " " + " ".join(["4444"] * 4_000))  # the old search: hours
     assert time.perf_counter() - started < 2
+
+
+def test_metadata_values_are_redacted_and_its_keys_kept_apart():
+    metadata = {"phone 555-123-4567": 1, "phone 555-987-6543": 2, "said": ["mail jane@example.com", 3, None]}
+    assert redact_values(metadata) == {
+        "phone 555-123-4567": 1, "phone 555-987-6543": 2, "said": ["mail [EMAIL]", 3, None]
+    }  # fmt: skip
+
+
+def test_an_id_holding_a_phone_number_becomes_one_stable_pseudonym():
+    chat = "+447911123456"  # a WhatsApp chat, named by the user's number
+    assert redact_id(chat) == redact_id(chat) != redact_id("+447911123457")
+    assert redact_id(chat).startswith("redacted-") and "447911" not in redact_id(chat)
+    assert redact_id("c-42") == "c-42"

@@ -127,11 +127,13 @@ def test_two_close_intents_are_ambiguous():
     assert decision.alternatives[0]["intent"] == "airline"
 
 
-@pytest.mark.parametrize("top, runner_up", [(0.6, 0.5), (0.7, 0.6), (0.55, 0.45), (0.8, 0.7)])
-def test_a_gap_equal_to_the_margin_is_not_ambiguous_whatever_float_subtraction_gives(top, runner_up):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # the heads give float32
+@pytest.mark.parametrize("top, runner_up", [(0.6, 0.5), (0.7, 0.6), (0.55, 0.45), (0.8, 0.7), (0.95, 0.85)])
+def test_a_gap_equal_to_the_margin_is_not_ambiguous_whatever_float_subtraction_gives(top, runner_up, dtype):
     config = CONFIG.model_copy(update={"threshold": 0.4})  # 0.6 - 0.5 is 0.0999... in floats
-    assert decide(config, LABELS, np.array([top, runner_up, 0.0]), 0.5).reason == "confident"
-    assert decide(config, LABELS, np.array([top, runner_up + 0.001, 0.0]), 0.5).reason == "ambiguous"
+    assert decide(config, LABELS, np.array([top, runner_up, 0.0], dtype=dtype), 0.5).reason == "confident"
+    closer = np.array([top, runner_up + 0.0001, 0.0], dtype=dtype)
+    assert decide(config, LABELS, closer, 0.5).reason == "ambiguous"
 
 
 def test_an_ambiguous_answer_names_the_runner_up_even_with_no_alternatives_asked():
